@@ -1,0 +1,1 @@
+"""Device-capacity and maintenance licences."""

@@ -1,0 +1,358 @@
+"""Shared value types that flow between the layers of edged.
+
+Everything here is stdlib-only and immutable. Quantities have one canonical
+name and unit; drivers convert into them so nothing downstream guesses units.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Literal
+
+from edged.errors import ConfigError
+
+Kind = Literal["counter", "gauge", "info"]
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A canonical quantity: its name, unit and whether it is a counter or a gauge."""
+
+    name: str
+    unit: str
+    kind: Kind
+    description: str
+
+
+def _q(name: str, unit: str, kind: Kind, description: str) -> tuple[str, Quantity]:
+    return name, Quantity(name, unit, kind, description)
+
+
+_PHASED_GAUGES = [
+    ("voltage", "V", "phase-to-neutral voltage"),
+    ("current", "A", "phase current"),
+    ("power_active", "W", "active power"),
+    ("power_reactive", "var", "reactive power"),
+    ("power_apparent", "VA", "apparent power"),
+    ("power_factor", "", "power factor"),
+]
+
+QUANTITIES: Mapping[str, Quantity] = MappingProxyType(
+    dict(
+        [
+            _q("energy_import", "Wh", "counter", "active energy imported (delivered to the site)"),
+            _q("energy_export", "Wh", "counter", "active energy exported (fed into the grid)"),
+            _q("energy_reactive_import", "varh", "counter", "reactive energy imported"),
+            _q("energy_reactive_export", "varh", "counter", "reactive energy exported"),
+            _q("energy_heat", "Wh", "counter", "thermal energy (heat or cooling)"),
+            _q("volume", "m3", "counter", "volume"),
+            _q("mass", "kg", "counter", "mass"),
+            _q("operating_time", "s", "counter", "operating time"),
+            _q("on_time", "s", "counter", "on time"),
+            _q("pulses", "", "counter", "pulse count"),
+            _q("power_active", "W", "gauge", "total active power"),
+            _q("power_reactive", "var", "gauge", "total reactive power"),
+            _q("power_apparent", "VA", "gauge", "total apparent power"),
+            _q("power_factor", "", "gauge", "total power factor"),
+            _q("power_thermal", "W", "gauge", "thermal power"),
+            _q("frequency", "Hz", "gauge", "grid frequency"),
+            _q("current", "A", "gauge", "total or single-phase current"),
+            _q("voltage", "V", "gauge", "voltage"),
+            *[
+                _q(f"{base}_l{n}", unit, "gauge", f"{desc} L{n}")
+                for base, unit, desc in _PHASED_GAUGES
+                for n in (1, 2, 3)
+            ],
+            _q("voltage_l1_l2", "V", "gauge", "line-to-line voltage L1-L2"),
+            _q("voltage_l2_l3", "V", "gauge", "line-to-line voltage L2-L3"),
+            _q("voltage_l3_l1", "V", "gauge", "line-to-line voltage L3-L1"),
+            _q("current_n", "A", "gauge", "neutral current"),
+            _q("volume_flow", "m3/h", "gauge", "volume flow"),
+            _q("mass_flow", "kg/h", "gauge", "mass flow"),
+            _q("flow_temperature", "°C", "gauge", "flow (supply) temperature"),
+            _q("return_temperature", "°C", "gauge", "return temperature"),
+            _q("temperature_difference", "K", "gauge", "flow minus return temperature"),
+            _q("temperature", "°C", "gauge", "temperature"),
+            _q("external_temperature", "°C", "gauge", "external temperature"),
+            _q("pressure", "bar", "gauge", "pressure"),
+            _q("state_of_charge", "%", "gauge", "EV battery state of charge"),
+            _q("power_offered", "W", "gauge", "charging power offered to the EV"),
+            _q("current_offered", "A", "gauge", "charging current offered to the EV"),
+            _q("current_import", "A", "gauge", "charging current (import)"),
+        ]
+    )
+)
+
+
+def quantity(name: str) -> Quantity | None:
+    """The canonical quantity of that name, or None."""
+    return QUANTITIES.get(name)
+
+
+def unit_of(name: str) -> str:
+    """Canonical unit of a quantity; quantities outside the table carry no unit."""
+    q = QUANTITIES.get(name)
+    return q.unit if q else ""
+
+
+def is_counter(name: str) -> bool:
+    """Counters (energy, volume, ...) publish their last value; everything else is a gauge."""
+    q = QUANTITIES.get(name)
+    return q is not None and q.kind == "counter"
+
+
+class Tier(Enum):
+    """Cloud licence tier of a metering point, ordered from lowest to highest."""
+
+    BASIC = "basic"
+    LIMITED = "limited"
+    PROFESSIONAL = "professional"
+
+    @property
+    def rank(self) -> int:
+        """Order of the tier: a lower rank is a lower tier."""
+        return _TIER_RANK[self]
+
+
+_TIER_RANK = {Tier.BASIC: 0, Tier.LIMITED: 1, Tier.PROFESSIONAL: 2}
+
+
+class DeviceState(Enum):
+    """What the supervisor knows about a device."""
+
+    PROVISIONED = "provisioned"
+    ONLINE = "online"
+    OFFLINE = "offline"
+    STALE = "stale"
+    UNLICENSED = "unlicensed"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a piece of configuration came from, for error messages."""
+
+    file: str | None
+    key: str
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A ConfigError for ``key`` below this source's key path."""
+        path = f"{self.key}.{key}" if self.key and key else (self.key or key)
+        return ConfigError(self.file, path, message)
+
+
+_MISSING: Any = object()
+
+
+class Options:
+    """Typed, located access to a driver-specific settings table.
+
+    Drivers read their own keys through this so every mistake names file, key and
+    line; ``finish()`` rejects keys nobody read.
+    """
+
+    def __init__(self, data: Mapping[str, Any], source: Source):
+        self._data = data
+        self._source = source
+        self._read: set[str] = set()
+
+    @property
+    def source(self) -> Source:
+        """Where these options were configured."""
+        return self._source
+
+    def has(self, key: str) -> bool:
+        """True when the key was configured."""
+        return key in self._data
+
+    def _get(self, key: str, default: Any) -> Any:
+        self._read.add(key)
+        if key in self._data:
+            return self._data[key]
+        if default is _MISSING:
+            raise self._source.error(key, "required key is missing")
+        return default
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A located error for one of these keys."""
+        return self._source.error(key, message)
+
+    def str(self, key: str, default: Any = _MISSING) -> Any:
+        """A string option."""
+        v = self._get(key, default)
+        if v is not default and not isinstance(v, str):
+            raise self.error(key, f"expected a string, got {_typename(v)}")
+        return v
+
+    def int(self, key: str, default: Any = _MISSING, *, min: int | None = None,
+            max: int | None = None) -> Any:
+        """An integer option within an optional range."""
+        v = self._get(key, default)
+        if v is default:
+            return v
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.error(key, f"expected an integer, got {_typename(v)}")
+        _check_range(self, key, v, min, max)
+        return v
+
+    def float(self, key: str, default: Any = _MISSING, *, min: float | None = None,
+              max: float | None = None) -> Any:
+        """A number option within an optional range."""
+        v = self._get(key, default)
+        if v is default:
+            return v
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise self.error(key, f"expected a number, got {_typename(v)}")
+        _check_range(self, key, v, min, max)
+        return float(v)
+
+    def bool(self, key: str, default: Any = _MISSING) -> Any:
+        """A boolean option."""
+        v = self._get(key, default)
+        if v is not default and not isinstance(v, bool):
+            raise self.error(key, f"expected true or false, got {_typename(v)}")
+        return v
+
+    def choice(self, key: str, choices: tuple[Any, ...], default: Any = _MISSING) -> Any:
+        """One of a fixed set of values."""
+        v = self._get(key, default)
+        if v is not default and v not in choices:
+            allowed = ", ".join(repr(c) for c in choices)
+            raise self.error(key, f"expected one of {allowed}, got {v!r}")
+        return v
+
+    def raw(self, key: str, default: Any = _MISSING) -> Any:
+        """The value as TOML gave it, for the caller to check."""
+        return self._get(key, default)
+
+    def finish(self) -> None:
+        """Reject keys that were configured but never read."""
+        unknown = sorted(set(self._data) - self._read)
+        if unknown:
+            raise self.error(unknown[0], f"unknown key (known here: {', '.join(sorted(self._read))})")
+
+
+def _typename(v: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def _check_range(opts: Options, key: str, v: float, lo: float | None, hi: float | None) -> None:
+    if lo is not None and v < lo:
+        raise opts.error(key, f"must be at least {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise opts.error(key, f"must be at most {hi}, got {v}")
+
+
+def _freeze(m: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(m or {}))
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    """One physical connection (a TCP endpoint, a serial port, a listening socket).
+
+    ``settings`` are the driver-specific keys of the ``[connections.NAME]`` table;
+    the driver validates them through ``Options``.
+    """
+
+    name: str
+    driver: str
+    settings: Mapping[str, Any] = field(default_factory=lambda: _freeze(None))
+    source: Source = Source(None, "")
+
+    def options(self) -> Options:
+        """Located access to the driver-specific settings."""
+        return Options(self.settings, self.source)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One provisioned device: a meter, a charger or a logical part of an I/O module."""
+
+    id: str
+    driver: str
+    connection: str
+    address: int | str | None = None
+    profile: str | None = None
+    poll_interval: float = 1.0
+    publish_interval: float | None = None
+    cloud_licence: Tier = Tier.BASIC
+    licence_group: str | None = None
+    medium: str = "electricity"
+    virtual: bool = False
+    labels: Mapping[str, str] = field(default_factory=lambda: _freeze(None))
+    settings: Mapping[str, Any] = field(default_factory=lambda: _freeze(None))
+    source: Source = Source(None, "")
+
+    def options(self) -> Options:
+        """Located access to the driver-specific settings of this device."""
+        return Options(self.settings, self.source)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Values read from one device at one moment (UTC epoch seconds, wall clock)."""
+
+    device_id: str
+    timestamp: float
+    values: Mapping[str, float]
+    attrs: Mapping[str, str] = field(default_factory=lambda: _freeze(None))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One quantity within a record: the last value and, for gauges, the window's statistics."""
+
+    last: float
+    ts: float
+    mean: float | None = None
+    min: float | None = None
+    max: float | None = None
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Record:
+    """What goes to the cloud for one device and one window."""
+
+    device_id: str
+    window_start: float
+    window_length: float
+    values: Mapping[str, Reading]
+    seq: int = 0
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON-ready payload of this record (see README, "Payload")."""
+        values: dict[str, Any] = {}
+        for name, r in sorted(self.values.items()):
+            v: dict[str, Any] = {"value": r.last, "unit": unit_of(name), "ts": iso(r.ts)}
+            if r.mean is not None:
+                v.update(mean=r.mean, min=r.min, max=r.max, n=r.count)
+            values[name] = v
+        return {
+            "device": self.device_id,
+            "seq": self.seq,
+            "ts": iso(self.window_start),
+            "window": self.window_length,
+            "values": values,
+        }
+
+    def to_payload(self) -> bytes:
+        """The MQTT payload bytes of this record."""
+        return json.dumps(self.to_body(), separators=(",", ":"), allow_nan=False).encode()
+
+
+def iso(ts: float) -> str:
+    """RFC 3339 UTC timestamp with milliseconds."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+SampleSink = Callable[[Sample], None]
