@@ -1,13 +1,192 @@
-"""The ``edged`` command."""
+"""The ``edged`` command: run the daemon, check config, talk to the running daemon, tools."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import importlib
+import json
+import logging
 import sys
+from pathlib import Path
+
+from edged import __version__
+
+DEFAULT_CONFIG = Path("/etc/edged/edged.toml")
+EX_CONFIG = 78  # sysexits EX_CONFIG: systemd and installers know it as "configuration error"
+
+# Groups whose arguments belong to a module of their own (each has main(argv) -> int).
+_DELEGATED = {
+    "license": "edged.licensing.cli:main",
+    "mbus": "drivers.mbus.cli:main",
+}
+_SIMULATORS = {
+    "modbus": "drivers.modbus.simulator:main",
+    "mbus": "drivers.mbus.simulator:main",
+    "ocpp": "drivers.ocpp.simulator:main",
+}
+
+
+def _call(target: str, argv: list[str]) -> int:
+    module, _, attr = target.partition(":")
+    fn = getattr(importlib.import_module(module), attr)
+    return int(fn(argv))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edged", description="Edge daemon for energy gateways.")
+    p.add_argument("--version", action="version", version=f"edged {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the daemon")
+    r.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    r.add_argument("--licence-dir", type=Path, default=None,
+                   help="licence directory (default: [licensing] directory)")
+
+    c = sub.add_parser("check-config", help="validate the configuration without starting anything")
+    c.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    c.add_argument("--licence-dir", type=Path, default=None)
+
+    s = sub.add_parser("status", help="ask the running daemon for its status")
+    s.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    s.add_argument("--socket", type=Path, default=None, help="control socket (default from config)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    rl = sub.add_parser("reload", help="ask the running daemon to reload its configuration")
+    rl.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    rl.add_argument("--socket", type=Path, default=None)
+
+    o = sub.add_parser("ocpp", help="command a charger through the running daemon",
+                       add_help=False)
+    o.add_argument("args", nargs=argparse.REMAINDER)
+
+    sim = sub.add_parser("sim", help="run a device simulator (modbus, mbus, ocpp)", add_help=False)
+    sim.add_argument("args", nargs=argparse.REMAINDER)
+    for name in _DELEGATED:
+        d = sub.add_parser(name, help=f"{name} tools", add_help=False)
+        d.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def _socket_path(config: Path, socket: Path | None) -> Path:
+    if socket is not None:
+        return socket
+    from edged import config as configmod
+
+    return configmod.load(config).control.socket
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edged`` command."""
-    del argv
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in and args_in[0] in _DELEGATED:
+        return _call(_DELEGATED[args_in[0]], args_in[1:])
+    if args_in and args_in[0] == "sim":
+        if len(args_in) < 2 or args_in[1] not in _SIMULATORS:
+            print(f"usage: edged sim {{{','.join(_SIMULATORS)}}} ...", file=sys.stderr)
+            return 2
+        return _call(_SIMULATORS[args_in[1]], args_in[2:])
+    if args_in and args_in[0] == "ocpp":
+        return _ocpp(args_in[1:])
+    args = _parser().parse_args(args_in)
+    from edged.errors import ConfigError, ControlError, EdgedError
+
+    try:
+        if args.cmd == "check-config":
+            return _check_config(args.config, args.licence_dir)
+        if args.cmd == "run":
+            return _run(args.config, args.licence_dir)
+        if args.cmd == "status":
+            return _status(_socket_path(args.config, args.socket), args.json)
+        if args.cmd == "reload":
+            from edged.control import request
+
+            reply = asyncio.run(request(_socket_path(args.config, args.socket),
+                                        {"command": "reload"}))
+            print("reloaded" if reply.get("ok") else "reload refused: see the daemon's log")
+            return 0 if reply.get("ok") else 1
+    except ConfigError as exc:
+        print(f"edged: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except ControlError as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return 1
+    except EdgedError as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _check_config(path: Path, licence_dir: Path | None) -> int:
+    from edged import app
+    from edged import config as configmod
+    from edged.errors import ConfigError
+
+    try:
+        cfg = configmod.load(path)
+        plan = app.check(cfg, licence_dir=licence_dir)
+    except ConfigError as exc:
+        print(f"edged: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    for w in plan.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{path}: OK ({len(cfg.files)} file(s), {len(cfg.connections)} connection(s), "
+          f"{len(plan.admitted)} device(s) licensed, {len(plan.unlicensed)} unlicensed; "
+          f"licence {plan.licence_used}/{plan.licence_total})")
+    return 0
+
+
+def _run(path: Path, licence_dir: Path | None) -> int:
+    from edged import app, logsetup
+    from edged import config as configmod
+    from edged.errors import ConfigError
+
+    try:
+        level = configmod.load(path).log_level
+    except ConfigError as exc:
+        print(f"edged: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    logsetup.setup(level)
+    daemon = app.Daemon(path, licence_dir=licence_dir)
+    try:
+        return asyncio.run(daemon.run())
+    except ConfigError as exc:
+        logging.getLogger("edged").error("config error: %s", exc)
+        return EX_CONFIG
+
+
+def _status(socket: Path, as_json: bool) -> int:
+    from edged.control import format_status, request
+
+    reply = asyncio.run(request(socket, {"command": "status"}))
+    if as_json:
+        print(json.dumps(reply.get("status", reply), indent=2))
+    else:
+        print(format_status(reply.get("status", {})))
+    return 0
+
+
+def _ocpp(argv: list[str]) -> int:
+    from drivers.ocpp.cli import build_request
+    from edged.control import request
+    from edged.errors import ControlError
+
+    ap = argparse.ArgumentParser(prog="edged ocpp", add_help=False)
+    ap.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    ap.add_argument("--socket", type=Path, default=None)
+    known, rest = ap.parse_known_args(argv)
+    body = build_request(rest)
+    msg = {"command": "device", "device": body["device"], "name": body["command"],
+           "args": body.get("args", {})}
+    try:
+        reply = asyncio.run(request(_socket_path(known.config, known.socket), msg))
+    except ControlError as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"edged: {reply.get('error')}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply.get("result"), indent=2, default=str))
     return 0
 
 

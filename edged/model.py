@@ -6,6 +6,7 @@ name and unit; drivers convert into them so nothing downstream guesses units.
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -156,21 +157,21 @@ class Options:
     line; ``finish()`` rejects keys nobody read.
     """
 
-    def __init__(self, data: Mapping[str, Any], source: Source):
+    def __init__(self, data: Mapping[builtins.str, Any], source: Source):
         self._data = data
         self._source = source
-        self._read: set[str] = set()
+        self._read: set[builtins.str] = set()
 
     @property
     def source(self) -> Source:
         """Where these options were configured."""
         return self._source
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> builtins.bool:
         """True when the key was configured."""
         return key in self._data
 
-    def _get(self, key: str, default: Any) -> Any:
+    def _get(self, key: builtins.str, default: Any) -> Any:
         self._read.add(key)
         if key in self._data:
             return self._data[key]
@@ -178,19 +179,19 @@ class Options:
             raise self._source.error(key, "required key is missing")
         return default
 
-    def error(self, key: str, message: str) -> ConfigError:
+    def error(self, key: builtins.str, message: str) -> ConfigError:
         """A located error for one of these keys."""
         return self._source.error(key, message)
 
-    def str(self, key: str, default: Any = _MISSING) -> Any:
+    def str(self, key: builtins.str, default: Any = _MISSING) -> Any:
         """A string option."""
         v = self._get(key, default)
         if v is not default and not isinstance(v, str):
             raise self.error(key, f"expected a string, got {_typename(v)}")
         return v
 
-    def int(self, key: str, default: Any = _MISSING, *, min: int | None = None,
-            max: int | None = None) -> Any:
+    def int(self, key: builtins.str, default: Any = _MISSING, *, min: builtins.int | None = None,
+            max: builtins.int | None = None) -> Any:
         """An integer option within an optional range."""
         v = self._get(key, default)
         if v is default:
@@ -200,8 +201,8 @@ class Options:
         _check_range(self, key, v, min, max)
         return v
 
-    def float(self, key: str, default: Any = _MISSING, *, min: float | None = None,
-              max: float | None = None) -> Any:
+    def float(self, key: builtins.str, default: Any = _MISSING, *, min: builtins.float | None = None,
+              max: builtins.float | None = None) -> Any:
         """A number option within an optional range."""
         v = self._get(key, default)
         if v is default:
@@ -211,14 +212,14 @@ class Options:
         _check_range(self, key, v, min, max)
         return float(v)
 
-    def bool(self, key: str, default: Any = _MISSING) -> Any:
+    def bool(self, key: builtins.str, default: Any = _MISSING) -> Any:
         """A boolean option."""
         v = self._get(key, default)
         if v is not default and not isinstance(v, bool):
             raise self.error(key, f"expected true or false, got {_typename(v)}")
         return v
 
-    def choice(self, key: str, choices: tuple[Any, ...], default: Any = _MISSING) -> Any:
+    def choice(self, key: builtins.str, choices: tuple[Any, ...], default: Any = _MISSING) -> Any:
         """One of a fixed set of values."""
         v = self._get(key, default)
         if v is not default and v not in choices:
@@ -226,7 +227,7 @@ class Options:
             raise self.error(key, f"expected one of {allowed}, got {v!r}")
         return v
 
-    def raw(self, key: str, default: Any = _MISSING) -> Any:
+    def raw(self, key: builtins.str, default: Any = _MISSING) -> Any:
         """The value as TOML gave it, for the caller to check."""
         return self._get(key, default)
 

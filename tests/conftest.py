@@ -79,7 +79,9 @@ class Broker:
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """A fresh mosquitto on a free loopback port."""
     if not os.path.exists(MOSQUITTO):
-        pytest.fail("mosquitto is not installed: run `make test` (it installs it) or apt-get install mosquitto")
+        pytest.fail(
+            "mosquitto is not installed: run `make test` (it installs it) or apt-get install mosquitto"
+        )
     b = Broker(free_port(), tmp_path)
     b.start()
     yield b
@@ -114,7 +116,9 @@ async def subscribe(port: int, topic: str = "#") -> AsyncIterator[Collector]:
 
         async def pump() -> None:
             async for msg in c.messages:
-                payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+                payload = (
+                    msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+                )
                 col.messages.append((str(msg.topic), payload, bool(msg.retain)))
 
         task = asyncio.create_task(pump())

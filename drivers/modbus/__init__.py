@@ -1,0 +1,1 @@
+"""Modbus TCP and RTU: the polling driver, register codec, meter profiles and the simulator."""

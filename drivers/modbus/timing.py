@@ -1,0 +1,46 @@
+"""Poll timing: a drift-free monotonic tick grid and a capped, jittered backoff."""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from collections.abc import Callable
+
+
+def next_tick(phase: float, interval: float, now: float) -> float:
+    """The first grid point ``phase + k * interval`` strictly after ``now``.
+
+    Missed ticks are skipped rather than run late in a burst, and the grid never drifts
+    however long a poll took.
+    """
+    k = math.floor((now - phase) / interval) + 1
+    return phase + k * interval
+
+
+def phase_of(device_id: str, interval: float) -> float:
+    """A stable offset within the interval, so many devices do not all poll at once."""
+    return (zlib.crc32(device_id.encode()) % 10_000) / 10_000 * interval
+
+
+class Backoff:
+    """Exponential backoff with jitter, capped at ``maximum`` seconds."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0,
+                 jitter: float = 0.5, rand: Callable[[], float] = random.random) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.factor = factor
+        self.jitter = jitter
+        self.rand = rand
+        self.attempt = 0
+
+    def next(self) -> float:
+        """The delay before the next attempt (grows until the cap)."""
+        base = min(self.maximum, self.initial * self.factor**self.attempt)
+        self.attempt += 1
+        return base * (1 - self.jitter * self.rand())
+
+    def reset(self) -> None:
+        """Start again from the initial delay (after a success)."""
+        self.attempt = 0

@@ -1,0 +1,191 @@
+"""The OCPP driver: a local central system (OCPP 1.6J and 2.0.1) that chargers connect to.
+
+The connection is the listening WebSocket server; each configured device is a
+charger identified by its charge point id (the last segment of the URL path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from drivers import DriverContext
+from drivers.ocpp import commands, settings
+from drivers.ocpp.errors import (
+    ChargerNotConnected,
+    CommandError,
+    CommandTimeout,
+    UnknownCharger,
+)
+from drivers.ocpp.handshake import Gate, charge_point_id, version_of
+from drivers.ocpp.hub import Hub
+from drivers.ocpp.passwords import hash_password
+from drivers.ocpp.session import Session, make_session
+from drivers.ocpp.state import ChargerStatus
+from edged.model import ConnectionSpec, DeviceSpec
+
+log = logging.getLogger("edged.ocpp")
+
+# WebSocket pings find dead TCP connections; OCPP heartbeats are too slow for that.
+PING_INTERVAL = 60.0
+CLOSE_TIMEOUT = 5.0
+
+__all__ = ["OcppDriver", "hash_password"]
+
+
+class OcppDriver:
+    """Local OCPP central system; implements ``drivers.Driver`` and the command API."""
+
+    name = "ocpp"
+
+    def __init__(self) -> None:
+        self._statuses: dict[str, ChargerStatus] = {}
+        self._sessions: dict[str, Session] = {}
+        self._hubs: dict[str, Hub] = {}
+        self.bound_port: int | None = None
+        """The port actually listened on (useful when configured as 0)."""
+
+    def endpoint(self, connection: ConnectionSpec) -> str:
+        """``ocpp://host:port`` of the listening socket."""
+        opts = connection.options()
+        return f"ocpp://{opts.str('host', '0.0.0.0')}:{opts.int('port', 9000)}"
+
+    def check(self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> None:
+        """Validate the server and charger settings."""
+        settings.parse(connection, devices)
+
+    async def run(
+        self, connection: ConnectionSpec, devices: Sequence[DeviceSpec], ctx: DriverContext
+    ) -> None:
+        """Serve chargers until cancelled."""
+        cfg = settings.parse(connection, devices)
+        hub = Hub(cfg, ctx, self._statuses)
+        for charger in cfg.chargers.values():
+            self._hubs[charger.device_id] = hub
+        tls = await asyncio.to_thread(_tls_context, cfg) if cfg.tls else None
+        gate = Gate(cfg)
+
+        async def handler(ws: ServerConnection) -> None:
+            await self._serve(hub, ws)
+
+        server = await serve(
+            handler,
+            cfg.host,
+            cfg.port,
+            ssl=tls,
+            subprotocols=[Subprotocol(p) for p in settings.SUBPROTOCOLS.values()],
+            select_subprotocol=gate.select_subprotocol,
+            process_request=gate.process_request,
+            max_size=cfg.max_message_size,
+            ping_interval=PING_INTERVAL,
+            close_timeout=CLOSE_TIMEOUT,
+        )
+        sockets = list(server.sockets)
+        self.bound_port = sockets[0].getsockname()[1] if sockets else cfg.port
+        log.info(
+            "ocpp listening host=%s port=%s tls=%s auth=%s chargers=%d",
+            cfg.host,
+            self.bound_port,
+            cfg.tls,
+            cfg.auth,
+            len(cfg.chargers),
+        )
+        try:
+            await server.serve_forever()
+        finally:
+            server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT)
+            for charger in cfg.chargers.values():
+                self._sessions.pop(charger.device_id, None)
+                if self._statuses[charger.device_id].connected:
+                    hub.offline(charger.device_id, "server stopped")
+
+    async def _serve(self, hub: Hub, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        cp = charge_point_id(ws.request.path)
+        charger = hub.settings.chargers[cp]
+        device_id = charger.device_id
+        version = version_of(ws.subprotocol)
+        session = make_session(hub, device_id, version, ws)
+        old = self._sessions.get(device_id)
+        self._sessions[device_id] = session
+        if old is not None:
+            log.info("charger reconnected, old session replaced device=%s", device_id)
+            # Closing may wait for a dead peer; the new session must not wait for that.
+            task = asyncio.create_task(old._connection.close(1000, "replaced by a new connection"))
+            task.add_done_callback(_ignore_result)
+        remote = _remote(ws)
+        log.info("charger connected device=%s version=%s remote=%s", device_id, version, remote)
+        hub.online(device_id, version, remote)
+        reason: str | None = None
+        try:
+            await session.serve()
+        except ConnectionClosed as e:
+            reason = str(e)
+        finally:
+            if ws.close_code is not None:
+                reason = f"closed code={ws.close_code} reason={ws.close_reason or '-'}"
+            if self._sessions.get(device_id) is session:
+                del self._sessions[device_id]
+                log.info("charger disconnected device=%s %s", device_id, reason or "")
+                hub.offline(device_id, reason)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """JSON-ready state of every charger, by device id."""
+        return {dev: st.to_dict() for dev, st in sorted(self._statuses.items())}
+
+    async def command(
+        self, device_id: str, name: str, args: Mapping[str, object]
+    ) -> dict[str, Any]:
+        """Send one command to a connected charger; return its answer as JSON-ready data."""
+        if device_id not in self._statuses:
+            raise UnknownCharger(f"{device_id!r} is not an OCPP charger of this gateway")
+        session = self._sessions.get(device_id)
+        if session is None:
+            raise ChargerNotConnected(f"charger {device_id!r} is not connected")
+        request = commands.build(session.version, name, args, self._statuses[device_id])
+        log.info("command device=%s command=%s", device_id, name)
+        try:
+            response = await session.call(request, suppress=False)
+        except TimeoutError as e:
+            raise CommandTimeout(f"charger {device_id!r} did not answer {name} in time") from e
+        except ConnectionClosed as e:
+            raise ChargerNotConnected(f"charger {device_id!r} disconnected during {name}") from e
+        except Exception as e:
+            # A CALLERROR from the charger, or a reply that fails the schema.
+            raise CommandError(f"{name} failed on charger {device_id!r}: {e}") from e
+        return {
+            "device": device_id,
+            "command": name,
+            "ocpp_version": session.version,
+            "result": commands.jsonable(response),
+        }
+
+
+def _tls_context(cfg: settings.ServerSettings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    assert cfg.tls_cert is not None
+    ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    return ctx
+
+
+def _remote(ws: ServerConnection) -> str | None:
+    addr = ws.remote_address
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return None
+
+
+def _ignore_result(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()

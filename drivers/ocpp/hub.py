@@ -1,0 +1,74 @@
+"""The state a listening central system shares between its charger sessions."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Iterable
+
+from drivers import DriverContext
+from drivers.ocpp.settings import ServerSettings
+from drivers.ocpp.state import ChargerStatus
+from edged.model import DeviceState, Sample
+
+log = logging.getLogger("edged.ocpp")
+
+
+class Hub:
+    """Charger states, local authorisation and the way out to the daemon (DriverContext)."""
+
+    def __init__(
+        self, settings: ServerSettings, ctx: DriverContext, statuses: dict[str, ChargerStatus]
+    ):
+        self.settings = settings
+        self.ctx = ctx
+        self.statuses = statuses
+        for charger in settings.chargers.values():
+            statuses.setdefault(
+                charger.device_id, ChargerStatus(charger.device_id, charger.charge_point_id)
+            )
+        # 1.6 transaction ids are integers chosen by the central system; seeding from
+        # the clock keeps them from repeating across restarts.
+        self._tx_ids = itertools.count(int(time.time()) % 1_000_000_000)
+
+    def status(self, device_id: str) -> ChargerStatus:
+        """The state of a configured charger."""
+        return self.statuses[device_id]
+
+    def authorize(self, id_tag: str) -> bool:
+        """Local authorisation: any tag when no list is configured, else only listed tags."""
+        tags = self.settings.id_tags
+        return tags is None or id_tag in tags
+
+    def new_transaction_id(self) -> int:
+        """A fresh OCPP 1.6 transaction id."""
+        return next(self._tx_ids) % 2_000_000_000 + 1
+
+    def seen(self, device_id: str) -> None:
+        """A frame arrived from the charger."""
+        self.statuses[device_id].last_seen = time.time()
+
+    def deliver(self, device_id: str, samples: Iterable[Sample]) -> int:
+        """Hand samples to the daemon; returns how many."""
+        n = 0
+        for s in samples:
+            self.ctx.sample(s)
+            n += 1
+        if n:
+            self.ctx.count("meter_values", device_id, n)
+        return n
+
+    def online(self, device_id: str, version: str, remote: str | None) -> None:
+        """A charger's WebSocket was accepted."""
+        st = self.statuses[device_id]
+        st.connected, st.version, st.remote = True, version, remote
+        st.connected_since = st.last_seen = time.time()
+        self.ctx.state(device_id, DeviceState.ONLINE)
+
+    def offline(self, device_id: str, reason: str | None) -> None:
+        """A charger's last WebSocket closed."""
+        st = self.statuses[device_id]
+        st.connected = False
+        st.connected_since = None
+        self.ctx.state(device_id, DeviceState.OFFLINE, reason)

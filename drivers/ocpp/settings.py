@@ -1,0 +1,115 @@
+"""Validated settings of an OCPP connection (the listening server) and of its chargers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from drivers.ocpp.passwords import is_password_hash
+from edged.model import ConnectionSpec, DeviceSpec
+
+VERSIONS = ("1.6", "2.0.1")
+SUBPROTOCOLS: Mapping[str, str] = {"2.0.1": "ocpp2.0.1", "1.6": "ocpp1.6"}
+"""Subprotocol per OCPP version, in the server's order of preference."""
+
+
+@dataclass(frozen=True)
+class ChargerSettings:
+    """One configured charger: its device id, charge point id and credentials."""
+
+    device_id: str
+    charge_point_id: str
+    password_hash: str | None
+    versions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The listening central system and the chargers allowed to connect to it."""
+
+    host: str
+    port: int
+    heartbeat_interval: int
+    max_message_size: int
+    tls_cert: str | None
+    tls_key: str | None
+    auth: str
+    id_tags: frozenset[str] | None
+    chargers: Mapping[str, ChargerSettings]
+    """Chargers by charge point id."""
+
+    @property
+    def tls(self) -> bool:
+        """True when the server speaks TLS (security profile 2)."""
+        return self.tls_cert is not None
+
+
+def parse(connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> ServerSettings:
+    """Validate the connection and device settings; raise ConfigError naming file and key."""
+    opts = connection.options()
+    host = opts.str("host", "0.0.0.0")
+    port = opts.int("port", 9000, min=1, max=65535)
+    heartbeat = opts.int("heartbeat_interval", 300, min=1, max=86400)
+    max_size = opts.int("max_message_size", 65536, min=1024, max=16 * 1024 * 1024)
+    tls_cert = opts.str("tls_cert", None)
+    tls_key = opts.str("tls_key", None)
+    if (tls_cert is None) != (tls_key is None):
+        missing = "tls_key" if tls_key is None else "tls_cert"
+        raise opts.error(missing, "tls_cert and tls_key must be given together")
+    raw_tags = opts.raw("id_tags", None)
+    id_tags: frozenset[str] | None = None
+    if raw_tags is not None:
+        if not isinstance(raw_tags, list) or not all(isinstance(t, str) for t in raw_tags):
+            raise opts.error("id_tags", "expected an array of strings")
+        id_tags = frozenset(raw_tags)
+    chargers = _chargers(devices)
+    any_password = any(c.password_hash for c in chargers.values())
+    auth = opts.choice("auth", ("none", "basic"), "basic" if any_password else "none")
+    opts.finish()
+    if auth == "basic":
+        for dev in devices:
+            cp = _cp_id(dev)
+            if chargers[cp].password_hash is None:
+                raise dev.source.error(
+                    "password_hash",
+                    "auth = 'basic' needs a password_hash on every charger "
+                    "(make one with `edged ocpp hash-password`)",
+                )
+    return ServerSettings(
+        host=host,
+        port=port,
+        heartbeat_interval=heartbeat,
+        max_message_size=max_size,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        auth=auth,
+        id_tags=id_tags,
+        chargers=chargers,
+    )
+
+
+def _cp_id(dev: DeviceSpec) -> str:
+    return str(dev.address) if dev.address is not None else dev.id
+
+
+def _chargers(devices: Sequence[DeviceSpec]) -> dict[str, ChargerSettings]:
+    chargers: dict[str, ChargerSettings] = {}
+    for dev in devices:
+        opts = dev.options()
+        cp = _cp_id(dev)
+        if not cp or "/" in cp or len(cp) > 48:
+            raise dev.source.error("address", f"invalid charge point id {cp!r}")
+        if cp in chargers:
+            raise dev.source.error("address", f"charge point id {cp!r} is used twice")
+        pw = opts.str("password_hash", None)
+        if pw is not None and not is_password_hash(pw):
+            raise opts.error(
+                "password_hash",
+                "expected a hash made by `edged ocpp hash-password` (scrypt$N$r$p$salt$hash), "
+                "never a clear-text password",
+            )
+        version = opts.choice("ocpp_version", VERSIONS, None)
+        opts.finish()
+        versions = (version,) if version else VERSIONS
+        chargers[cp] = ChargerSettings(dev.id, cp, pw, versions)
+    return chargers

@@ -1,0 +1,483 @@
+"""The supervisor: builds the pipeline from config and keeps it running.
+
+One task per connection (a TCP endpoint, a serial port, a listening socket);
+the driver polls or serves the devices behind it. Samples go through the
+throttle into the durable outbox; the uplink drains the outbox to MQTT. SIGHUP
+reloads all-or-nothing; SIGTERM/SIGINT stop polling, flush and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import random
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import drivers
+from edged import config as configmod
+from edged import tiers
+from edged.config import Config
+from edged.control import ControlServer
+from edged.errors import ConfigError, EdgedError
+from edged.metrics import Metrics
+from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Record, Sample, Source
+from edged.outbox import Outbox
+from edged.systemd import Notifier, Watchdog
+from edged.throttle import Throttle
+from edged.uplink import Uplink
+
+log = logging.getLogger("edged.app")
+
+Clock = Callable[[], float]
+_NO_SOURCE = Source(None, "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated configuration and everything derived from it."""
+
+    config: Config
+    drivers: Mapping[str, drivers.Driver]
+    admitted: tuple[DeviceSpec, ...]
+    unlicensed: tuple[DeviceSpec, ...]
+    intervals: Mapping[str, float]
+    warnings: tuple[str, ...]
+    licence_used: int
+    licence_total: int
+
+
+def check(config: Config, *, licence_dir: Path | None = None, now: float | None = None) -> Plan:
+    """Validate everything a start needs; raise ConfigError naming file and key."""
+    instances: dict[str, drivers.Driver] = {}
+    endpoints: dict[str, str] = {}
+    by_conn: dict[str, list[DeviceSpec]] = {name: [] for name in config.connections}
+    for dev in config.devices:
+        by_conn[dev.connection].append(dev)
+    for name, conn in config.connections.items():
+        drv = drivers.get(conn.driver, Source(conn.source.file, f"{conn.source.key}.driver"))
+        drv.check(conn, by_conn[name])
+        ep = drv.endpoint(conn)
+        if ep in endpoints:
+            raise conn.source.error(
+                "", f"uses the same bus {ep} as connection {endpoints[ep]!r}: one bus, one "
+                "connection (put all its devices on that connection)")
+        endpoints[ep] = name
+        instances[name] = drv
+    tiers.check_features(config)
+    account = tiers.account_tier(config)
+    intervals: dict[str, float] = {}
+    warnings: list[str] = []
+    for dev in config.devices:
+        interval, warning = tiers.publish_interval(dev, account)
+        intervals[dev.id] = interval
+        if warning:
+            warnings.append(warning)
+    admitted, unlicensed, used, total = _admit(config, licence_dir, now)
+    return Plan(config, instances, admitted, unlicensed, intervals, tuple(warnings), used, total)
+
+
+def _admit(config: Config, licence_dir: Path | None, now: float | None
+           ) -> tuple[tuple[DeviceSpec, ...], tuple[DeviceSpec, ...], int, int]:
+    from edged.licensing import enforcement
+
+    result = enforcement.admit(config, licence_dir or config.licensing.directory,
+                               now if now is not None else time.time())
+    return result.admitted, result.unlicensed, result.used, result.total
+
+
+def _fingerprint(conn: ConnectionSpec, devices: Sequence[DeviceSpec]) -> object:
+    """What a connection task depends on; an equal fingerprint means no restart on reload."""
+    return (
+        dataclasses.replace(conn, source=_NO_SOURCE),
+        tuple(dataclasses.replace(d, source=_NO_SOURCE) for d in devices),
+    )
+
+
+@dataclass
+class DeviceStatus:
+    """Live state of one device, for status and metrics."""
+
+    spec: DeviceSpec
+    state: DeviceState = DeviceState.PROVISIONED
+    last_sample: float | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class _Running:
+    fingerprint: object
+    task: asyncio.Task[None]
+    driver: drivers.Driver
+    devices: tuple[str, ...] = field(default_factory=tuple)
+
+
+class _Context:
+    """The DriverContext handed to one connection."""
+
+    def __init__(self, daemon: Daemon, driver: str, devices: Sequence[str]):
+        self._daemon = daemon
+        self._driver = driver
+        self._devices = frozenset(devices)
+
+    def sample(self, sample: Sample) -> None:
+        if sample.device_id not in self._devices:
+            self._daemon.metrics.count("samples_rejected", self._driver, sample.device_id)
+            return
+        self._daemon.on_sample(self._driver, sample)
+
+    def state(self, device_id: str, state: DeviceState, error: str | None = None) -> None:
+        if device_id in self._devices:
+            self._daemon.on_state(device_id, state, error)
+
+    def count(self, event: str, device_id: str | None = None, n: int = 1) -> None:
+        self._daemon.metrics.count(event, self._driver, device_id, n)
+
+    def observe(self, event: str, seconds: float, device_id: str | None = None) -> None:
+        self._daemon.metrics.observe(event, self._driver, seconds)
+
+
+class Daemon:
+    """The running edged process."""
+
+    def __init__(self, config_path: Path, *, clock: Clock = time.time,
+                 licence_dir: Path | None = None):
+        self.config_path = config_path
+        self.clock = clock
+        self.licence_dir = licence_dir
+        self.metrics = Metrics()
+        self.notifier = Notifier.from_env()
+        self.plan: Plan | None = None
+        self.devices: dict[str, DeviceStatus] = {}
+        self.connections: dict[str, _Running] = {}
+        self.outbox: Outbox | None = None
+        self.uplink: Uplink | None = None
+        self.throttle: Throttle | None = None
+        self._uplink_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._control: ControlServer | None = None
+        self._last_tick = time.monotonic()
+
+    # -- pipeline -----------------------------------------------------------------
+
+    def on_sample(self, driver: str, sample: Sample) -> None:
+        """A driver produced a sample: account for it and hand it to the throttle."""
+        values = {k: v for k, v in sample.values.items() if math.isfinite(v)}
+        if len(values) != len(sample.values):
+            self.metrics.count("values_rejected", driver, sample.device_id,
+                               len(sample.values) - len(values))
+            sample = dataclasses.replace(sample, values=values)
+        st = self.devices.get(sample.device_id)
+        if st is not None:
+            st.last_sample = sample.timestamp
+            if st.state is not DeviceState.ONLINE:
+                st.state = DeviceState.ONLINE
+                st.last_error = None
+        self.metrics.count("samples", driver, sample.device_id)
+        if self.throttle is not None and values:
+            self.throttle.add(sample)
+
+    def on_state(self, device_id: str, state: DeviceState, error: str | None) -> None:
+        """A driver reported a device state change."""
+        st = self.devices.get(device_id)
+        if st is None:
+            return
+        if state is not st.state:
+            log.info("device state device=%s state=%s%s", device_id, state.value,
+                     f" error={error}" if error else "")
+        st.state = state
+        if error:
+            st.last_error = error
+
+    def _emit(self, records: Sequence[Record]) -> None:
+        assert self.outbox is not None
+        for rec in records:
+            self.outbox.put(rec)
+            self.metrics.count("records", self.devices[rec.device_id].spec.driver
+                               if rec.device_id in self.devices else "unknown", rec.device_id)
+
+    async def _tick(self) -> None:
+        """Close due throttle windows, refresh gauges and stale marks."""
+        while True:
+            await asyncio.sleep(0.2)
+            self._last_tick = time.monotonic()
+            now = self.clock()
+            if self.throttle is not None:
+                self._emit(self.throttle.due(now))
+                for dev_id in self.throttle.stale_devices(now):
+                    st = self.devices.get(dev_id)
+                    if st is not None and st.state is DeviceState.ONLINE:
+                        st.state = DeviceState.STALE
+            self._refresh_gauges()
+
+    def _refresh_gauges(self) -> None:
+        if self.outbox is not None:
+            s = self.outbox.stats()
+            self.metrics.set_gauge("outbox_depth", s.depth)
+            self.metrics.set_gauge("outbox_bytes", s.bytes)
+            self.metrics.set_gauge("outbox_dropped", s.dropped)
+        if self.uplink is not None:
+            u = self.uplink.stats()
+            self.metrics.set_gauge("uplink_connected", 1.0 if u.connected else 0.0)
+            self.metrics.set_gauge("uplink_published", u.published)
+            self.metrics.set_gauge("uplink_acked", u.acked)
+        if self.plan is not None:
+            self.metrics.set_gauge("licence_capacity", self.plan.licence_total)
+            self.metrics.set_gauge("licence_used", self.plan.licence_used)
+        counts = {s: 0 for s in DeviceState}
+        for st in self.devices.values():
+            counts[st.state] += 1
+        for state, n in counts.items():
+            self.metrics.set_gauge("devices", n, state=state.value)
+
+    def healthy(self) -> bool:
+        """True while the loop ticks and the uplink task is alive (watchdog condition)."""
+        if time.monotonic() - self._last_tick > 5.0:
+            return False
+        return self._uplink_task is None or not self._uplink_task.done()
+
+    # -- connections --------------------------------------------------------------
+
+    async def _supervise(self, conn: ConnectionSpec, drv: drivers.Driver,
+                         devices: tuple[DeviceSpec, ...]) -> None:
+        """Run one connection; restart it with capped, jittered backoff if it fails."""
+        delay = 1.0
+        ctx = _Context(self, conn.driver, [d.id for d in devices])
+        while True:
+            started = time.monotonic()
+            try:
+                await drv.run(conn, devices, ctx)
+                log.warning("connection ended connection=%s; restarting", conn.name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a driver bug must not take the daemon down
+                log.error("connection failed connection=%s error=%s", conn.name, exc,
+                          exc_info=not isinstance(exc, EdgedError))
+                for d in devices:
+                    self.on_state(d.id, DeviceState.OFFLINE, str(exc))
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 60.0)
+
+    def _apply(self, plan: Plan) -> None:
+        """Start, keep or restart connection tasks so they match the plan."""
+        by_conn: dict[str, list[DeviceSpec]] = {n: [] for n in plan.config.connections}
+        for dev in plan.admitted:
+            by_conn[dev.connection].append(dev)
+        wanted = {
+            name: _fingerprint(conn, by_conn[name])
+            for name, conn in plan.config.connections.items()
+            if by_conn[name]
+        }
+        for name in list(self.connections):
+            run = self.connections[name]
+            if wanted.get(name) != run.fingerprint:
+                log.info("stopping connection connection=%s", name)
+                run.task.cancel()
+                del self.connections[name]
+        old = self.devices
+        self.devices = {}
+        for dev in plan.config.devices:
+            prev = old.get(dev.id)
+            st = DeviceStatus(dev)
+            if prev is not None and dev.connection in self.connections:
+                st.state, st.last_sample, st.last_error = (prev.state, prev.last_sample,
+                                                           prev.last_error)
+            self.devices[dev.id] = st
+        for dev in plan.unlicensed:
+            self.devices[dev.id].state = DeviceState.UNLICENSED
+        for name, fp in wanted.items():
+            if name in self.connections:
+                continue
+            conn = plan.config.connections[name]
+            devs = tuple(by_conn[name])
+            drv = plan.drivers[name]
+            log.info("starting connection connection=%s driver=%s devices=%d", name,
+                     conn.driver, len(devs))
+            task = asyncio.create_task(self._supervise(conn, drv, devs),
+                                       name=f"connection:{name}")
+            self.connections[name] = _Running(fp, task, drv, tuple(d.id for d in devs))
+        if plan.unlicensed:
+            log.warning("devices not licensed (never polled) used=%d capacity=%d devices=%s",
+                        plan.licence_used, plan.licence_total,
+                        ",".join(d.id for d in plan.unlicensed))
+        if self.throttle is not None:
+            self.throttle.set_intervals(dict(plan.intervals))
+        self.plan = plan
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def _load(self) -> Plan:
+        cfg = configmod.load(self.config_path)
+        plan = check(cfg, licence_dir=self.licence_dir, now=self.clock())
+        for w in plan.warnings:
+            log.warning("%s", w)
+        return plan
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; return the exit code."""
+        plan = self._load()
+        cfg = plan.config
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+
+        self.outbox = Outbox(cfg.outbox.path, max_records=cfg.outbox.max_records,
+                             max_bytes=cfg.outbox.max_bytes, synchronous=cfg.outbox.synchronous)
+        await self.outbox.open()
+        self.throttle = Throttle(clock=self.clock)
+        self.uplink = Uplink(cfg.mqtt, cfg.gateway.id, self.outbox)
+        self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
+        if cfg.metrics.enabled:
+            self._tasks.append(asyncio.create_task(
+                self.metrics.serve(cfg.metrics.host, cfg.metrics.port), name="metrics"))
+        self._control = ControlServer(cfg.control.socket, self.handle_control)
+        try:
+            await self._control.start()
+        except OSError as exc:
+            log.error("control socket unavailable path=%s error=%s", cfg.control.socket, exc)
+            self._control = None
+        self._apply(plan)
+        self._tasks.append(asyncio.create_task(self._tick(), name="tick"))
+        self._tasks.append(asyncio.create_task(Watchdog(self.notifier, self.healthy).run(),
+                                               name="watchdog"))
+        log.info("edged started gateway=%s devices=%d unlicensed=%d connections=%d",
+                 cfg.gateway.id, len(plan.admitted), len(plan.unlicensed),
+                 len(self.connections))
+        self.notifier.notify("READY=1", f"STATUS=running {len(plan.admitted)} devices")
+
+        while not self._stop.is_set():
+            stop = asyncio.create_task(self._stop.wait())
+            reload = asyncio.create_task(self._reload.wait())
+            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            reload.cancel()
+            if self._reload.is_set() and not self._stop.is_set():
+                self._reload.clear()
+                await self.reload()
+        await self.shutdown()
+        return 0
+
+    async def reload(self) -> bool:
+        """Validate the config anew and apply it; keep the old one if anything is wrong."""
+        mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={mono}")
+        try:
+            plan = self._load()
+            old = self.plan
+            assert old is not None
+            if plan.config.mqtt != old.config.mqtt or plan.config.outbox != old.config.outbox:
+                log.warning("reload: [mqtt] and [outbox] changes need a restart; keeping the old "
+                            "settings for them")
+            self._apply(plan)
+            log.info("reloaded config=%s devices=%d unlicensed=%d", self.config_path,
+                     len(plan.admitted), len(plan.unlicensed))
+            return True
+        except ConfigError as exc:
+            log.error("reload refused, still running the previous config: %s", exc)
+            return False
+        except EdgedError as exc:
+            log.error("reload refused, still running the previous config: %s", exc)
+            return False
+        finally:
+            self.notifier.notify("READY=1")
+
+    async def shutdown(self) -> None:
+        """Stop polling, flush everything durable, give the uplink a moment, exit."""
+        self.notifier.notify("STOPPING=1")
+        log.info("stopping")
+        for run in self.connections.values():
+            run.task.cancel()
+        await asyncio.gather(*(r.task for r in self.connections.values()),
+                             return_exceptions=True)
+        self.connections.clear()
+        if self.throttle is not None and self.outbox is not None:
+            self._emit(self.throttle.flush())
+        if self.outbox is not None:
+            await self.outbox.flush()
+        if self.uplink is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.uplink.drain(2.0), 2.5)
+        if self._uplink_task is not None:
+            self._uplink_task.cancel()
+            await asyncio.gather(self._uplink_task, return_exceptions=True)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._control is not None:
+            await self._control.close()
+        if self.outbox is not None:
+            await self.outbox.close()
+        log.info("stopped")
+
+    # -- control ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready picture of the daemon for `edged status`."""
+        plan = self.plan
+        now = self.clock()
+        devices = []
+        for dev_id, st in self.devices.items():
+            devices.append({
+                "id": dev_id,
+                "driver": st.spec.driver,
+                "connection": st.spec.connection,
+                "state": st.state.value,
+                "cloud_licence": st.spec.cloud_licence.value,
+                "interval": plan.intervals.get(dev_id) if plan else None,
+                "last_sample_age": None if st.last_sample is None
+                else round(now - st.last_sample, 1),
+                "last_error": st.last_error,
+            })
+        out: dict[str, Any] = {"gateway": plan.config.gateway.id if plan else None,
+                               "devices": devices}
+        if plan is not None:
+            out["licence"] = {"used": plan.licence_used, "total": plan.licence_total}
+            out["tier"] = tiers.tier_status(plan.config)
+        if self.outbox is not None:
+            s = self.outbox.stats()
+            out["outbox"] = {"depth": s.depth, "bytes": s.bytes, "dropped": s.dropped,
+                             "oldest_age": None if s.oldest is None else round(now - s.oldest, 1),
+                             "disk_error": s.disk_error}
+        if self.uplink is not None:
+            u = self.uplink.stats()
+            out["uplink"] = {"connected": u.connected, "published": u.published,
+                             "acked": u.acked, "reconnects": u.reconnects,
+                             "last_error": u.last_error}
+        return out
+
+    async def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Serve one control-socket request."""
+        cmd = request.get("command")
+        if cmd == "status":
+            return {"ok": True, "status": self.status()}
+        if cmd == "reload":
+            return {"ok": await self.reload()}
+        if cmd == "device":
+            dev_id = str(request.get("device"))
+            st = self.devices.get(dev_id)
+            if st is None:
+                return {"ok": False, "error": f"no device {dev_id!r}"}
+            run = self.connections.get(st.spec.connection)
+            handler = getattr(run.driver, "command", None) if run else None
+            if handler is None:
+                return {"ok": False, "error": f"device {dev_id!r} takes no commands "
+                                              f"(state {st.state.value})"}
+            try:
+                result = await handler(dev_id, str(request.get("name")),
+                                       dict(request.get("args") or {}))
+            except EdgedError as exc:
+                return {"ok": False, "error": str(exc)}
+            return {"ok": True, "result": result}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}

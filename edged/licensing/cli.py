@@ -1,0 +1,237 @@
+"""``edged license …``: show the install code, activate, list, release and check upgrades."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+
+from edged import config
+from edged.errors import ConfigError, LicenceError
+from edged.licensing.counting import Admission, capacity_at, maintenance_at, plan_admission
+from edged.licensing.licence import iso_time
+from edged.licensing.release import (
+    RELEASE_DATE,
+    RELEASE_KIND,
+    RELEASE_KINDS,
+    RELEASE_VERSION,
+    covers,
+    release_kind,
+)
+from edged.licensing.store import DEFAULT_DIRECTORY, Evaluation, LicenceStore
+from edged.model import DeviceSpec
+
+DEFAULT_WARN_DAYS = (60, 30, 7, 1)
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(f"edged license: {text}\n")
+
+
+class _Context:
+    """Licence directory, devices and warning days, from --dir and -c."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.devices: Sequence[DeviceSpec] | None = None
+        self.warn_days: Sequence[int] = DEFAULT_WARN_DAYS
+        self.tolerance = 3600.0
+        directory: Path = DEFAULT_DIRECTORY
+        if args.config is not None:
+            cfg = config.load(args.config)
+            self.devices = cfg.devices
+            self.warn_days = cfg.licensing.warn_days
+            self.tolerance = cfg.licensing.clock_tolerance
+            directory = cfg.licensing.directory
+        if args.dir is not None:
+            directory = args.dir
+        self.store = LicenceStore(directory, tolerance=self.tolerance)
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-c", "--config", type=Path, help="edged config file (for devices and dir)")
+    p.add_argument("--dir", type=Path, help=f"licence directory (default {DEFAULT_DIRECTORY})")
+    return p
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common()
+    p = argparse.ArgumentParser(prog="edged license", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("install-code", parents=[common], help="show this gateway's install code")
+    a = sub.add_parser("activate", parents=[common], help="verify and install a licence file")
+    a.add_argument("file", type=Path)
+    sub.add_parser("show", parents=[common], help="licences, capacity and devices counted")
+    r = sub.add_parser("release", parents=[common], help="drop a licence and print a receipt")
+    r.add_argument("licence_id")
+    u = sub.add_parser("check-upgrade", parents=[common], help="is a release covered?")
+    u.add_argument("version")
+    u.add_argument("--date", type=date.fromisoformat, required=True, help="release date")
+    u.add_argument("--kind", choices=RELEASE_KINDS, required=True)
+    sub.add_parser("plan", add_help=False, help="cloud licence planner (edged.tiers)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``edged license``; returns the exit status."""
+    if argv[:1] == ["plan"]:
+        return _plan(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        ctx = _Context(args)
+        command: Callable[[_Context, argparse.Namespace], int] = _COMMANDS[args.command]
+        return command(ctx, args)
+    except ConfigError as exc:
+        _err(str(exc))
+        return 78
+    except LicenceError as exc:
+        _err(str(exc))
+        return 1
+    except OSError as exc:
+        _err(f"{exc.filename or ''}: {exc.strerror or exc}")
+        return 1
+
+
+def _plan(argv: list[str]) -> int:
+    try:
+        tiers = importlib.import_module("edged.tiers")
+    except ImportError:
+        _err("the licence planner (edged.tiers) is not installed")
+        return 2
+    plan_main: Callable[[list[str]], int] = tiers.plan_main
+    return plan_main(argv)
+
+
+def _install_code(ctx: _Context, args: argparse.Namespace) -> int:
+    _out(ctx.store.install_code)
+    _out(f"gateway key {ctx.store.gateway_fingerprint()}")
+    return 0
+
+
+def _activate(ctx: _Context, args: argparse.Namespace) -> int:
+    data = args.file.read_bytes()
+    try:
+        lic = ctx.store.activate(data)
+    except LicenceError as exc:
+        _err(f"refused: {exc}")
+        return 1
+    until = f", until {iso_time(lic.valid_until)}" if lic.valid_until is not None else ""
+    if lic.kind == "upgrade":
+        what = f"version {lic.version}"
+    elif lic.kind == "maintenance":
+        what = f"{lic.term_years}-year term" if lic.term_years else "maintenance term"
+    else:
+        what = f"capacity {lic.capacity}"
+    _out(f"activated {lic.id} ({lic.kind}, {what}{until})")
+    _out("a running edged applies it on reload (systemctl reload edged)")
+    return 0
+
+
+def _release(ctx: _Context, args: argparse.Namespace) -> int:
+    doc = ctx.store.release(args.licence_id)
+    sys.stderr.write(
+        f"released {args.licence_id}; send this receipt to your licence administrator:\n"
+    )
+    sys.stdout.write(doc.decode())
+    return 0
+
+
+def _check_upgrade(ctx: _Context, args: argparse.Namespace) -> int:
+    result = covers(
+        args.version, args.date, release_kind(args.kind), ctx.store.evaluate().genuine()
+    )
+    (_out if result.covered else _err)(result.reason)
+    return 0 if result.covered else 1
+
+
+def _show(ctx: _Context, args: argparse.Namespace) -> int:
+    ev = ctx.store.evaluate()
+    _out(f"install code   {ctx.store.install_code}")
+    _out(f"directory      {ctx.store.directory}")
+    if ev.clock_warning:
+        _out(f"clock          WARNING: {ev.clock_warning}")
+    _out()
+    for line in format_table(ev):
+        _out(line)
+    _out()
+    for line in format_summary(ev, ctx.devices, ctx.warn_days):
+        _out(line)
+    return 0
+
+
+def format_table(ev: Evaluation) -> list[str]:
+    """The licence table of ``edged license show``."""
+    if not ev.entries:
+        return ["no licences installed"]
+    rows = [("ID", "KIND", "CAPACITY", "STATUS", "UNTIL", "CUSTOMER", "REASON")]
+    for e in ev.entries:
+        lic = e.licence
+        until = "-"
+        if lic is not None and lic.valid_until is not None:
+            until = iso_time(lic.valid_until)
+        elif lic is not None and lic.version:
+            until = f"version {lic.version}"
+        rows.append(
+            (
+                e.id,
+                lic.kind if lic else "?",
+                str(lic.capacity) if lic else "?",
+                e.status,
+                until,
+                lic.customer if lic else "?",
+                e.reason,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    return [
+        "  ".join(c.ljust(widths[i]) if i != 2 else c.rjust(widths[i]) for i, c in enumerate(r[:6]))
+        + "  "
+        + r[6]
+        for r in rows
+    ]
+
+
+def format_summary(
+    ev: Evaluation, devices: Sequence[DeviceSpec] | None, warn_days: Sequence[int]
+) -> list[str]:
+    """Capacity, device count, maintenance and release lines of ``edged license show``."""
+    window = capacity_at(ev.usable(), ev.now)
+    change = f"; changes at {iso_time(window.next_change)}" if window.next_change else ""
+    lines = [f"capacity       {window.capacity} devices, gateway included{change}"]
+    if devices is not None:
+        lines.append(_devices_line(plan_admission(devices, window.capacity)))
+    m = maintenance_at(ev.genuine(), ev.now, warn_days)
+    if m.end is None:
+        lines.append("maintenance    none")
+    elif m.ended:
+        lines.append(f"maintenance    ended {iso_time(m.end)}")
+    else:
+        warn = f" (WARNING: ends in {m.days_left(ev.now)} days)" if m.warning_days else ""
+        lines.append(f"maintenance    until {iso_time(m.end)}{warn}")
+    result = covers(RELEASE_VERSION, RELEASE_DATE, RELEASE_KIND, ev.genuine())
+    state = "covered" if result.covered else "NOT covered"
+    lines.append(f"this release   {RELEASE_VERSION} ({RELEASE_KIND}, {RELEASE_DATE}): {state}")
+    return lines
+
+
+def _devices_line(adm: Admission) -> str:
+    line = f"devices        {adm.used} of {adm.total} used"
+    if adm.unlicensed:
+        line += f"; unlicensed ({len(adm.unlicensed)}): {', '.join(adm.unlicensed)}"
+    return line
+
+
+_COMMANDS: dict[str, Callable[[_Context, argparse.Namespace], int]] = {
+    "install-code": _install_code,
+    "activate": _activate,
+    "show": _show,
+    "release": _release,
+    "check-upgrade": _check_upgrade,
+}

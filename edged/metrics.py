@@ -1,0 +1,201 @@
+"""Prometheus metrics in a private registry, served over a minimal asyncio HTTP endpoint.
+
+Metric families are created on first use, so drivers can count new events
+without a central list. Names are prefixed ``edged_``: ``count("polls", ...)``
+becomes ``edged_polls_total``, ``observe("poll", ...)`` becomes
+``edged_poll_seconds`` and ``set_gauge("outbox_depth", ...)`` becomes
+``edged_outbox_depth``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+log = logging.getLogger(__name__)
+
+PREFIX = "edged_"
+
+# Latencies of polls and exchanges range from a millisecond (Modbus TCP on the
+# LAN) to seconds (M-Bus at 300 baud, timeouts).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+HELP: dict[str, str] = {
+    "polls": "Polls started, per driver and device.",
+    "poll_errors": "Polls that failed (timeout, connection lost, exception reply).",
+    "frame_rejected": "Frames or messages rejected as malformed.",
+    "samples": "Samples handed to the pipeline.",
+    "records": "Records written to the outbox.",
+    "poll": "Duration of one poll of one device.",
+    "outbox_depth": "Records waiting in the outbox.",
+    "outbox_bytes": "Bytes used by records waiting in the outbox.",
+    "outbox_dropped": "Records dropped because the outbox was full (since start).",
+    "uplink_connected": "1 while the MQTT uplink is connected.",
+    "uplink_published": "Records published to the broker (since start).",
+    "uplink_acked": "Records acknowledged by the broker (since start).",
+    "licence_capacity": "Devices the installed capacity licences allow (gateway included).",
+    "licence_used": "Devices counted against the capacity licences.",
+    "devices": "Configured devices per state.",
+    "account_tier_interval": "Publish interval of the cloud account tier, in seconds.",
+}
+
+_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+# A request head larger than this is not a scraper.
+_MAX_HEAD = 8192
+_HEAD_TIMEOUT = 10.0
+
+
+def metric_name(name: str) -> str:
+    """The Prometheus-safe name of an event or gauge (without prefix and suffix)."""
+    safe = _NAME.sub("_", name).strip("_") or "unnamed"
+    return "_" + safe if safe[0].isdigit() else safe
+
+
+class Metrics:
+    """Counters, latency histograms and gauges of one daemon."""
+
+    def __init__(self) -> None:
+        # ``*_created`` series double the output for no use on a gateway.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
+        self.registry = CollectorRegistry(auto_describe=True)
+        _ProcessCollector(registry=self.registry)
+        self._counters: dict[str, Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
+        self._gauges: dict[str, tuple[Gauge, tuple[str, ...]]] = {}
+        self._server: asyncio.Server | None = None
+        self.port: int | None = None
+
+    def count(self, event: str, driver: str, device_id: str | None = None, n: int = 1) -> None:
+        """Add ``n`` to the counter of an event for a driver (and device)."""
+        name = metric_name(event)
+        counter = self._counters.get(name)
+        if counter is None:
+            counter = Counter(
+                PREFIX + name,
+                HELP.get(name, f"Count of {name} events."),
+                ("driver", "device"),
+                registry=self.registry,
+            )
+            self._counters[name] = counter
+        counter.labels(driver, device_id or "").inc(n)
+
+    def observe(self, event: str, driver: str, seconds: float) -> None:
+        """Record a duration in the latency histogram of an event for a driver."""
+        name = metric_name(event)
+        histogram = self._histograms.get(name)
+        if histogram is None:
+            histogram = Histogram(
+                PREFIX + name + "_seconds",
+                HELP.get(name, f"Duration of {name}."),
+                ("driver",),
+                buckets=LATENCY_BUCKETS,
+                registry=self.registry,
+            )
+            self._histograms[name] = histogram
+        histogram.labels(driver).observe(seconds)
+
+    def set_gauge(self, name: str, value: float, **labels: str) -> None:
+        """Set a gauge; a gauge keeps the label names it was first set with."""
+        key = metric_name(name)
+        entry = self._gauges.get(key)
+        names = tuple(sorted(labels))
+        if entry is None:
+            gauge = Gauge(PREFIX + key, HELP.get(key, f"{key}."), names, registry=self.registry)
+            entry = (gauge, names)
+            self._gauges[key] = entry
+        gauge, known = entry
+        if names != known:
+            raise ValueError(f"gauge {key} has labels {list(known)}, got {list(names)}")
+        (gauge.labels(**labels) if known else gauge).set(value)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+    async def serve(self, host: str, port: int) -> None:
+        """Start the HTTP endpoint (``GET /metrics``) and return; ``.port`` is the bound port."""
+        self._server = await asyncio.start_server(self._handle, host, port, limit=_MAX_HEAD)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("metrics endpoint listening host=%s port=%s", host, self.port)
+
+    async def close(self) -> None:
+        """Stop the HTTP endpoint."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(_HEAD_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+            method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
+            path = rest.split(" ", 1)[0].split("?", 1)[0]
+            if method not in ("GET", "HEAD"):
+                await _respond(writer, 405, b"only GET\n", extra=b"Allow: GET, HEAD\r\n")
+            elif path == "/metrics":
+                # Rendering walks every series; keep it off the loop.
+                body = await asyncio.to_thread(self.render)
+                await _respond(
+                    writer, 200, body, CONTENT_TYPE_PLAIN_0_0_4, head_only=method == "HEAD"
+                )
+            elif path == "/":
+                await _respond(writer, 200, b"edged metrics: /metrics\n")
+            else:
+                await _respond(writer, 404, b"not found; try /metrics\n")
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            with contextlib.suppress(ConnectionError):
+                await _respond(writer, 400, b"bad request\n")
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+class _ProcessCollector(ProcessCollector):
+    """Process metrics that work under ``ProcSubset=pid``.
+
+    The stock collector reads the boot time from ``/proc/stat`` and reports
+    nothing when that file is hidden, as it is in the service's sandbox; the boot
+    time follows from the wall clock and ``CLOCK_BOOTTIME`` just as well.
+    """
+
+    def _boot_time(self) -> float:
+        return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+async def _respond(
+    writer: asyncio.StreamWriter,
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+    head_only: bool = False,
+    extra: bytes = b"",
+) -> None:
+    writer.write(
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n".encode()
+        + extra
+        + b"\r\n"
+        + (b"" if head_only else body)
+    )
+    await writer.drain()

@@ -1,0 +1,101 @@
+"""Helpers to run the real daemon and simulators as processes in end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.licences import grant_capacity
+
+
+class Proc:
+    """A child process whose combined output goes to a log file we can search."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None):
+        self.log = log
+        self.args = args
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        with log.open("ab") as fh:
+            self.proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=full_env)
+
+    def text(self) -> str:
+        """Everything the process printed so far."""
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, needle: str | Callable[[str], bool], timeout: float = 20.0) -> None:
+        """Wait until the output contains needle (or the predicate is true)."""
+        deadline = time.monotonic() + timeout
+        pred = needle if callable(needle) else (lambda t: needle in t)
+        while time.monotonic() < deadline:
+            if pred(self.text()):
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"{self.args[:4]} exited {self.proc.returncode}:\n{self.text()}"
+                )
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {needle!r} in:\n{self.text()[-3000:]}")
+
+    def signal(self, sig: int) -> None:
+        """Send a signal."""
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def edged(*args: str) -> list[str]:
+    """Command line of the edged CLI in this interpreter."""
+    return [sys.executable, "-m", "edged.cli", *args]
+
+
+def write_config(
+    tmp: Path, body: str, *, mqtt_port: int, capacity: int | None = 10, gateway: str = "gw-test"
+) -> Path:
+    """A config file with gateway, mqtt, control socket and licence dir; body adds the rest."""
+    data = tmp / "data"
+    lic = tmp / "licences"
+    cfg = tmp / "edged.toml"
+    cfg.write_text(
+        textwrap.dedent(f"""
+        [gateway]
+        id = "{gateway}"
+        data_dir = "{data}"
+
+        [mqtt]
+        host = "127.0.0.1"
+        port = {mqtt_port}
+        backoff_initial = 0.2
+        backoff_max = 1.0
+
+        [control]
+        socket = "{tmp}/control.sock"
+
+        [metrics]
+        enabled = false
+
+        [licensing]
+        directory = "{lic}"
+
+        [logging]
+        level = "debug"
+        """)
+        + textwrap.dedent(body)
+    )
+    if capacity:
+        grant_capacity(lic, capacity)
+    return cfg

@@ -1,0 +1,26 @@
+"""Fixtures for licensing tests: a settable clock, an install code and a store in a tmp dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from licence_helpers import Clock
+
+from edged.licensing.store import LicenceStore
+from edged.licensing.testing import fake_install_code, store_trusting_test_key
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def code() -> str:
+    return fake_install_code("gateway-a")
+
+
+@pytest.fixture
+def store(tmp_path: Path, code: str, clock: Clock) -> LicenceStore:
+    return store_trusting_test_key(tmp_path / "licences", code, clock)

@@ -1,0 +1,223 @@
+"""The supervisor end to end: real daemon process, Modbus simulator, mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Broker, free_port, subscribe, wait_port
+from tests.daemon import Proc, edged, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def modbus_body(port: int, count: int = 2, poll: float = 0.5) -> str:
+    devices = "".join(
+        f"""
+[[devices]]
+id = "m{i + 1}"
+connection = "panel"
+address = {i + 1}
+profile = "eastron_sdm630"
+poll_interval = {poll}
+cloud_licence = "professional"
+"""
+        for i in range(count)
+    )
+    return (
+        f"""
+[connections.panel]
+driver = "modbus"
+transport = "tcp"
+host = "127.0.0.1"
+port = {port}
+timeout = 0.5
+"""
+        + devices
+    )
+
+
+@pytest.fixture
+def modbus_sim(tmp_path: Path):
+    port = free_port()
+    sim = Proc(
+        edged(
+            "sim",
+            "modbus",
+            "--profile",
+            "eastron_sdm630",
+            "--count",
+            "1",
+            "--units",
+            "2",
+            "--port",
+            str(port),
+        ),
+        tmp_path / "sim.log",
+    )
+    wait_port(port)
+    yield port
+    sim.stop()
+
+
+async def test_records_reach_broker_with_documented_payload(
+    tmp_path: Path, broker: Broker, modbus_sim: int
+) -> None:
+    cfg = write_config(tmp_path, modbus_body(modbus_sim), mqtt_port=broker.port)
+    async with subscribe(broker.port, "edged/gw-test/#") as col:
+        daemon = Proc(
+            edged("run", "-c", str(cfg)),
+            tmp_path / "daemon.log",
+            env={"EDGED_TRUST_TEST_KEYS": "1"},
+        )
+        try:
+            await col.wait_for(lambda c: len(c.json("/m1")) >= 4 and len(c.json("/m2")) >= 4)
+        finally:
+            assert daemon.stop() == 0
+    status = [p for t, p, retain in col.messages if t == "edged/gw-test/status"]
+    assert status and status[0] == b"online"
+    for dev in ("m1", "m2"):
+        recs = col.json(f"/{dev}")
+        seqs = [r["seq"] for r in recs]
+        assert seqs == sorted(set(seqs)), seqs  # strictly increasing
+        r = recs[-1]
+        assert r["device"] == dev
+        assert r["ts"].endswith("Z") and r["window"] == 1.0
+        energy = r["values"]["energy_import"]
+        assert energy["unit"] == "Wh" and energy["value"] > 0
+        power = r["values"]["power_active"]
+        assert power["unit"] == "W" and {"mean", "min", "max", "n"} <= set(power)
+
+
+async def test_sigterm_keeps_queued_records_and_sends_them_after_restart(
+    tmp_path: Path, broker: Broker, modbus_sim: int
+) -> None:
+    cfg = write_config(tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port)
+    broker.stop()  # uplink down: everything stays in the outbox
+    daemon = Proc(
+        edged("run", "-c", str(cfg)), tmp_path / "d1.log", env={"EDGED_TRUST_TEST_KEYS": "1"}
+    )
+    daemon.wait_for("starting connection")
+    await asyncio.sleep(3)
+    t0 = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - t0 < 5.0
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "data" / "outbox.sqlite")
+    (queued,) = db.execute("select count(*) from records").fetchone()
+    db.close()
+    assert queued >= 3
+    broker.start()
+    async with subscribe(broker.port, "edged/gw-test/m1") as col:
+        daemon2 = Proc(
+            edged("run", "-c", str(cfg)), tmp_path / "d2.log", env={"EDGED_TRUST_TEST_KEYS": "1"}
+        )
+        try:
+            await col.wait_for(lambda c: len(c.json()) >= queued + 1)
+        finally:
+            assert daemon2.stop() == 0
+    seqs = [r["seq"] for r in col.json()]
+    assert seqs[:queued] == list(range(1, queued + 1))
+    assert seqs == sorted(set(seqs))
+
+
+async def test_sighup_with_broken_config_keeps_running_old(
+    tmp_path: Path, broker: Broker, modbus_sim: int
+) -> None:
+    cfg = write_config(tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port)
+    good = cfg.read_text()
+    async with subscribe(broker.port, "edged/gw-test/m1") as col:
+        daemon = Proc(
+            edged("run", "-c", str(cfg)),
+            tmp_path / "daemon.log",
+            env={"EDGED_TRUST_TEST_KEYS": "1"},
+        )
+        try:
+            await col.wait_for(lambda c: len(c.json()) >= 2)
+            cfg.write_text(good.replace("poll_interval = 0.5", "poll_interval = 'fast'"))
+            daemon.signal(signal.SIGHUP)
+            daemon.wait_for("reload refused")
+            n = len(col.json())
+            await col.wait_for(lambda c: len(c.json()) >= n + 3)
+            assert daemon.proc.poll() is None
+            assert "devices[0].poll_interval" in daemon.text()
+            # a good config is then taken without restarting the unchanged connection
+            cfg.write_text(good + "\n[features]\nactions = false\n")
+            daemon.signal(signal.SIGHUP)
+            daemon.wait_for("reloaded config")
+            assert daemon.text().count("starting connection connection=panel") == 1
+        finally:
+            assert daemon.stop() == 0
+
+
+async def test_systemd_notifications_over_real_socket(
+    tmp_path: Path, broker: Broker, modbus_sim: int
+) -> None:
+    cfg = write_config(tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port)
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    got: list[str] = []
+
+    def drain(until: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                got.extend(sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                continue
+            if until in got:
+                return
+        raise AssertionError(f"no {until} in {got}")
+
+    daemon = Proc(
+        edged("run", "-c", str(cfg)),
+        tmp_path / "daemon.log",
+        env={
+            "EDGED_TRUST_TEST_KEYS": "1",
+            "NOTIFY_SOCKET": str(sock_path),
+            "WATCHDOG_USEC": "400000",
+        },
+    )
+    try:
+        drain("READY=1")
+        drain("WATCHDOG=1")
+        daemon.signal(signal.SIGHUP)
+        drain("RELOADING=1")
+        assert any(m.startswith("MONOTONIC_USEC=") for m in got)
+    finally:
+        assert daemon.stop() == 0
+    drain("STOPPING=1")
+    sock.close()
+
+
+async def test_status_over_control_socket(tmp_path: Path, broker: Broker, modbus_sim: int) -> None:
+    cfg = write_config(
+        tmp_path, modbus_body(modbus_sim, count=2), mqtt_port=broker.port, capacity=2
+    )  # gateway + 1 device: m2 is unlicensed
+    daemon = Proc(
+        edged("run", "-c", str(cfg)), tmp_path / "daemon.log", env={"EDGED_TRUST_TEST_KEYS": "1"}
+    )
+    try:
+        daemon.wait_for("starting connection")
+        await asyncio.sleep(1.5)
+        import subprocess
+
+        out = subprocess.run(
+            edged("status", "-c", str(cfg), "--json"), capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 0, out.stderr
+        status = json.loads(out.stdout)
+        states = {d["id"]: d["state"] for d in status["devices"]}
+        assert states == {"m1": "online", "m2": "unlicensed"}
+        assert status["licence"] == {"used": 2, "total": 2}
+    finally:
+        assert daemon.stop() == 0

@@ -1,0 +1,208 @@
+"""The MQTT uplink against a real mosquitto: order, outages, bounds, status, events, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from conftest import Broker, subscribe
+from uplink_helpers import (
+    durable_subscriber,
+    mqtt_config,
+    persistent_broker_conf,
+    record,
+    wait_until,
+)
+
+from edged.config import MqttConfig
+from edged.outbox import Outbox
+from edged.uplink import Uplink, backoff_delay, describe_error
+
+
+@contextlib.asynccontextmanager
+async def pipeline(
+    cfg: MqttConfig, path: Path, *, start: bool = True, max_records: int = 100_000
+) -> AsyncIterator[tuple[Outbox, Uplink]]:
+    box = Outbox(path, max_records=max_records, max_bytes=100_000_000)
+    await box.open()
+    up = Uplink(cfg, "gw1", box)
+    task = asyncio.create_task(up.run()) if start else None
+    try:
+        yield box, up
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await box.close()
+
+
+def test_backoff_is_capped_exponential_with_jitter() -> None:
+    assert backoff_delay(0, 1.0, 60.0, rand=lambda: 1.0) == 1.0
+    assert backoff_delay(3, 1.0, 60.0, rand=lambda: 1.0) == 8.0
+    assert backoff_delay(3, 1.0, 60.0, rand=lambda: 0.0) == 4.0
+    assert backoff_delay(50, 1.0, 60.0, rand=lambda: 1.0) == 60.0
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_records_arrive_in_order_with_status_and_events(
+    broker: Broker, tmp_path: Path, protocol: str
+) -> None:
+    cfg = mqtt_config(broker.port, protocol=protocol)
+    async with (
+        subscribe(broker.port, "edged/#") as col,
+        pipeline(cfg, tmp_path / "o") as (
+            box,
+            up,
+        ),
+    ):
+        assert up.topic("m1") == "edged/gw1/m1"
+        for i in range(300):
+            box.put(record(f"m{i % 3}", i))
+        await up.publish_event("licence_expiring", {"days": 7})
+        await col.wait_for(lambda c: len(c.json("/m0")) == 100 and len(c.json("/events")) == 1)
+        for dev in ("m0", "m1", "m2"):
+            assert [d["seq"] for d in col.json(f"/{dev}")] == list(range(1, 101))
+        event = col.json("/events")[0]
+        assert event["kind"] == "licence_expiring" and event["days"] == 7
+        assert ("edged/gw1/status", b"online", False) in [
+            (t, p, r) for t, p, r in col.messages if t.endswith("/status")
+        ]
+        await wait_until(lambda: box.stats().depth == 0, 10, "acks to empty the outbox")
+        st = up.stats()
+        assert st.connected and st.acked == 300 and st.published >= 301
+    # Retained status is visible to a late subscriber.
+    async with subscribe(broker.port, "edged/gw1/status") as late:
+        await late.wait_for(lambda c: len(c.messages) == 1)
+        assert late.messages[0][1:] == (b"online", True)
+
+
+async def test_drain_sends_the_backlog_then_goes_offline(broker: Broker, tmp_path: Path) -> None:
+    cfg = mqtt_config(broker.port)
+    broker.stop()
+    async with pipeline(cfg, tmp_path / "o", start=False) as (box, up):
+        for i in range(500):
+            box.put(record("m", i))
+        await box.flush()
+        await up.publish_event("shutdown", {})
+        broker.start()
+        async with subscribe(broker.port, "edged/#") as col:
+            await up.drain(10.0)
+            assert box.stats().depth == 0
+            await col.wait_for(lambda c: any(p == b"offline" for _, p, _ in c.messages))
+            assert [d["seq"] for d in col.json("/m")] == list(range(1, 501))
+            assert len(col.json("/events")) == 1
+    async with subscribe(broker.port, "edged/gw1/status") as late:
+        await late.wait_for(lambda c: len(c.messages) == 1)
+        assert late.messages[0][1:] == (b"offline", True)
+
+
+async def test_last_will_marks_the_gateway_offline(broker: Broker, tmp_path: Path) -> None:
+    cfg = mqtt_config(broker.port)
+    async with pipeline(cfg, tmp_path / "o") as (_, up):
+        await wait_until(lambda: up.stats().connected, 10, "connect")
+        async with subscribe(broker.port, "edged/gw1/status") as col:
+            await col.wait_for(lambda c: c.messages and c.messages[-1][1] == b"online")
+            # Kill the TCP connection from the broker side: a restart of mosquitto does not
+            # publish wills, so drop the session by taking over its client id instead.
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier=cfg.client_id):
+                await col.wait_for(lambda c: any(p == b"offline" for _, p, _ in c.messages))
+        await wait_until(lambda: up.stats().reconnects >= 1, 10, "reconnect")
+
+
+async def test_broker_outage_under_steady_flow_loses_nothing(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="edged.uplink")
+    broker.extra_conf = persistent_broker_conf(tmp_path)
+    broker.stop()
+    broker.start()
+    cfg = mqtt_config(broker.port, max_inflight=8)
+    devices = [f"d{n}" for n in range(5)]
+    put = 0
+    async with durable_subscriber(broker.port) as got, pipeline(cfg, tmp_path / "o") as (box, up):
+
+        async def flow(seconds: float) -> None:
+            nonlocal put
+            loop = asyncio.get_running_loop()
+            end = loop.time() + seconds
+            while loop.time() < end:
+                for d in devices:
+                    box.put(record(d, put))
+                    put += 1
+                await asyncio.sleep(0.01)
+
+        await flow(1.0)
+        broker.stop()  # the subscriber's session and queued messages are saved
+        await flow(1.5)
+        assert not up.stats().connected
+        assert box.stats().depth > 0
+        broker.start()
+        await flow(1.0)
+        await box.flush()
+        await wait_until(lambda: box.stats().depth == 0, 20, "the backlog to drain")
+        await wait_until(lambda: got.count_unique() == put, 20, "every record at the subscriber")
+        per_device = got.unique()
+        for d in devices:
+            assert per_device[d] == list(range(1, len(per_device[d]) + 1)), d
+        assert sum(len(v) for v in per_device.values()) == put
+        assert up.stats().reconnects >= 1
+    assert any(
+        "mqtt session lost" in r.getMessage() or "connect failed" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+async def test_outbox_limit_during_outage_drops_exactly_the_oldest(
+    broker: Broker, tmp_path: Path
+) -> None:
+    cfg = mqtt_config(broker.port)
+    broker.stop()
+    async with pipeline(cfg, tmp_path / "o", max_records=200) as (box, up):
+        for i in range(350):
+            box.put(record("m", i))
+            if i % 50 == 0:
+                await box.flush()
+        await box.flush()
+        assert box.stats().dropped == 150
+        assert box.stats().depth == 200
+        broker.start()
+        async with subscribe(broker.port, "edged/gw1/m") as col:
+            await wait_until(lambda: box.stats().depth == 0, 20, "drain")
+            await col.wait_for(lambda c: len({d["seq"] for d in c.json()}) == 200)
+            seqs = sorted({d["seq"] for d in col.json()})
+            assert seqs == list(range(151, 351))
+        assert up.stats().acked == 200
+
+
+async def test_connect_failure_is_one_clear_line_and_keeps_retrying(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from conftest import free_port
+
+    caplog.set_level(logging.INFO, logger="edged.uplink")
+    cfg = mqtt_config(free_port())
+    async with pipeline(cfg, tmp_path / "o") as (_, up):
+        await wait_until(lambda: up.stats().reconnects >= 3, 10, "retries")
+        assert up.stats().last_error is not None
+    lines = [r.getMessage() for r in caplog.records if "connect failed" in r.getMessage()]
+    assert len(lines) >= 3
+    assert all("\n" not in line and "error=" in line for line in lines)
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_describe_error_explains_tls_failures() -> None:
+    import ssl
+
+    exc = ssl.SSLCertVerificationError(
+        1,
+        "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify"
+        " failed: unable to get local issuer certificate",
+    )
+    text = describe_error(exc)
+    assert "certificate verification failed" in text and "ca_file" in text
