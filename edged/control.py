@@ -160,25 +160,23 @@ async def request(
     if not isinstance(reply, dict):
         raise ControlError(f"unexpected reply from the daemon at {path}: {reply!r}")
     if reply.get("ok") is False:
-        raise ControlError(str(reply.get("error", "the daemon refused the command")))
+        command = body.get("command", "the command")
+        raise ControlError(
+            str(
+                reply.get("error")
+                or f"the daemon refused {command!r}; see its log (journalctl -u edged)"
+            )
+        )
     return reply
 
 
 def format_status(status: Mapping[str, Any]) -> str:
     """Render a status reply as the human-readable text of ``edged status``."""
-    out: list[str] = []
-    gateway = status.get("gateway", "-")
-    state = status.get("state", "-")
-    head = f"gateway {gateway}  state {state}"
-    if "version" in status:
-        head += f"  version {status['version']}"
-    if isinstance(status.get("uptime"), int | float):
-        head += f"  up {_duration(float(status['uptime']))}"
-    out.append(head)
-
+    out = [_headline(status)]
     licence = status.get("licence")
     if isinstance(licence, Mapping):
-        line = f"licence  {licence.get('used', '-')}/{licence.get('capacity', '-')} devices"
+        total = _first(licence, "capacity", "total")
+        line = f"licence  {licence.get('used', '-')}/{'-' if total is None else total} devices"
         if licence.get("unlicensed"):
             line += f", {licence['unlicensed']} unlicensed"
         if licence.get("maintenance_until"):
@@ -186,19 +184,26 @@ def format_status(status: Mapping[str, Any]) -> str:
         out.append(line)
     tier = status.get("tier")
     if isinstance(tier, Mapping):
-        line = f"tier     {tier.get('name', '-')}"
+        line = f"tier     {_first(tier, 'name', 'account_tier') or '-'}"
         if isinstance(tier.get("interval"), int | float):
             line += f", one record per {_duration(float(tier['interval']))}"
+        limited_by = tier.get("limited_by")
+        if isinstance(limited_by, list) and limited_by:
+            shown = ", ".join(str(x) for x in limited_by[:5])
+            more = f" and {len(limited_by) - 5} more" if len(limited_by) > 5 else ""
+            line += f" (limited by {shown}{more})"
         out.append(line)
     uplink = status.get("uplink")
     if isinstance(uplink, Mapping):
-        connected = "connected" if uplink.get("connected") else "disconnected"
-        line = f"uplink   {connected}"
+        line = "uplink   " + ("connected" if uplink.get("connected") else "disconnected")
         if uplink.get("broker"):
             line += f" to {uplink['broker']}"
         line += f", {uplink.get('published', 0)} published, {uplink.get('acked', 0)} acked"
-        if uplink.get("error"):
-            line += f" (last error: {uplink['error']})"
+        if uplink.get("reconnects"):
+            line += f", {uplink['reconnects']} reconnects"
+        error = _first(uplink, "last_error", "error")
+        if error:
+            line += f" (last error: {error})"
         out.append(line)
     outbox = status.get("outbox")
     if isinstance(outbox, Mapping):
@@ -206,6 +211,10 @@ def format_status(status: Mapping[str, Any]) -> str:
         if isinstance(outbox.get("bytes"), int):
             line += f", {_size(outbox['bytes'])}"
         line += f", {outbox.get('dropped', 0)} dropped"
+        if isinstance(outbox.get("oldest_age"), int | float):
+            line += f", oldest {_duration(float(outbox['oldest_age']))}"
+        if outbox.get("disk_error"):
+            line += f" (disk error: {outbox['disk_error']})"
         out.append(line)
 
     devices = status.get("devices")
@@ -215,33 +224,63 @@ def format_status(status: Mapping[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-_DEVICE_COLUMNS = (
-    ("DEVICE", "id"),
-    ("DRIVER", "driver"),
-    ("CONNECTION", "connection"),
-    ("STATE", "state"),
-    ("LAST SAMPLE", "last_sample"),
-    ("ERROR", "error"),
+def _headline(status: Mapping[str, Any]) -> str:
+    head = f"gateway {status.get('gateway') or '-'}"
+    if status.get("state"):
+        head += f"  state {status['state']}"
+    if status.get("version"):
+        head += f"  version {status['version']}"
+    if isinstance(status.get("uptime"), int | float):
+        head += f"  up {_duration(float(status['uptime']))}"
+    return head
+
+
+# Title, keys accepted for it (first present wins), and whether the column is shown
+# even when no device has a value for it.
+_DEVICE_COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("DEVICE", ("id",), True),
+    ("DRIVER", ("driver",), True),
+    ("CONNECTION", ("connection",), True),
+    ("STATE", ("state",), True),
+    ("LICENCE", ("cloud_licence",), False),
+    ("INTERVAL", ("interval", "publish_interval"), False),
+    ("LAST SAMPLE", ("last_sample_age", "last_sample"), True),
+    ("ERROR", ("last_error", "error"), True),
 )
 
 
 def _device_table(devices: Sequence[Mapping[str, Any]]) -> list[str]:
     if not devices:
         return ["no devices configured"]
-    rows = [[title for title, _ in _DEVICE_COLUMNS]]
+    columns = [
+        (title, keys)
+        for title, keys, always in _DEVICE_COLUMNS
+        if always or any(_first(d, *keys) is not None for d in devices)
+    ]
+    rows = [[title for title, _ in columns]]
     for dev in devices:
-        rows.append([_cell(key, dev.get(key)) for _, key in _DEVICE_COLUMNS])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_DEVICE_COLUMNS))]
+        rows.append([_cell(title, _first(dev, *keys)) for title, keys in columns])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     return [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
 
 
-def _cell(key: str, value: Any) -> str:
+def _first(mapping: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if mapping.get(key) is not None:
+            return mapping[key]
+    return None
+
+
+def _cell(title: str, value: Any) -> str:
     if value is None or value == "":
         return "-"
-    if key == "last_sample" and isinstance(value, int | float):
-        return f"{_duration(float(value))} ago"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if title == "LAST SAMPLE":
+            return f"{_duration(float(value))} ago"
+        if title == "INTERVAL":
+            return _duration(float(value))
     return str(value)
 
 

@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         procs.append(_start([mosq, "-c", str(var / "mosquitto.conf")], logs / "mosquitto.log"))
         _wait_port(18830)
-        procs.append(_start(_edged("sim", "modbus", "--profile", "eastron_sdm630", "--count", "1",
-                                   "--units", "2", "--port", "15020"), logs / "sim-modbus.log"))
+        procs.append(_start(_edged("sim", "modbus", "--profile", "eastron_sdm630", "--count", "2",
+                                   "--units-per-port", "2", "--port", "15020"), logs / "sim-modbus.log"))
         _wait_port(15020)
         subprocess.run(_edged("license", "demo-trial", "--dir", str(var / "licences")),
                        check=True, env={**os.environ, **env})

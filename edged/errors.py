@@ -81,9 +81,9 @@ _INDEX = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<idx>\d+)\]$")
 def _find_line(file: str | None, key: str) -> int | None:
     """Best-effort line number of a dotted key path such as ``devices[2].port`` in a TOML file.
 
-    tomllib keeps no positions, so this scans the text: it walks table headers
-    (``[a.b]`` and ``[[a]]``, counting array-of-tables occurrences) and returns the
-    line of the last path element it can find, or of the enclosing table.
+    tomllib keeps no positions, so this scans the text: it looks for the table headers of
+    each prefix of the path (``[a.b]``, or the n-th ``[[a]]``) and then for the first
+    remaining key inside the last table found; failing that it returns the table's line.
     """
     if not file or not key:
         return None
@@ -91,47 +91,29 @@ def _find_line(file: str | None, key: str) -> int | None:
         lines = Path(file).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return None
+    stripped = [ln.split("#", 1)[0].strip() for ln in lines]
     parts = key.split(".")
     table: list[str] = []
     best: int | None = None
     start = 0
-    consumed = 0
-    for depth in range(len(parts)):
-        part = parts[depth]
+    found_depth = 0
+    for depth, part in enumerate(parts):
         m = _INDEX.match(part)
-        if m:
-            name, idx = m.group("name"), int(m.group("idx"))
-            header = "[[" + ".".join([*table, name]) + "]]"
-            seen = -1
-            for i in range(start, len(lines)):
-                if lines[i].strip().split("#", 1)[0].strip() == header:
-                    seen += 1
-                    if seen == idx:
-                        best, start = i + 1, i + 1
-                        break
-            else:
-                return best
-            table.append(name)
-            consumed = depth + 1
-            continue
-        header = "[" + ".".join([*table, part]) + "]"
-        found = None
+        table.append(m.group("name") if m else part)
+        header = ("[[{}]]" if m else "[{}]").format(".".join(table))
+        want = int(m.group("idx")) if m else 0
+        seen = -1
         for i in range(start, len(lines)):
-            if lines[i].strip().split("#", 1)[0].strip() == header:
-                found = i
-                break
-        if found is not None:
-            best, start = found + 1, found + 1
-            table.append(part)
-            consumed = depth + 1
-            continue
-        break
-    rest = parts[consumed:]
-    if rest:
+            if stripped[i] == header:
+                seen += 1
+                if seen == want:
+                    best, start, found_depth = i + 1, i + 1, depth + 1
+                    break
+    rest = parts[found_depth:]
+    if rest and not _INDEX.match(rest[0]):
         pat = re.compile(r"^\s*" + re.escape(rest[0]) + r"\s*=")
         for i in range(start, len(lines)):
-            s = lines[i].strip()
-            if s.startswith("["):
+            if stripped[i].startswith("["):
                 break
             if pat.match(lines[i]):
                 return i + 1

@@ -126,11 +126,24 @@ class Metrics:
         """The registry in the Prometheus text exposition format."""
         return generate_latest(self.registry)
 
+    async def start(self, host: str, port: int) -> None:
+        """Start the HTTP endpoint and return; ``.port`` is the bound port (``port=0``: any)."""
+        await self._bind(host, port)
+
     async def serve(self, host: str, port: int) -> None:
-        """Start the HTTP endpoint (``GET /metrics``) and return; ``.port`` is the bound port."""
-        self._server = await asyncio.start_server(self._handle, host, port, limit=_MAX_HEAD)
-        self.port = self._server.sockets[0].getsockname()[1]
+        """Serve ``GET /metrics`` until cancelled (run it as a task); ``.port`` once bound."""
+        server = await self._bind(host, port)
+        try:
+            await server.serve_forever()
+        finally:
+            await self.close()
+
+    async def _bind(self, host: str, port: int) -> asyncio.Server:
+        server = await asyncio.start_server(self._handle, host, port, limit=_MAX_HEAD)
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]
         log.info("metrics endpoint listening host=%s port=%s", host, self.port)
+        return server
 
     async def close(self) -> None:
         """Stop the HTTP endpoint."""

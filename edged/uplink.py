@@ -117,7 +117,7 @@ class Uplink:
         self._stop = asyncio.Event()
         self._running = False
         self._stopped = asyncio.Event()
-        self._wakeup = asyncio.Event()
+        self._work = asyncio.Event()
         self._inflight = 0
         self._tls: ssl.SSLContext | None = None
 
@@ -159,7 +159,7 @@ class Uplink:
             log.warning(
                 "uplink event queue full, oldest event dropped dropped=%d", self._events_dropped
             )
-        self._wakeup.set()
+        self._work.set()
 
     async def run(self) -> None:
         """Connect, publish status, drain the outbox; reconnect with backoff; until drain()."""
@@ -235,7 +235,7 @@ class Uplink:
                 break
             await asyncio.sleep(0.02)
         self._stop.set()
-        self._wakeup.set()
+        self._work.set()
         if self._running:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), max(0.0, deadline - loop.time()))
@@ -359,18 +359,9 @@ class Uplink:
             if batch:
                 state.after = batch[-1].id
                 buffer.extend(batch)
-                state.work.set()
+                self._work.set()
                 continue
-            self._wakeup.clear()
-            waits = [
-                asyncio.ensure_future(self.outbox.changed.wait()),
-                asyncio.ensure_future(self._wakeup.wait()),
-            ]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+            await self.outbox.changed.wait()
 
     async def _publish_loop(
         self,
@@ -396,15 +387,10 @@ class Uplink:
                 self._published += 1
                 continue
             if not buffer:
-                state.work.clear()
-                self._wakeup.clear()
-                w1 = asyncio.ensure_future(state.work.wait())
-                w2 = asyncio.ensure_future(self._wakeup.wait())
-                try:
-                    await asyncio.wait((w1, w2), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    w1.cancel()
-                    w2.cancel()
+                # One shared event for new records and new events: a cheap wait for all
+                # publishers (no helper futures per wake-up).
+                self._work.clear()
+                await self._work.wait()
                 continue
             # popleft and the client's publish() run without an await in between, so
             # records enter the connection in outbox order.
@@ -450,7 +436,6 @@ class _Cursor:
 
     def __init__(self) -> None:
         self.after = 0
-        self.work = asyncio.Event()
         self.space = asyncio.Event()
 
 

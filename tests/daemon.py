@@ -92,7 +92,7 @@ def write_config(
         directory = "{lic}"
 
         [logging]
-        level = "debug"
+        level = "info"
         """)
         + textwrap.dedent(body)
     )

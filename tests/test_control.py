@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import stat
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ async def echo_handler(body: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "args": body.get("args")}
     if body["command"] == "boom":
         raise RuntimeError("kaput")
+    if body["command"] == "reload":
+        return {"ok": False}  # refused without a reason, like a failed reload
     raise ControlError(f"unknown command {body['command']!r}")
 
 
@@ -70,7 +73,9 @@ async def test_refused_and_failing_commands_become_control_errors(sock_path: Pat
             await request(sock_path, {"command": "nope"})
         with pytest.raises(ControlError, match="internal error in 'boom': kaput"):
             await request(sock_path, {"command": "boom"})
-        # The server survives both.
+        with pytest.raises(ControlError, match=r"refused 'reload'; see its log"):
+            await request(sock_path, {"command": "reload"})
+        # The server survives all of them.
         assert (await request(sock_path, {"command": "ping"}))["pong"] is True
     finally:
         await server.close()
@@ -148,60 +153,75 @@ async def test_request_times_out(sock_path: Path) -> None:
 
 
 def test_format_status_renders_summary_and_device_table() -> None:
+    # The shape the supervisor's status command returns.
     status = {
         "gateway": "gw-7",
-        "state": "running",
-        "version": "0.1.0",
-        "uptime": 3723,
-        "licence": {"used": 3, "capacity": 5, "unlicensed": 1},
-        "tier": {"name": "limited", "interval": 60},
-        "uplink": {"connected": True, "broker": "mqtt.example:8883", "published": 10, "acked": 9},
-        "outbox": {"depth": 12, "bytes": 2048, "dropped": 0},
+        "licence": {"used": 3, "total": 5},
+        "tier": {"name": "limited", "interval": 60, "limited_by": ["heat-12"]},
+        "uplink": {"connected": True, "published": 10, "acked": 9, "reconnects": 2,
+                   "last_error": None},
+        "outbox": {"depth": 12, "bytes": 2048, "dropped": 0, "oldest_age": 75.0,
+                   "disk_error": None},
         "devices": [
-            {
-                "id": "meter-1",
-                "driver": "modbus",
-                "connection": "lan",
-                "state": "online",
-                "last_sample": 0.4,
-            },
-            {
-                "id": "heat-12",
-                "driver": "mbus",
-                "connection": "bus0",
-                "state": "offline",
-                "last_sample": None,
-                "error": "no answer",
-            },
+            {"id": "meter-1", "driver": "modbus", "connection": "lan", "state": "online",
+             "cloud_licence": "professional", "interval": 60, "last_sample_age": 0.4,
+             "last_error": None},
+            {"id": "heat-12", "driver": "mbus", "connection": "bus0", "state": "offline",
+             "cloud_licence": "limited", "interval": 900, "last_sample_age": None,
+             "last_error": "no answer"},
         ],
-    }
-    text = format_status(status)
-    lines = text.splitlines()
-    assert lines[0] == "gateway gw-7  state running  version 0.1.0  up 1h02m"
-    assert "licence  3/5 devices, 1 unlicensed" in lines
-    assert "tier     limited, one record per 1m00s" in lines
-    assert "uplink   connected to mqtt.example:8883, 10 published, 9 acked" in lines
-    assert "outbox   12 records, 2.0 KiB, 0 dropped" in lines
-    header = next(i for i, line in enumerate(lines) if line.startswith("DEVICE"))
-    assert lines[header].split() == [
-        "DEVICE",
-        "DRIVER",
-        "CONNECTION",
-        "STATE",
-        "LAST",
-        "SAMPLE",
-        "ERROR",
+    }  # fmt: skip
+    lines = format_status(status).splitlines()
+    assert lines[:5] == [
+        "gateway gw-7",
+        "licence  3/5 devices",
+        "tier     limited, one record per 1m00s (limited by heat-12)",
+        "uplink   connected, 10 published, 9 acked, 2 reconnects",
+        "outbox   12 records, 2.0 KiB, 0 dropped, oldest 1m15s",
     ]
-    assert lines[header + 1].split() == ["meter-1", "modbus", "lan", "online", "0.4s", "ago", "-"]
-    assert lines[header + 2].split() == ["heat-12", "mbus", "bus0", "offline", "-", "no", "answer"]
-    # Columns line up: every device id starts where the header starts, states align.
+    header = lines.index(next(line for line in lines if line.startswith("DEVICE")))
+    assert re.split(r"\s{2,}", lines[header]) == [
+        "DEVICE", "DRIVER", "CONNECTION", "STATE", "LICENCE", "INTERVAL", "LAST SAMPLE", "ERROR",
+    ]  # fmt: skip
+    assert lines[header + 1].split() == [
+        "meter-1", "modbus", "lan", "online", "professional", "1m00s", "0.4s", "ago", "-",
+    ]  # fmt: skip
+    assert lines[header + 2].split() == [
+        "heat-12", "mbus", "bus0", "offline", "limited", "15m00s", "-", "no", "answer",
+    ]  # fmt: skip
+    # Columns line up.
     col = lines[header].index("STATE")
     assert lines[header + 1][col:].startswith("online")
     assert lines[header + 2][col:].startswith("offline")
 
 
+def test_format_status_alternative_keys_and_problems() -> None:
+    text = format_status(
+        {
+            "gateway": "gw-1",
+            "state": "running",
+            "version": "0.1.0",
+            "uptime": 3723,
+            "licence": {"used": 6, "capacity": 5, "unlicensed": 1},
+            "uplink": {"connected": False, "broker": "mqtt.example:8883", "error": "refused"},
+            "outbox": {"depth": 0, "dropped": 4, "disk_error": "disk full"},
+            "devices": [{"id": "m", "state": "stale", "last_sample": 7200}],
+        }
+    )
+    lines = text.splitlines()
+    assert lines[0] == "gateway gw-1  state running  version 0.1.0  up 1h02m"
+    assert "licence  6/5 devices, 1 unlicensed" in lines
+    assert (
+        "uplink   disconnected to mqtt.example:8883, 0 published, 0 acked (last error: refused)"
+        in lines
+    )
+    assert "outbox   0 records, 4 dropped (disk error: disk full)" in lines
+    # Optional columns appear only when some device has them.
+    assert "LICENCE" not in text and "INTERVAL" not in text
+    assert lines[-1].split() == ["m", "-", "-", "stale", "2h00m", "ago", "-"]
+
+
 def test_format_status_tolerates_missing_sections() -> None:
-    assert format_status({}) == "gateway -  state -\n"
-    text = format_status({"gateway": "g", "state": "starting", "devices": []})
+    assert format_status({}) == "gateway -\n"
+    text = format_status({"gateway": "g", "devices": []})
     assert text.endswith("no devices configured\n")
-    assert "uplink   disconnected" in format_status({"uplink": {"connected": False}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,18 @@ REPO = Path(__file__).resolve().parent.parent
 PREFIX = "/opt/edged"
 
 pytestmark = pytest.mark.slow
+
+PROBE = """
+import ctypes, sqlite3
+mdwe = ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) == 0  # PR_SET_MDWE
+import edged, edged.systemd, edged.control, edged.metrics, edged.logsetup, drivers
+import aiomqtt, pymodbus.client, serial_asyncio_fast, websockets, ocpp.v16, ocpp.v201
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+key = Ed25519PrivateKey.generate()
+key.public_key().verify(key.sign(b"licence"), b"licence")
+sqlite3.connect(":memory:").execute("pragma journal_mode=wal")
+print(edged.__file__, "mdwe=on" if mdwe else "mdwe=unsupported")
+"""
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,14 +63,17 @@ def test_install_into_destdir_upgrade_and_uninstall(tmp_path: Path) -> None:
     link = dest / "usr/bin/edged"
     assert link.is_symlink() and os.readlink(link) == f"{PREFIX}/bin/edged"
 
-    # The staged interpreter imports the installed package, not the checkout.
+    # The staged interpreter imports the installed package, not the checkout, and the
+    # dependencies work without writable+executable memory (MemoryDenyWriteExecute=yes;
+    # the prctl equivalent exists since Linux 6.3).
     probe = subprocess.run(
-        [str(root / "bin/python"), "-c",
-         "import edged.systemd, edged.control, edged.metrics, edged.logsetup, drivers, "
-         "prometheus_client, aiomqtt, pymodbus; print(edged.__file__)"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120, check=True,
+        [str(root / "bin/python"), "-c", PROBE], capture_output=True, text=True, cwd=tmp_path,
+        timeout=120,
     )  # fmt: skip
-    assert probe.stdout.strip().startswith(str(root / "lib"))
+    assert probe.returncode == 0, probe.stderr
+    where, mdwe = probe.stdout.split()
+    assert where.startswith(str(root / "lib"))
+    assert mdwe in ("mdwe=on", "mdwe=unsupported")
 
     # Bytecode was compiled with the final paths (the service cannot write it).
     pyc = next((root / "lib").glob("python3*/site-packages/edged/__pycache__/systemd.*.pyc"))
@@ -86,11 +102,15 @@ def test_install_into_destdir_upgrade_and_uninstall(tmp_path: Path) -> None:
     verify = analyze("verify", "--man=no", str(checked))
     assert verify.returncode == 0 and verify.stdout + verify.stderr == "", verify.stderr
 
-    # Upgrade: the operator's configuration survives a second install.
+    # Upgrade: the code is replaced even at the same version, the operator's
+    # configuration survives.
+    installed = Path(where).parent / "systemd.py"
+    installed.write_text(installed.read_text() + "STALE = True\n")
     config.write_text("# edited by the operator\n")
     again = make("install", f"DESTDIR={dest}")
     assert "keeping existing" in again.stdout
     assert config.read_text() == "# edited by the operator\n"
+    assert "STALE" not in installed.read_text()
     assert os.access(edged, os.X_OK)
 
     # Uninstall removes the program and the systemd files, keeps configuration.
@@ -111,7 +131,11 @@ def test_prefix_is_substituted_in_the_unit(tmp_path: Path) -> None:
     assert os.readlink(dest / "usr/bin/edged") == "/srv/edged/bin/edged"
 
 
-def test_unit_checks_pass() -> None:
+def test_unit_checks_pass_and_docs_state_the_score() -> None:
     out = make("-s", "check-unit")
-    assert "Overall exposure level for edged.service: 1." in out.stdout
     assert "systemd-analyze verify: clean" in out.stdout
+    score = re.search(r"Overall exposure level for edged.service: (\d+\.\d)", out.stdout)
+    assert score, out.stdout
+    assert float(score.group(1)) <= 1.5
+    docs = (REPO / "docs/service.md").read_text()
+    assert f"rates the unit **{score.group(1)}**" in docs

@@ -45,7 +45,7 @@ async def test_metrics_served_over_http_in_prometheus_text_format() -> None:
     metrics.set_gauge("uplink_connected", 1)
     metrics.set_gauge("devices", 3, state="online")
     metrics.set_gauge("devices", 1, state="unlicensed")
-    await metrics.serve("127.0.0.1", 0)
+    await metrics.start("127.0.0.1", 0)
     try:
         assert metrics.port
         status, ctype, body = await asyncio.to_thread(fetch, metrics.port)
@@ -72,7 +72,7 @@ async def test_metrics_served_over_http_in_prometheus_text_format() -> None:
 
 async def test_gauges_follow_updates_between_scrapes() -> None:
     metrics = Metrics()
-    await metrics.serve("127.0.0.1", 0)
+    await metrics.start("127.0.0.1", 0)
     assert metrics.port
     try:
         metrics.set_gauge("outbox_depth", 5)
@@ -87,7 +87,7 @@ async def test_gauges_follow_updates_between_scrapes() -> None:
 
 async def test_other_paths_and_methods() -> None:
     metrics = Metrics()
-    await metrics.serve("127.0.0.1", 0)
+    await metrics.start("127.0.0.1", 0)
     assert metrics.port
     try:
         assert (await asyncio.to_thread(fetch, metrics.port, "/nope"))[0] == 404
@@ -147,3 +147,18 @@ def test_process_metrics_without_proc_stat(tmp_path: Path) -> None:
     ProcessCollector(registry=stock)
     expected = samples(generate_latest(stock).decode())[("process_start_time_seconds", ())]
     assert got[("process_start_time_seconds", ())] == pytest.approx(expected, abs=2.0)
+
+
+async def test_serve_runs_as_a_task_until_cancelled() -> None:
+    metrics = Metrics()
+    metrics.set_gauge("licence_capacity", 10)
+    task = asyncio.create_task(metrics.serve("127.0.0.1", 0))
+    while metrics.port is None:  # noqa: ASYNC110 (the port appears once bound)
+        await asyncio.sleep(0.01)
+    status, _, body = await asyncio.to_thread(fetch, metrics.port)
+    assert status == 200 and "edged_licence_capacity 10.0" in body
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(OSError):
+        await asyncio.to_thread(fetch, metrics.port)

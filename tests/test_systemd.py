@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import Broker, free_port
+from licences import grant_capacity
 
 from edged.systemd import Notifier, Watchdog
 
@@ -177,3 +184,96 @@ async def test_unhealthy_pipeline_withholds_pings(
 async def test_watchdog_without_watchdog_usec_returns() -> None:
     notifier = Notifier.from_env({"NOTIFY_SOCKET": "/nonexistent"})
     await asyncio.wait_for(Watchdog(notifier, lambda: True).run(), timeout=5)
+
+
+# --- the real daemon under a stand-in service manager ------------------------------------
+
+
+class FakeManager:
+    """Collects sd_notify datagrams like systemd does, on a socket bound by the test."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.messages: list[dict[str, str]] = []
+
+    def wait_for(self, key: str, value: str | None = None, timeout: float = 30.0) -> dict[str, str]:
+        """Block until a datagram carrying ``key`` (with ``value``) arrives; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for msg in self.messages:
+                if key in msg and (value is None or msg[key] == value):
+                    self.messages.remove(msg)
+                    return msg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {key}={value} from the daemon; got {self.messages}")
+            self.sock.settimeout(left)
+            try:
+                raw = self.sock.recv(65536).decode()
+            except TimeoutError:
+                continue
+            self.messages.append(dict(line.split("=", 1) for line in raw.splitlines() if line))
+
+
+@pytest.mark.slow
+def test_daemon_under_systemd_logs_for_journald_and_serves_metrics(
+    tmp_path: Path, broker: Broker
+) -> None:
+    metrics_port = free_port()
+    licences = tmp_path / "licences"
+    grant_capacity(licences, 10)
+    config = tmp_path / "edged.toml"
+    config.write_text(
+        f'[gateway]\nid = "gw-e2e"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n'
+        f'[control]\nsocket = "{tmp_path / "control.sock"}"\n'
+        f'[metrics]\nhost = "127.0.0.1"\nport = {metrics_port}\n'
+        f'[licensing]\ndirectory = "{licences}"\n'
+    )
+    manager = FakeManager(str(tmp_path / "notify.sock"))
+    stderr = tmp_path / "stderr"
+    err = stderr.open("w")
+    st = os.fstat(err.fileno())
+    env = {
+        **os.environ,
+        "EDGED_TRUST_TEST_KEYS": "1",
+        "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+        "WATCHDOG_USEC": "1000000",
+        # What systemd sets when stderr is connected to the journal.
+        "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edged.cli", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
+    try:
+        assert manager.wait_for("READY", "1")
+        manager.wait_for("WATCHDOG", "1")
+        deadline = time.monotonic() + 30
+        while True:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{metrics_port}/metrics", timeout=10
+            ) as r:
+                body = r.read().decode()
+            if "edged_uplink_connected 1.0" in body or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert "edged_uplink_connected 1.0" in body
+        assert "process_resident_memory_bytes" in body
+        assert "edged_outbox_depth" in body
+        proc.send_signal(signal.SIGTERM)
+        manager.wait_for("STOPPING", "1")
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err.close()
+        manager.sock.close()
+    lines = stderr.read_text().splitlines()
+    assert any(line.startswith("<6>edged") for line in lines), lines[:10]
+    unprefixed = [line for line in lines if not re.match(r"<[0-7]>", line)]
+    assert unprefixed == []

@@ -12,6 +12,7 @@ import aiomqtt
 import pytest
 from conftest import Broker, subscribe
 from uplink_helpers import (
+    KEEP_USER,
     durable_subscriber,
     mqtt_config,
     persistent_broker_conf,
@@ -206,3 +207,109 @@ def test_describe_error_explains_tls_failures() -> None:
     )
     text = describe_error(exc)
     assert "certificate verification failed" in text and "ca_file" in text
+
+
+def _cert_pair(
+    tmp: Path,
+    name: str,
+    issuer: tuple[object, object] | None,
+    *,
+    ca: bool,
+    hosts: tuple[str, ...] = (),
+) -> tuple[object, object]:
+    """Write NAME.pem / NAME.key; returns (certificate, key) for signing others."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_cert, issuer_key = issuer if issuer else (None, key)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert else subject)  # type: ignore[attr-defined]
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if hosts:
+        sans: list[x509.GeneralName] = [x509.DNSName(h) for h in hosts if h[0].isalpha()]
+        sans += [x509.IPAddress(ipaddress.ip_address(h)) for h in hosts if h[0].isdigit()]
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(issuer_key, hashes.SHA256())  # type: ignore[arg-type]
+    (tmp / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert, key
+
+
+@pytest.fixture
+def tls_broker(broker: Broker, tmp_path: Path) -> tuple[Broker, int, Path]:
+    """The broker with an extra TLS listener that requires client certificates."""
+    from conftest import free_port, wait_port
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    ca = _cert_pair(pki, "ca", None, ca=True)
+    _cert_pair(pki, "server", ca, ca=False, hosts=("localhost", "127.0.0.1"))
+    _cert_pair(pki, "client", ca, ca=False)
+    _cert_pair(pki, "other-ca", None, ca=True)
+    port = free_port()
+    broker.extra_conf = (
+        f"listener {port} 127.0.0.1\ncafile {pki}/ca.pem\ncertfile {pki}/server.pem\n"
+        f"keyfile {pki}/server.key\nrequire_certificate true\n{KEEP_USER}"
+    )
+    broker.stop()
+    broker.start()
+    wait_port(port)
+    return broker, port, pki
+
+
+async def test_tls_with_client_certificate(
+    tls_broker: tuple[Broker, int, Path], tmp_path: Path
+) -> None:
+    from edged.config import TlsConfig
+
+    broker, port, pki = tls_broker
+    tls = TlsConfig(pki / "ca.pem", pki / "client.pem", pki / "client.key", insecure=False)
+    cfg = mqtt_config(port, tls=tls)
+    async with (
+        subscribe(broker.port, "edged/#") as col,
+        pipeline(cfg, tmp_path / "o") as (
+            box,
+            up,
+        ),
+    ):
+        box.put(record("secure", 1.0))
+        await col.wait_for(lambda c: len(c.json("/secure")) == 1)
+        assert up.stats().connected
+
+
+async def test_tls_wrong_ca_is_refused_with_a_clear_error(
+    tls_broker: tuple[Broker, int, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edged.config import TlsConfig
+
+    caplog.set_level(logging.INFO, logger="edged.uplink")
+    _, port, pki = tls_broker
+    tls = TlsConfig(pki / "other-ca.pem", pki / "client.pem", pki / "client.key", False)
+    async with pipeline(mqtt_config(port, tls=tls), tmp_path / "o") as (_, up):
+        await wait_until(lambda: up.stats().reconnects >= 2, 10, "retries")
+        assert not up.stats().connected
+        err = up.stats().last_error
+        assert err is not None and "certificate verification failed" in err
+    lines = [r.getMessage() for r in caplog.records if "connect failed" in r.getMessage()]
+    assert lines and all("certificate verification failed" in x and "\n" not in x for x in lines)

@@ -124,4 +124,9 @@ def persistent_broker_conf(workdir: Path) -> str:
     """mosquitto lines that keep sessions across a restart (saved on SIGTERM)."""
     store = workdir / "mosq-store"
     store.mkdir(exist_ok=True)
-    return f"persistence true\npersistence_location {store}/\n"
+    return f"persistence true\npersistence_location {store}/\n{KEEP_USER}"
+
+
+KEEP_USER = "user root\n"
+"""Run as root, mosquitto drops to its own user and cannot read pytest's private tmp dirs;
+this keeps the invoking user (it has no effect when the tests do not run as root)."""

@@ -19,7 +19,7 @@ from drivers import DriverContext
 from drivers.mbus.address import Address, parse_address
 from drivers.mbus.mapping import Profile, load_profile, map_telegrams
 from drivers.mbus.master import Master
-from drivers.mbus.transport import PARITIES, LineSettings, Link, LinkSpec
+from drivers.mbus.transport import BAUDRATES, PARITIES, LineSettings, Link, LinkSpec
 from edged.errors import ConnectionLost, DecodeError, DeviceTimeout
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Sample
 
@@ -54,7 +54,7 @@ def parse_connection(conn: ConnectionSpec) -> BusConfig:
     """Validate a ``[connections.NAME]`` table with ``driver = "mbus"``."""
     opts = conn.options()
     kind = opts.choice("transport", ("serial", "tcp"), "serial")
-    baudrate = opts.int("baudrate", 2400, min=300, max=38400)
+    baudrate = opts.choice("baudrate", BAUDRATES, 2400)
     parity = opts.choice("parity", PARITIES, "E")
     settings = LineSettings(baudrate, parity)
     if kind == "serial":

@@ -211,6 +211,8 @@ def load_profile(path: str | Path) -> Profile:
 def parse_profile(data: Mapping[str, Any], file: str | Path | None = None) -> Profile:
     """A profile from parsed TOML."""
     unknown = sorted(set(data) - {"name", "description", "pick"})
+    if "description" in data and not isinstance(data["description"], str):
+        raise ConfigError(file, "description", "expected a string")
     if unknown:
         raise ConfigError(file, unknown[0], "unknown key (known: name, description, pick)")
     raw = data.get("pick")

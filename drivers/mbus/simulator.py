@@ -134,7 +134,7 @@ class Slave:
     secondary: SecondaryAddress
     source: TelegramSource
     dead: bool = False  # never answers at all
-    faults: deque[str] = field(default_factory=deque)  # consumed one per answer
+    faults: deque[str | None] = field(default_factory=deque)  # one per answer; None: none
     selected: bool = False
     answered: int = 0
     _last_fcb: bool | None = None
@@ -387,6 +387,7 @@ class Simulator:
         self._servers: list[asyncio.Server] = []
         self._fds: list[int] = []
         self._readers: list[int] = []
+        self._writers: list[asyncio.StreamWriter] = []
 
     async def start_pty(self) -> str:
         """Open a pseudo-terminal pair; returns the device path a master opens."""
@@ -428,6 +429,7 @@ class Simulator:
             line = _Line(self.bus, writer.write)
             line.start()
             self._lines.append(line)
+            self._writers.append(writer)
             try:
                 while data := await reader.read(4096):
                     line.received(data)
@@ -462,6 +464,8 @@ class Simulator:
             server.close()
         for line in self._lines:
             await line.stop()
+        for writer in self._writers:
+            writer.close()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1)
@@ -471,6 +475,7 @@ class Simulator:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._servers, self._lines, self._fds, self._readers = [], [], [], []
+        self._writers = []
 
     async def __aenter__(self) -> Simulator:
         return self

@@ -98,17 +98,6 @@ _BCD_CODINGS = frozenset((0x09, 0x0A, 0x0B, 0x0C, 0x0E))
 _ELECTRICITY = 0x02
 _UNKNOWN_MEDIA = frozenset((0x00, 0x0F))
 
-for _name in (
-    "energy_import",
-    "energy_heat",
-    "power_active",
-    "power_thermal",
-    "energy_reactive_import",
-    "power_reactive",
-    "power_apparent",
-):
-    assert _name in QUANTITIES, _name
-
 
 def _quantity(key: str | None, medium: int | None) -> str | None:
     """Canonical quantity name for a generic VIF quantity, given the medium of the meter."""
@@ -144,6 +133,14 @@ def _bcd(raw: bytes) -> int | None:
         return None
     value = int(digits)
     return -value if negative else value
+
+
+def _real32(raw: bytes) -> float:
+    """IEEE 754 single precision, rounded to the 7 significant digits it carries."""
+    v: float = struct.unpack("<f", raw)[0]
+    if v == 0.0 or not math.isfinite(v):
+        return v
+    return float(f"{v:.7g}")
 
 
 def _signed(raw: bytes) -> int:
@@ -244,7 +241,7 @@ def _decode_value(coding: int, lvar_kind: str, raw: bytes, kind: str) -> tuple[V
         t = _type_j(raw)
         return t, t is None
     if coding == 0x05:
-        return struct.unpack("<f", raw)[0], False
+        return _real32(raw), False
     if coding in _BCD_CODINGS:
         v = _bcd(raw)
         return v, v is None
@@ -280,6 +277,7 @@ class _Vib:
     base: tables.Vif
     orthogonal: tuple[int, ...]
     text: str | None
+    manufacturer: bool = False  # VIF 0x7F/0xFF: every VIFE is the manufacturer's
 
 
 def _orthogonal_effects(
@@ -321,7 +319,13 @@ def _make_record(
     subunit: int,
 ) -> DataRecord:
     base = vib.base
-    descriptors, effects, manufacturer = _orthogonal_effects(vib.orthogonal)
+    if vib.manufacturer:
+        rest = bytes(vib.orthogonal).hex(" ").upper()
+        descriptors = [f"manufacturer specific VIFE {rest}"] if rest else []
+        effects: list[tables.Orthogonal] = []
+        manufacturer = True
+    else:
+        descriptors, effects, manufacturer = _orthogonal_effects(vib.orthogonal)
     meaning = base
     keeps = not manufacturer
     num, den = base.num, base.den
@@ -394,10 +398,7 @@ def _vib(vif: int, vifes: list[int], text: str | None, offset: int) -> _Vib:
         return _Vib(tables.extension(vif, vifes[0]), tuple(vifes[1:]), None)
     if code == tables.VIF_MANUFACTURER:
         # Everything after a manufacturer-specific VIF is the manufacturer's; keep it raw.
-        base = tables.Vif("Manufacturer specific", "")
-        if vifes:
-            return _Vib(base, (0x7F, *vifes), None)
-        return _Vib(base, (), None)
+        return _Vib(tables.Vif("Manufacturer specific", ""), tuple(vifes), None, True)
     return _Vib(tables.primary(code), tuple(vifes), None)
 
 

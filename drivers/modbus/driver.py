@@ -44,16 +44,26 @@ class ModbusDriver:
         self, connection: ConnectionSpec, devices: Sequence[DeviceSpec], ctx: DriverContext
     ) -> None:
         """Poll the devices of this connection until cancelled."""
-        runner = ConnectionRunner(connection.name, cfg.connection(connection),
-                                  [DevicePoller(d) for d in cfg.devices(devices)], ctx)
+        runner = ConnectionRunner(
+            connection.name,
+            cfg.connection(connection),
+            [DevicePoller(d) for d in cfg.devices(devices)],
+            ctx,
+        )
         await runner.run()
 
 
 class ConnectionRunner:
     """The poll loop of one connection."""
 
-    def __init__(self, name: str, settings: ConnectionSettings, pollers: Sequence[DevicePoller],
-                 ctx: DriverContext, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: ConnectionSettings,
+        pollers: Sequence[DevicePoller],
+        ctx: DriverContext,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.name = name
         self.settings = settings
         self.pollers = list(pollers)
@@ -106,8 +116,7 @@ class ConnectionRunner:
                 pause = self.device_backoff[poller.device.id].next()
                 nxt = next_tick(phase_of(poller.device.id, interval), interval, now + pause)
             heapq.heappush(heap, (nxt, i))
-            if (self.settings.transport == "tcp"
-                    and len(self.silent) == len(self.pollers)):
+            if self.settings.transport == "tcp" and len(self.silent) == len(self.pollers):
                 raise ConnectionLost(f"no device answers on {self.settings.endpoint}")
         await asyncio.Event().wait()
 
@@ -132,8 +141,9 @@ class ConnectionRunner:
         self.ctx.count("poll", dev.id)
         self.ctx.observe("poll", elapsed, dev.id)
         if not poller.active:
-            log.error("all points disabled device=%s bus=%s; it is no longer polled",
-                      dev.id, self.name)
+            log.error(
+                "all points disabled device=%s bus=%s; it is no longer polled", dev.id, self.name
+            )
             self._set_state(dev.id, DeviceState.OFFLINE, "every point was refused")
             return True
         self._set_state(dev.id, DeviceState.ONLINE, None)

@@ -33,11 +33,18 @@ class Link:
         s = self.settings
         # reconnect_delay=0: the driver owns reconnects (with jittered backoff).
         if s.transport == "tcp":
-            return AsyncModbusTcpClient(s.host, port=s.port, timeout=s.timeout,
-                                        retries=s.retries, reconnect_delay=0)
+            return AsyncModbusTcpClient(
+                s.host, port=s.port, timeout=s.timeout, retries=s.retries, reconnect_delay=0
+            )
         return AsyncModbusSerialClient(
-            s.device, baudrate=s.baudrate, parity=s.parity, stopbits=s.stopbits,
-            bytesize=s.bytesize, timeout=s.timeout, retries=s.retries, reconnect_delay=0,
+            s.device,
+            baudrate=s.baudrate,
+            parity=s.parity,
+            stopbits=s.stopbits,
+            bytesize=s.bytesize,
+            timeout=s.timeout,
+            retries=s.retries,
+            reconnect_delay=0,
         )
 
     async def open(self) -> None:
@@ -77,8 +84,9 @@ class Link:
         except ModbusIOException as exc:
             if not self.client.connected:
                 raise ConnectionLost(str(exc)) from None
-            raise DeviceTimeout(f"no answer from unit {unit} within {self.settings.timeout} s"
-                                ) from None
+            raise DeviceTimeout(
+                f"no answer from unit {unit} within {self.settings.timeout} s"
+            ) from None
         except ModbusException as exc:
             raise DeviceTimeout(str(exc)) from None
         finally:

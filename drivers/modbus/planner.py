@@ -45,8 +45,9 @@ class Request:
         return self.start + self.count
 
 
-def plan(spans: Sequence[Span], max_registers: int, max_gap: int,
-         only: Iterable[int] | None = None) -> list[Request]:
+def plan(
+    spans: Sequence[Span], max_registers: int, max_gap: int, only: Iterable[int] | None = None
+) -> list[Request]:
     """Minimum requests covering ``spans`` (or the indices in ``only``), per table."""
     chosen = range(len(spans)) if only is None else sorted(set(only))
     order = sorted(chosen, key=lambda i: (spans[i].table, spans[i].start, spans[i].end))
@@ -57,8 +58,9 @@ def plan(spans: Sequence[Span], max_registers: int, max_gap: int,
     for i in order:
         s = spans[i]
         if s.count > max_registers:
-            raise ValueError(f"a point of {s.count} registers exceeds max_registers "
-                             f"{max_registers}")
+            raise ValueError(
+                f"a point of {s.count} registers exceeds max_registers {max_registers}"
+            )
         fits = (
             cur
             and s.table == table

@@ -46,8 +46,9 @@ class DevicePoller:
         self.plan = refined
         return values
 
-    async def _run(self, req: Request, read: ReadFn, values: dict[str, float],
-                   refined: list[Request]) -> None:
+    async def _run(
+        self, req: Request, read: ReadFn, values: dict[str, float], refined: list[Request]
+    ) -> None:
         try:
             regs = await read(req.table, req.start, req.count, self.device.unit)
         except ExceptionResponse as exc:
@@ -76,5 +77,9 @@ class DevicePoller:
         log.warning(
             "point disabled device=%s quantity=%s table=%s register=%d code=%d "
             "reason=exception response; the rest of the device keeps polling",
-            self.device.id, p.quantity, p.table, p.register, code,
+            self.device.id,
+            p.quantity,
+            p.table,
+            p.register,
+            code,
         )

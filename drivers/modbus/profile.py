@@ -116,8 +116,9 @@ def load(path: str | Path) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise ConfigError(p, "", f"TOML syntax error: {msg}",
-                          line=int(m.group(1)) if m else None) from None
+        raise ConfigError(
+            p, "", f"TOML syntax error: {msg}", line=int(m.group(1)) if m else None
+        ) from None
     prof = parse(doc, str(p))
     _CACHE[str(p)] = (mtime, prof)
     return prof
@@ -143,18 +144,24 @@ def parse(doc: Mapping[str, Any], file: str) -> Profile:
     word_order: Order = head.choice("word_order", codec.ORDERS, "big")
     byte_order: Order = head.choice("byte_order", codec.ORDERS, "big")
     head.finish()
-    if not isinstance(points_raw, list) or not points_raw or not all(
-        isinstance(t, dict) for t in points_raw
+    if (
+        not isinstance(points_raw, list)
+        or not points_raw
+        or not all(isinstance(t, dict) for t in points_raw)
     ):
         raise ConfigError(file, "points", "expected at least one [[points]] table")
     points: list[Point] = []
     seen: dict[str, int] = {}
     for i, table in enumerate(points_raw):
-        pt = _point(Options(table, Source(file, f"points[{i}]")), word_order, byte_order,
-                    max_registers)
+        pt = _point(
+            Options(table, Source(file, f"points[{i}]")), word_order, byte_order, max_registers
+        )
         if pt.quantity in seen:
-            raise ConfigError(file, f"points[{i}].quantity",
-                              f"{pt.quantity!r} is already read by points[{seen[pt.quantity]}]")
+            raise ConfigError(
+                file,
+                f"points[{i}].quantity",
+                f"{pt.quantity!r} is already read by points[{seen[pt.quantity]}]",
+            )
         seen[pt.quantity] = i
         points.append(pt)
     return Profile(name, manufacturer, model, max_registers, max_gap, tuple(points), file)
@@ -180,8 +187,9 @@ def _point(o: Options, word_order: Order, byte_order: Order, max_registers: int)
     factor = units.factor(unit, q.unit)
     if factor is None:
         known = ", ".join(repr(u) for u in units.accepted(q.unit))
-        raise o.error("unit", f"cannot convert {unit!r} into {q.unit!r} for {quantity} "
-                              f"(accepted: {known})")
+        raise o.error(
+            "unit", f"cannot convert {unit!r} into {q.unit!r} for {quantity} (accepted: {known})"
+        )
     pt = Point(
         quantity=quantity,
         table=table,

@@ -77,8 +77,19 @@ def connection(conn: ConnectionSpec) -> ConnectionSettings:
     retries = o.int("retries", 0, min=0, max=10)
     frame_gap = o.float("frame_gap", default_gap, min=0, max=10)
     o.finish()
-    return ConnectionSettings(transport, host, port, device, baudrate, parity, stopbits,
-                              bytesize, timeout, retries, frame_gap)
+    return ConnectionSettings(
+        transport,
+        host,
+        port,
+        device,
+        baudrate,
+        parity,
+        stopbits,
+        bytesize,
+        timeout,
+        retries,
+        frame_gap,
+    )
 
 
 def device(dev: DeviceSpec) -> DeviceSettings:
@@ -88,13 +99,19 @@ def device(dev: DeviceSpec) -> DeviceSettings:
     if isinstance(addr, bool) or not isinstance(addr, int) or not 1 <= addr <= 247:
         raise src.error("address", f"Modbus unit id must be an integer 1-247, got {addr!r}")
     if not dev.profile:
-        raise src.error("profile", "required key is missing (a shipped profile name or a "
-                                   f".toml path; shipped: {', '.join(profiles.shipped())})")
+        raise src.error(
+            "profile",
+            "required key is missing (a shipped profile name or a "
+            f".toml path; shipped: {', '.join(profiles.shipped())})",
+        )
     base = Path(src.file).parent if src.file else None
     path = profiles.resolve(dev.profile, base)
     if path is None:
-        raise src.error("profile", f"no profile {dev.profile!r} (shipped: "
-                                   f"{', '.join(profiles.shipped())}; or a path to a .toml file)")
+        raise src.error(
+            "profile",
+            f"no profile {dev.profile!r} (shipped: "
+            f"{', '.join(profiles.shipped())}; or a path to a .toml file)",
+        )
     prof = profiles.load(path)
     dev.options().finish()
     return DeviceSettings(dev.id, addr, prof, dev.poll_interval)
@@ -107,8 +124,10 @@ def devices(devs: Sequence[DeviceSpec]) -> list[DeviceSettings]:
     for dev in devs:
         d = device(dev)
         if d.unit in units:
-            raise dev.source.error("address", f"unit id {d.unit} is already used by device "
-                                              f"{units[d.unit]!r} on this connection")
+            raise dev.source.error(
+                "address",
+                f"unit id {d.unit} is already used by device {units[d.unit]!r} on this connection",
+            )
         units[d.unit] = d.id
         out.append(d)
     return out

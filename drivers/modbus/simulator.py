@@ -53,8 +53,9 @@ class Faults:
 class Meter:
     """One simulated meter serving a profile's quantities with plausible values."""
 
-    def __init__(self, prof: Profile, unit: int = 1, seed: int = 0,
-                 clock: Clock = time.time) -> None:
+    def __init__(
+        self, prof: Profile, unit: int = 1, seed: int = 0, clock: Clock = time.time
+    ) -> None:
         self.profile = prof
         self.unit = unit
         self.clock = clock
@@ -140,8 +141,9 @@ class Meter:
             w = codec.width(p.type)
             if p.register >= end or p.register + w <= start:
                 continue
-            words = codec.encode(p.raw(vals.get(p.quantity, 0.0)), p.type, p.word_order,
-                                 p.byte_order)
+            words = codec.encode(
+                p.raw(vals.get(p.quantity, 0.0)), p.type, p.word_order, p.byte_order
+            )
             for k, word in enumerate(words):
                 r = p.register + k
                 if start <= r < end:
@@ -194,11 +196,13 @@ class _TcpSession(asyncio.Protocol):
             if len(self.buf) < 6 + length:
                 return
             pdu, self.buf = self.buf[7 : 6 + length], self.buf[6 + length :]
-            meter = self.meters.get(unit) or (self.meters.get(1) if len(self.meters) == 1 and
-                                              unit in (0, 255) else None)
+            meter = self.meters.get(unit) or (
+                self.meters.get(1) if len(self.meters) == 1 and unit in (0, 255) else None
+            )
             if meter is None:
-                reply: bytes | None = framing.exception_reply(pdu[0] if pdu else 0,
-                                                              framing.GATEWAY_TARGET_FAILED)
+                reply: bytes | None = framing.exception_reply(
+                    pdu[0] if pdu else 0, framing.GATEWAY_TARGET_FAILED
+                )
             else:
                 if meter.faults.drop_connection:
                     self.transport.abort()
@@ -283,7 +287,8 @@ class Simulator:
             return s
 
         server = await asyncio.get_running_loop().create_server(
-            factory, self.host, port, reuse_address=True, backlog=1024)
+            factory, self.host, port, reuse_address=True, backlog=1024
+        )
         self._servers.append(server)
         self.meters.extend(meters)
         bound: int = server.sockets[0].getsockname()[1]
@@ -327,8 +332,9 @@ class Simulator:
 def _profile(ref: str) -> Profile:
     path = profiles.resolve(ref, Path.cwd())
     if path is None:
-        raise SystemExit(f"edged sim modbus: no profile {ref!r} (shipped: "
-                         f"{', '.join(profiles.shipped())})")
+        raise SystemExit(
+            f"edged sim modbus: no profile {ref!r} (shipped: {', '.join(profiles.shipped())})"
+        )
     return profiles.load(path)
 
 
@@ -352,6 +358,14 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    def report() -> None:
+        # Benchmarks ask for the request count to measure polls per device per second.
+        total = sum(m.request_count for m in sim.meters)
+        out.write(f"requests {total} meters {len(sim.meters)} t {time.monotonic():.6f}\n")
+        out.flush()
+
+    loop.add_signal_handler(signal.SIGUSR1, report)
     try:
         await stop.wait()
     finally:
@@ -360,18 +374,33 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str]) -> int:
     """``edged sim modbus``: serve simulated meters until SIGINT or SIGTERM."""
-    ap = argparse.ArgumentParser(prog="edged sim modbus",
-                                 description="Serve simulated Modbus meters.")
-    ap.add_argument("--profile", default="eastron_sdm630",
-                    help="shipped profile name or path to a .toml profile")
+    ap = argparse.ArgumentParser(
+        prog="edged sim modbus", description="Serve simulated Modbus meters."
+    )
+    ap.add_argument(
+        "--profile",
+        default="eastron_sdm630",
+        help="shipped profile name or path to a .toml profile",
+    )
     ap.add_argument("--count", type=int, default=1, help="number of meters")
-    ap.add_argument("--port", type=int, default=15020,
-                    help="first TCP port (meter groups use consecutive ports; 0 = any free)")
+    ap.add_argument(
+        "--port",
+        type=int,
+        default=15020,
+        help="first TCP port (meter groups use consecutive ports; 0 = any free)",
+    )
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--units-per-port", type=int, default=1,
-                    help="meters served behind one port as unit ids 1..K")
-    ap.add_argument("--rtu-pty", action="store_true",
-                    help="also serve meters (unit ids 1..count) on an RTU pseudo-terminal")
+    ap.add_argument(
+        "--units-per-port",
+        type=int,
+        default=1,
+        help="meters served behind one port as unit ids 1..K",
+    )
+    ap.add_argument(
+        "--rtu-pty",
+        action="store_true",
+        help="also serve meters (unit ids 1..count) on an RTU pseudo-terminal",
+    )
     args = ap.parse_args(argv)
     if args.count < 1:
         ap.error("--count must be at least 1")

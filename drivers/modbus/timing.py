@@ -26,8 +26,14 @@ def phase_of(device_id: str, interval: float) -> float:
 class Backoff:
     """Exponential backoff with jitter, capped at ``maximum`` seconds."""
 
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0,
-                 jitter: float = 0.5, rand: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        initial: float = 0.5,
+        maximum: float = 30.0,
+        factor: float = 2.0,
+        jitter: float = 0.5,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         self.initial = initial
         self.maximum = maximum
         self.factor = factor

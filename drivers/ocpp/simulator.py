@@ -141,9 +141,7 @@ class SimCharger:
             except ConnectionClosed:
                 pass
             finally:
-                flow.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, TimeoutError):
-                    await flow
+                await _cancel(flow)
                 for task in list(self._tasks):
                     task.cancel()
                 self.booted.clear()
@@ -402,6 +400,17 @@ class SimCharger:
         self.charging.clear()
         await self.status_notification("Available")
         self.say(f"{self.config.charge_point_id}: transaction {tx} stopped")
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    # Python 3.11's wait_for (inside ocpp's call()) can swallow a cancellation that
+    # arrives just as the answer does; repeat until the task really ended.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.result()
 
 
 class _SimSession16(ChargePoint16):  # type: ignore[misc]  # ocpp is untyped

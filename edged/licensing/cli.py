@@ -63,7 +63,10 @@ def _common() -> argparse.ArgumentParser:
 
 def _parser() -> argparse.ArgumentParser:
     common = _common()
-    p = argparse.ArgumentParser(prog="edged license", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="edged license",
+        description="Install code, activation, status, release and upgrade checks of licences.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("install-code", parents=[common], help="show this gateway's install code")
     a = sub.add_parser("activate", parents=[common], help="verify and install a licence file")
@@ -75,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("version")
     u.add_argument("--date", type=date.fromisoformat, required=True, help="release date")
     u.add_argument("--kind", choices=RELEASE_KINDS, required=True)
+    d = sub.add_parser(
+        "demo-trial", parents=[common], help="activate a demo trial signed with the TEST key"
+    )
+    d.add_argument("--key", type=Path, help="test key (default: the one in the source tree)")
     sub.add_parser("plan", add_help=False, help="cloud licence planner (edged.tiers)")
     return p
 
@@ -95,7 +102,7 @@ def main(argv: list[str]) -> int:
         _err(str(exc))
         return 1
     except OSError as exc:
-        _err(f"{exc.filename or ''}: {exc.strerror or exc}")
+        _err(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
         return 1
 
 
@@ -110,8 +117,9 @@ def _plan(argv: list[str]) -> int:
 
 
 def _install_code(ctx: _Context, args: argparse.Namespace) -> int:
+    # Only the code on stdout, so scripts can capture it; the fingerprint is for humans.
     _out(ctx.store.install_code)
-    _out(f"gateway key {ctx.store.gateway_fingerprint()}")
+    sys.stderr.write(f"gateway key {ctx.store.gateway_fingerprint()}\n")
     return 0
 
 
@@ -172,7 +180,7 @@ def format_table(ev: Evaluation) -> list[str]:
         return ["no licences installed"]
     rows = [("ID", "KIND", "CAPACITY", "STATUS", "UNTIL", "CUSTOMER", "REASON")]
     for e in ev.entries:
-        lic = e.licence
+        lic = e.licence or e.claimed
         until = "-"
         if lic is not None and lic.valid_until is not None:
             until = iso_time(lic.valid_until)
@@ -228,7 +236,21 @@ def _devices_line(adm: Admission) -> str:
     return line
 
 
+def _demo_trial(ctx: _Context, args: argparse.Namespace) -> int:
+    # Goes through the normal trust rule: it only works where the test key is trusted.
+    from edged.licensing.testing import SOURCE_TEST_KEY, issue_test_licence
+
+    if any(e.licence and e.licence.kind == "trial" for e in ctx.store.evaluate().entries):
+        _out("a trial licence is already installed")
+        return 0
+    data = issue_test_licence(args.key or SOURCE_TEST_KEY, ctx.store.install_code, "trial")
+    lic = ctx.store.activate(data)
+    _out(f"activated demo trial {lic.id} (TEST key, capacity {lic.capacity})")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[_Context, argparse.Namespace], int]] = {
+    "demo-trial": _demo_trial,
     "install-code": _install_code,
     "activate": _activate,
     "show": _show,

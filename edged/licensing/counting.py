@@ -66,7 +66,8 @@ def plan_admission(devices: Sequence[DeviceSpec], capacity: int) -> Admission:
             # A group refused once stays refused, so one module is never half-provisioned.
             refused_units.add(unit)
             unlicensed.append(dev.id)
-    return Admission(tuple(admitted), tuple(unlicensed), used, capacity)
+    # With no device admitted the gateway provisions nothing and uses no capacity.
+    return Admission(tuple(admitted), tuple(unlicensed), used if admitted else 0, capacity)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def capacity_at(licences: Iterable[Licence], now: float) -> CapacityWindow:
     for lic in _unique(licences):
         if lic.kind not in ("capacity", "trial"):
             continue
-        if lic.issued > now:
+        if lic.valid_until is not None and lic.issued > now:
+            # A time-limited licence counts from its issue time (its period starts there).
             changes.append(lic.issued)
             continue
         if lic.expired_at(now):

@@ -115,7 +115,9 @@ def build(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edged-license", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="edged-license", description="Create vendor signing keys and issue licence files."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     i = sub.add_parser("issue", help="issue a signed licence file")
     i.add_argument("--key", type=Path, required=True, help="vendor private key (PEM)")
@@ -133,7 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--version", help="the feature version an upgrade licence covers")
     i.add_argument("--out", type=Path, required=True, help="where to write the licence file")
     k = sub.add_parser("keygen", help="create a vendor signing key")
-    k.add_argument("--out", type=Path, required=True, help="private key file to create (PEM)")
+    k.add_argument(
+        "--out", type=Path, default=Path("vendor-key.pem"), help="private key file to create"
+    )
     r = sub.add_parser("verify-receipt", help="check a release receipt from a gateway")
     r.add_argument("file", type=Path)
     return p

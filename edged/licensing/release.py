@@ -62,7 +62,7 @@ def covers(
         if lic.kind == "upgrade" and lic.version and normalise_version(lic.version) == wanted:
             return Coverage(True, f"feature release {version}: covered by upgrade licence {lic.id}")
         if lic.kind == "maintenance" and lic.valid_until is not None:
-            if lic.issued <= lic.valid_until and published < lic.valid_until:
+            if published < lic.valid_until:
                 return Coverage(
                     True,
                     f"feature release {version} ({released.isoformat()}): covered by maintenance "

@@ -31,7 +31,7 @@ from edged.licensing.counting import (
     plan_admission,
 )
 from edged.licensing.keys import KeyRing, trusted_keys
-from edged.licensing.licence import Licence, iso_time, verify
+from edged.licensing.licence import Licence, iso_time, parse, verify
 from edged.licensing.release import Coverage, ReleaseKind, covers
 from edged.licensing.state import LicenceState
 from edged.model import DeviceSpec
@@ -45,7 +45,7 @@ LOCK_FILE = ".lock"
 # last_seen is rewritten at most this often when nothing else changed.
 _TOUCH_INTERVAL = 60.0
 
-Status = Literal["valid", "expired", "invalid"]
+Status = Literal["valid", "pending", "expired", "invalid"]
 _REVOKED = (
     "disabled: the licence state was altered or lost, and a time-limited licence "
     "cannot be trusted after that"
@@ -60,6 +60,8 @@ class LicenceEntry:
     licence: Licence | None
     status: Status
     reason: str
+    # What an unverifiable file claims, for display only; never counted.
+    claimed: Licence | None = None
 
 
 @dataclass(frozen=True)
@@ -76,11 +78,7 @@ class Evaluation:
 
     def usable(self) -> list[Licence]:
         """Licences that are valid now or may become valid later (for the next change)."""
-        return [
-            e.licence
-            for e in self.entries
-            if e.licence and (e.status == "valid" or e.reason.startswith("not valid before"))
-        ]
+        return [e.licence for e in self.entries if e.licence and e.status in ("valid", "pending")]
 
     def genuine(self) -> list[Licence]:
         """Licences that are authentic and bound here, expired or not (maintenance history)."""
@@ -94,6 +92,13 @@ class Gate:
     admission: Admission
     window: CapacityWindow
     clock_warning: str | None
+
+
+def _claimed(path: Path) -> Licence | None:
+    try:
+        return parse(path.read_bytes()).licence
+    except (OSError, LicenceError):
+        return None
 
 
 class LicenceStore:
@@ -133,7 +138,8 @@ class LicenceStore:
         # The daemon and the CLI may both write; an advisory lock serialises them.
         self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
         (self.directory / LICENCE_DIR).mkdir(mode=0o750, exist_ok=True)
-        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
+        # Read-only is enough for flock and works whichever user created the file.
+        fd = os.open(self.directory / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -257,7 +263,7 @@ class LicenceStore:
             try:
                 lic = verify(path.read_bytes(), self._keys, self.install_code)
             except (OSError, LicenceError) as exc:
-                entries.append(LicenceEntry(lid, None, "invalid", str(exc)))
+                entries.append(LicenceEntry(lid, None, "invalid", str(exc), _claimed(path)))
                 continue
             if lic.id != lid:
                 reason = f"file {path.name} holds licence {lic.id}"
@@ -277,8 +283,9 @@ class LicenceStore:
         if lic.valid_until is not None and (lic.id in state.expired or lic.expired_at(now)):
             expired.add(lic.id)
             return LicenceEntry(lic.id, lic, "expired", f"expired on {iso_time(lic.valid_until)}")
-        if lic.valid_until is not None and lic.issued > now + self._tolerance:
-            return LicenceEntry(lic.id, lic, "invalid", f"not valid before {iso_time(lic.issued)}")
+        if lic.valid_until is not None and lic.issued > now:
+            reason = f"not valid before {iso_time(lic.issued)}"
+            return LicenceEntry(lic.id, lic, "pending", reason)
         if self._keys.is_test(lic.key_id):
             return LicenceEntry(lic.id, lic, "valid", f"TEST KEY {lic.key_id} (not for production)")
         until = f"until {iso_time(lic.valid_until)}" if lic.valid_until is not None else ""
@@ -326,12 +333,14 @@ class LicenceStore:
                 )
             if lic.valid_until is not None and (lic.id in state.expired or lic.expired_at(now)):
                 raise LicenceError(f"licence {lic.id} expired on {iso_time(lic.valid_until)}")
-            if lic.kind == "trial" and state.trials:
+            earlier_trials = [t for t in state.trials if t != lic.id]
+            if lic.kind == "trial" and earlier_trials:
                 raise LicenceError(
                     f"trial licence {lic.id} refused: this gateway already had trial "
-                    f"{state.trials[0]} (one trial per install code)"
+                    f"{earlier_trials[0]} (one trial per install code)"
                 )
-            gateway_key.write_atomic(self._file(lic.id), data, 0o640)
+            # State first: a crash before the file is written leaves an id that can be
+            # activated again, never a file whose history is unknown.
             self._save_state(
                 strict=True,
                 state=replace(
@@ -339,9 +348,10 @@ class LicenceStore:
                     # A signed issue date proves the present is at least that late.
                     last_seen=max(state.last_seen, now, lic.issued),
                     active=(*[i for i in state.active if i != lic.id], lic.id),
-                    trials=(*state.trials, lic.id) if lic.kind == "trial" else state.trials,
+                    trials=(*earlier_trials, lic.id) if lic.kind == "trial" else state.trials,
                 ),
             )
+            gateway_key.write_atomic(self._file(lic.id), data, 0o640)
         log.info("licence activated id=%s kind=%s capacity=%d", lic.id, lic.kind, lic.capacity)
         return lic
 

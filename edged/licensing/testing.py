@@ -17,6 +17,14 @@ from edged.licensing.keys import TEST_KEY_ID, with_test_keys
 from edged.licensing.licence import Licence, LicenceKind
 from edged.licensing.store import LicenceStore
 
+# Where the test key lives in a source checkout (the only place it is trusted).
+SOURCE_TEST_KEY = (
+    Path(__file__)
+    .resolve()
+    .parents[2]
+    .joinpath("tests", "licensing", "keys", "TEST-ONLY-vendor-key.pem")
+)
+
 
 def store_trusting_test_key(
     directory: Path,

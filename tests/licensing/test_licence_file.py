@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from licence_helpers import T0, TEST_KEY
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from licence_helpers import T0, TEST_KEY
 
 from edged.errors import LicenceError
 from edged.licensing.issue import build
@@ -31,26 +31,38 @@ def test_one_changed_byte_of_the_payload_is_refused(code: str) -> None:
 
 
 def test_signature_by_another_key_is_refused(code: str) -> None:
-    forged = build(Ed25519PrivateKey.generate(), kind="capacity", capacity=1000,
-                   install_code=code, customer="x", key_id=PRODUCTION_KEY_ID)
+    forged = build(
+        Ed25519PrivateKey.generate(),
+        kind="capacity",
+        capacity=1000,
+        install_code=code,
+        customer="x",
+        key_id=PRODUCTION_KEY_ID,
+    )
     with pytest.raises(LicenceError, match="signature does not match"):
         verify(forged, with_test_keys(), code)
-    unknown = build(Ed25519PrivateKey.generate(), kind="capacity", capacity=1000,
-                    install_code=code, customer="x", key_id="my-own-key")
+    unknown = build(
+        Ed25519PrivateKey.generate(),
+        kind="capacity",
+        capacity=1000,
+        install_code=code,
+        customer="x",
+        key_id="my-own-key",
+    )
     with pytest.raises(LicenceError, match="unknown key 'my-own-key'"):
         verify(unknown, with_test_keys(), code)
 
 
 def test_test_key_is_refused_by_a_production_key_ring(code: str) -> None:
     data = issue_test_licence(TEST_KEY, code, "capacity", capacity=10)
-    with pytest.raises(LicenceError, match="test key .* does not trust"):
+    with pytest.raises(LicenceError, match=r"test key .* does not trust"):
         verify(data, production_keys(), code)
 
 
 def test_licence_bound_to_another_install_code_is_refused(code: str) -> None:
     other = fake_install_code("gateway-b")
     data = issue_test_licence(TEST_KEY, other, "capacity", capacity=10)
-    with pytest.raises(LicenceError, match=f"bound to install code {other}.*{code}"):
+    with pytest.raises(LicenceError, match=rf"bound to install code {other}.*{code}"):
         verify(data, with_test_keys(), code)
 
 

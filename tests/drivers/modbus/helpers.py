@@ -23,8 +23,7 @@ class RecordingContext:
 
     def sample(self, sample: Sample) -> None:
         self.samples.append(sample)
-        self.sample_times.setdefault(sample.device_id, []).append(
-            asyncio.get_running_loop().time())
+        self.sample_times.setdefault(sample.device_id, []).append(asyncio.get_running_loop().time())
 
     def state(self, device_id: str, state: DeviceState, error: str | None = None) -> None:
         self.states.append((device_id, state, error))
@@ -42,27 +41,42 @@ class RecordingContext:
         found = [s for d, s, _ in self.states if d == device_id]
         return found[-1] if found else None
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 10.0) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while not predicate():
             if loop.time() > deadline:
-                raise AssertionError(f"timed out; samples={len(self.samples)} "
-                                     f"states={self.states[-5:]}")
+                raise AssertionError(
+                    f"timed out; samples={len(self.samples)} states={self.states[-5:]}"
+                )
             await asyncio.sleep(0.01)
 
 
 def conn(name: str = "bus", file: str | None = None, **settings: Any) -> ConnectionSpec:
     """A Modbus ConnectionSpec with these settings."""
-    return ConnectionSpec(name, "modbus", MappingProxyType(dict(settings)),
-                          Source(file, f"connections.{name}"))
+    return ConnectionSpec(
+        name, "modbus", MappingProxyType(dict(settings)), Source(file, f"connections.{name}")
+    )
 
 
-def dev(id: str, profile: str, address: int | str | None = 1, poll_interval: float = 1.0,
-        connection: str = "bus", file: str | None = None, index: int = 0,
-        settings: Mapping[str, Any] | None = None) -> DeviceSpec:
+def dev(
+    id: str,
+    profile: str,
+    address: int | str | None = 1,
+    poll_interval: float = 1.0,
+    connection: str = "bus",
+    file: str | None = None,
+    index: int = 0,
+    settings: Mapping[str, Any] | None = None,
+) -> DeviceSpec:
     """A Modbus DeviceSpec."""
-    return DeviceSpec(id=id, driver="modbus", connection=connection, address=address,
-                      profile=profile, poll_interval=poll_interval,
-                      settings=MappingProxyType(dict(settings or {})),
-                      source=Source(file, f"devices[{index}]"))
+    return DeviceSpec(
+        id=id,
+        driver="modbus",
+        connection=connection,
+        address=address,
+        profile=profile,
+        poll_interval=poll_interval,
+        settings=MappingProxyType(dict(settings or {})),
+        source=Source(file, f"devices[{index}]"),
+    )

@@ -36,8 +36,9 @@ from edged.errors import DecodeError
         ("f64", "little", "little", [0, 0, 0, 0xF03F], 1.0),
     ],
 )
-def test_known_vectors(dtype: DataType, word: Order, byte: Order, registers: list[int],
-                       value: float) -> None:
+def test_known_vectors(
+    dtype: DataType, word: Order, byte: Order, registers: list[int], value: float
+) -> None:
     assert codec.decode(registers, dtype, word, byte) == value
     assert codec.encode(value, dtype, word, byte) == registers
 
@@ -47,14 +48,19 @@ def test_wrong_register_count_is_a_decode_error() -> None:
         codec.decode([1], "u32")
 
 
-_RANGES = {"u16": (0, 2**16 - 1), "i16": (-(2**15), 2**15 - 1), "u32": (0, 2**32 - 1),
-           "i32": (-(2**31), 2**31 - 1), "u64": (0, 2**64 - 1), "i64": (-(2**63), 2**63 - 1)}
+_RANGES = {
+    "u16": (0, 2**16 - 1),
+    "i16": (-(2**15), 2**15 - 1),
+    "u32": (0, 2**32 - 1),
+    "i32": (-(2**31), 2**31 - 1),
+    "u64": (0, 2**64 - 1),
+    "i64": (-(2**63), 2**63 - 1),
+}
 orders = st.sampled_from(codec.ORDERS)
 
 
 @given(st.sampled_from(list(_RANGES)), st.data(), orders, orders)
-def test_integer_round_trip(dtype: DataType, data: st.DataObject, word: Order,
-                            byte: Order) -> None:
+def test_integer_round_trip(dtype: DataType, data: st.DataObject, word: Order, byte: Order) -> None:
     lo, hi = _RANGES[dtype]
     value = data.draw(st.integers(lo, hi))
     regs = codec.encode(value, dtype, word, byte)
@@ -81,9 +87,18 @@ def test_register_round_trip_through_f32(regs: list[int], word: Order, byte: Ord
 
 
 def _point(**kw: object) -> Point:
-    base: dict[str, object] = dict(quantity="energy_import", table="holding", register=0,
-                                   type="u32", word_order="big", byte_order="big", scale=1.0,
-                                   offset=0.0, unit="Wh", factor=1.0)
+    base: dict[str, object] = dict(
+        quantity="energy_import",
+        table="holding",
+        register=0,
+        type="u32",
+        word_order="big",
+        byte_order="big",
+        scale=1.0,
+        offset=0.0,
+        unit="Wh",
+        factor=1.0,
+    )
     base.update(kw)
     return Point(**base)  # type: ignore[arg-type]
 
@@ -95,8 +110,7 @@ def test_scale_offset_and_unit_are_applied_in_order() -> None:
     assert p.raw(128450.0) == pytest.approx(12345.0)
 
 
-@given(st.floats(-1e6, 1e6), st.sampled_from([0.001, 0.1, 1.0, 10.0]),
-       st.floats(-100, 100))
+@given(st.floats(-1e6, 1e6), st.sampled_from([0.001, 0.1, 1.0, 10.0]), st.floats(-100, 100))
 def test_point_value_inverts_raw(value: float, scale: float, offset: float) -> None:
     p = _point(type="f64", scale=scale, offset=offset, factor=1000.0)
     regs = codec.encode(p.raw(value), "f64")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -17,25 +18,56 @@ from drivers.modbus.simulator import Meter, Simulator
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState
 
 # One value per type, each exactly representable in it and in a float.
-VALUES = {"u16": 4660.0, "i16": -1234.0, "u32": 305419896.0, "i32": -123456789.0,
-          "u64": float(2**40 + 12345), "i64": -float(2**40 + 5), "f32": 1234.5,
-          "f64": -9876.54321}
-GAUGES = [q for q in ("voltage", "current", "power_active", "power_reactive",
-                      "power_apparent", "power_factor") for _ in (0,)]
+VALUES = {
+    "u16": 4660.0,
+    "i16": -1234.0,
+    "u32": 305419896.0,
+    "i32": -123456789.0,
+    "u64": float(2**40 + 12345),
+    "i64": -float(2**40 + 5),
+    "f32": 1234.5,
+    "f64": -9876.54321,
+}
 QUANTITY_POOL = [
-    "voltage_l1", "voltage_l2", "voltage_l3", "current_l1", "current_l2", "current_l3",
-    "power_active_l1", "power_active_l2", "power_active_l3", "power_reactive_l1",
-    "power_reactive_l2", "power_reactive_l3", "power_apparent_l1", "power_apparent_l2",
-    "power_apparent_l3", "power_factor_l1", "power_factor_l2", "power_factor_l3",
-    "voltage_l1_l2", "voltage_l2_l3", "voltage_l3_l1", "current_n", "power_active",
-    "power_reactive", "power_apparent", "power_factor", "frequency", "voltage", "current",
-    "temperature", "pressure", "flow_temperature",
+    "voltage_l1",
+    "voltage_l2",
+    "voltage_l3",
+    "current_l1",
+    "current_l2",
+    "current_l3",
+    "power_active_l1",
+    "power_active_l2",
+    "power_active_l3",
+    "power_reactive_l1",
+    "power_reactive_l2",
+    "power_reactive_l3",
+    "power_apparent_l1",
+    "power_apparent_l2",
+    "power_apparent_l3",
+    "power_factor_l1",
+    "power_factor_l2",
+    "power_factor_l3",
+    "voltage_l1_l2",
+    "voltage_l2_l3",
+    "voltage_l3_l1",
+    "current_n",
+    "power_active",
+    "power_reactive",
+    "power_apparent",
+    "power_factor",
+    "frequency",
+    "voltage",
+    "current",
+    "temperature",
+    "pressure",
+    "flow_temperature",
 ]
 
 
 @contextlib.asynccontextmanager
-async def running(connection: ConnectionSpec, devices: Sequence[DeviceSpec],
-                  ctx: RecordingContext) -> AsyncIterator[asyncio.Task[None]]:
+async def running(
+    connection: ConnectionSpec, devices: Sequence[DeviceSpec], ctx: RecordingContext
+) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(ModbusDriver().run(connection, devices, ctx))
     try:
         yield task
@@ -55,15 +87,19 @@ def _types_profile(tmp_path: Path) -> tuple[Path, dict[str, float]]:
             for byte in ("big", "little"):
                 q = QUANTITY_POOL[n]
                 table = "holding" if n % 2 else "input"
-                lines.append(f'[[points]]\nquantity = "{q}"\ntable = "{table}"\n'
-                             f'register = {reg[table]}\ntype = "{dtype}"\n'
-                             f'word_order = "{word}"\nbyte_order = "{byte}"\n')
+                lines.append(
+                    f'[[points]]\nquantity = "{q}"\ntable = "{table}"\n'
+                    f'register = {reg[table]}\ntype = "{dtype}"\n'
+                    f'word_order = "{word}"\nbyte_order = "{byte}"\n'
+                )
                 reg[table] += 4
                 expected[q] = value
                 n += 1
     # Scale, offset and unit conversion on the way: 12345 * 0.01 kWh + 1 kWh -> 124450 Wh.
-    lines.append('[[points]]\nquantity = "energy_import"\nregister = 300\ntype = "u32"\n'
-                 'scale = 0.01\noffset = 1.0\nunit = "kWh"\n')
+    lines.append(
+        '[[points]]\nquantity = "energy_import"\nregister = 300\ntype = "u32"\n'
+        'scale = 0.01\noffset = 1.0\nunit = "kWh"\n'
+    )
     expected["energy_import"] = 124450.0
     path = tmp_path / "types.toml"
     path.write_text("\n".join(lines))
@@ -78,8 +114,11 @@ async def test_every_type_and_order_decodes_to_the_right_value(tmp_path: Path) -
     ctx = RecordingContext()
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
-        async with running(conn(host="127.0.0.1", port=port),
-                           [dev("t1", str(path), address=7, poll_interval=0.1)], ctx):
+        async with running(
+            conn(host="127.0.0.1", port=port),
+            [dev("t1", str(path), address=7, poll_interval=0.1)],
+            ctx,
+        ):
             await ctx.wait_for(lambda: len(ctx.samples) >= 1)
     sample = ctx.samples[0]
     assert set(sample.values) == set(expected)
@@ -144,13 +183,19 @@ async def test_scattered_registers_are_read_in_the_minimum_number_of_requests(
     ctx = RecordingContext()
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
-        async with running(conn(host="127.0.0.1", port=port),
-                           [dev("s1", str(path), poll_interval=0.05)], ctx):
+        async with running(
+            conn(host="127.0.0.1", port=port), [dev("s1", str(path), poll_interval=0.05)], ctx
+        ):
             await ctx.wait_for(lambda: len(ctx.samples) >= 3)
     polls = len(ctx.samples)
     # holding 0..6, holding 100..110, holding 120, holding 3000..3001, input 7..12
-    per_poll = [("holding", 0, 7), ("holding", 100, 11), ("holding", 120, 1),
-                ("holding", 3000, 2), ("input", 7, 6)]
+    per_poll = [
+        ("holding", 0, 7),
+        ("holding", 100, 11),
+        ("holding", 120, 1),
+        ("holding", 3000, 2),
+        ("input", 7, 6),
+    ]
     assert meter.requests[: len(per_poll)] == per_poll
     assert meter.request_count in (polls * len(per_poll), (polls + 1) * len(per_poll))
     assert len(ctx.samples[-1].values) == 8
@@ -166,8 +211,11 @@ async def test_exception_response_disables_only_its_point(
     caplog.set_level(logging.WARNING, logger="drivers.modbus")
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
-        async with running(conn(host="127.0.0.1", port=port),
-                           [dev("m1", "eastron_sdm630", poll_interval=0.05)], ctx):
+        async with running(
+            conn(host="127.0.0.1", port=port),
+            [dev("m1", "eastron_sdm630", poll_interval=0.05)],
+            ctx,
+        ):
             await ctx.wait_for(lambda: len(ctx.samples) >= 4)
             before = meter.request_count
             await ctx.wait_for(lambda: len(ctx.samples) >= 6)
@@ -194,13 +242,13 @@ async def test_silent_meter_does_not_delay_another_connection() -> None:
         p_alive = await sim.add_tcp([alive])
         c_dead = conn("dead", host="127.0.0.1", port=p_dead, timeout=0.5)
         c_alive = conn("alive", host="127.0.0.1", port=p_alive, timeout=0.5)
-        async with running(c_dead, [dev("d", "bench8", poll_interval=0.1, connection="dead")],
-                           ctx), \
-                running(c_alive, [dev("a", "bench8", poll_interval=0.1, connection="alive")],
-                        ctx):
+        async with (
+            running(c_dead, [dev("d", "bench8", poll_interval=0.1, connection="dead")], ctx),
+            running(c_alive, [dev("a", "bench8", poll_interval=0.1, connection="alive")], ctx),
+        ):
             await asyncio.sleep(2.5)
     times = ctx.sample_times["a"]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) >= 15  # ~24 expected at 10 Hz
     assert max(gaps) < 0.45  # never waits for the dead meter's 0.5 s timeouts
     assert ctx.of("d") == []
@@ -215,14 +263,18 @@ async def test_dead_unit_on_a_shared_connection_does_not_stop_the_others() -> No
     ctx = RecordingContext()
     async with Simulator() as sim:
         port = await sim.add_tcp([good, bad])
-        async with running(conn(host="127.0.0.1", port=port, timeout=0.2),
-                           [dev("g", "bench8", 1, poll_interval=0.1),
-                            dev("b", "bench8", 2, poll_interval=0.1, index=1)], ctx):
-            await ctx.wait_for(lambda: len(ctx.of("g")) >= 10, timeout=5)
+        async with running(
+            conn(host="127.0.0.1", port=port, timeout=0.2),
+            [
+                dev("g", "bench8", 1, poll_interval=0.1),
+                dev("b", "bench8", 2, poll_interval=0.1, index=1),
+            ],
+            ctx,
+        ):
+            await ctx.wait_for(lambda: len(ctx.of("g")) >= 10, within=5)
             bad.faults.silent = False
-            await ctx.wait_for(lambda: len(ctx.of("b")) >= 1, timeout=10)
-    assert [st for d, st, _ in ctx.states if d == "b"] == [DeviceState.OFFLINE,
-                                                           DeviceState.ONLINE]
+            await ctx.wait_for(lambda: len(ctx.of("b")) >= 1, within=10)
+    assert [st for d, st, _ in ctx.states if d == "b"] == [DeviceState.OFFLINE, DeviceState.ONLINE]
     assert ctx.last_state("g") == DeviceState.ONLINE
 
 
@@ -231,16 +283,22 @@ async def test_dropped_connection_goes_offline_and_reconnects() -> None:
     ctx = RecordingContext()
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
-        async with running(conn(host="127.0.0.1", port=port, timeout=0.3),
-                           [dev("m", "bench8", poll_interval=0.05)], ctx):
+        async with running(
+            conn(host="127.0.0.1", port=port, timeout=0.3),
+            [dev("m", "bench8", poll_interval=0.05)],
+            ctx,
+        ):
             await ctx.wait_for(lambda: len(ctx.samples) >= 2)
             meter.faults.drop_connection = True
             await ctx.wait_for(lambda: ctx.last_state("m") == DeviceState.OFFLINE)
             n = len(ctx.samples)
             meter.faults.drop_connection = False
-            await ctx.wait_for(lambda: len(ctx.samples) > n + 2, timeout=10)
-    assert [st for _, st, _ in ctx.states] == [DeviceState.ONLINE, DeviceState.OFFLINE,
-                                               DeviceState.ONLINE]
+            await ctx.wait_for(lambda: len(ctx.samples) > n + 2, within=10)
+    assert [st for _, st, _ in ctx.states] == [
+        DeviceState.ONLINE,
+        DeviceState.OFFLINE,
+        DeviceState.ONLINE,
+    ]
 
 
 async def test_unreachable_endpoint_is_offline_and_retried() -> None:
@@ -248,8 +306,11 @@ async def test_unreachable_endpoint_is_offline_and_retried() -> None:
     async with Simulator() as sim:
         port = await sim.add_tcp([Meter(profile.load(profile.shipped()["bench8"]))])
     # The port is closed now: connecting fails, the device is reported offline.
-    async with running(conn(host="127.0.0.1", port=port, timeout=0.2),
-                       [dev("m", "bench8", poll_interval=0.05)], ctx):
+    async with running(
+        conn(host="127.0.0.1", port=port, timeout=0.2),
+        [dev("m", "bench8", poll_interval=0.05)],
+        ctx,
+    ):
         await ctx.wait_for(lambda: ctx.last_state("m") == DeviceState.OFFLINE)
     assert ctx.samples == []
 
@@ -259,8 +320,9 @@ async def test_energy_grows_with_power_over_time() -> None:
     ctx = RecordingContext()
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
-        async with running(conn(host="127.0.0.1", port=port),
-                           [dev("m", "bench8", poll_interval=0.1)], ctx):
+        async with running(
+            conn(host="127.0.0.1", port=port), [dev("m", "bench8", poll_interval=0.1)], ctx
+        ):
             await ctx.wait_for(lambda: len(ctx.samples) >= 2)
             first = ctx.samples[-1]
             await asyncio.sleep(1.0)
@@ -282,9 +344,14 @@ async def test_rtu_over_a_pseudo_terminal() -> None:
         path = await sim.add_rtu_pty([m3, m9])
         # A pty keeps no even parity on this kernel: 8N1.
         c = conn(transport="rtu", device=path, baudrate=19200, parity="N", timeout=0.5)
-        async with running(c, [dev("r3", "carlo_gavazzi_em24", 3, poll_interval=0.1),
-                               dev("r9", "carlo_gavazzi_em24", 9, poll_interval=0.1,
-                                   index=1)], ctx):
+        async with running(
+            c,
+            [
+                dev("r3", "carlo_gavazzi_em24", 3, poll_interval=0.1),
+                dev("r9", "carlo_gavazzi_em24", 9, poll_interval=0.1, index=1),
+            ],
+            ctx,
+        ):
             await ctx.wait_for(lambda: len(ctx.of("r3")) >= 2 and len(ctx.of("r9")) >= 2)
     assert ctx.of("r9")[-1].values["power_active"] == pytest.approx(4321.5)
     assert len(ctx.of("r3")[-1].values) == len(prof.points)

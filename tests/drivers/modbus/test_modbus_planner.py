@@ -12,15 +12,21 @@ from drivers.modbus.planner import Span, plan
 
 def test_scattered_registers_minimum_requests() -> None:
     spans = [
-        Span("holding", 0, 2), Span("holding", 5, 2),      # gap 3: one request 0..7
-        Span("holding", 30, 2), Span("holding", 33, 1),    # one request 30..34
-        Span("holding", 200, 1),                           # alone
-        Span("holding", 1000, 4),                          # alone
-        Span("input", 0, 2), Span("input", 5, 2),          # other table: its own request
+        Span("holding", 0, 2),
+        Span("holding", 5, 2),  # gap 3: one request 0..7
+        Span("holding", 30, 2),
+        Span("holding", 33, 1),  # one request 30..34
+        Span("holding", 200, 1),  # alone
+        Span("holding", 1000, 4),  # alone
+        Span("input", 0, 2),
+        Span("input", 5, 2),  # other table: its own request
     ]
     reqs = plan(spans, max_registers=125, max_gap=10)
     assert [(r.table, r.start, r.count) for r in reqs] == [
-        ("holding", 0, 7), ("holding", 30, 4), ("holding", 200, 1), ("holding", 1000, 4),
+        ("holding", 0, 7),
+        ("holding", 30, 4),
+        ("holding", 200, 1),
+        ("holding", 1000, 4),
         ("input", 0, 7),
     ]
     assert sorted(i for r in reqs for i in r.points) == list(range(len(spans)))
@@ -62,11 +68,14 @@ def _brute_force_minimum(spans: list[Span], max_registers: int, max_gap: int) ->
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 40), st.sampled_from([1, 2, 4])), min_size=1,
-                max_size=5),
-       st.integers(4, 20), st.integers(0, 6))
-def test_greedy_plan_is_minimal_and_valid(raw: list[tuple[int, int]], max_registers: int,
-                                          max_gap: int) -> None:
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.sampled_from([1, 2, 4])), min_size=1, max_size=5),
+    st.integers(4, 20),
+    st.integers(0, 6),
+)
+def test_greedy_plan_is_minimal_and_valid(
+    raw: list[tuple[int, int]], max_registers: int, max_gap: int
+) -> None:
     spans = [Span("holding", a, n) for a, n in raw]
     reqs = plan(spans, max_registers, max_gap)
     for r in reqs:

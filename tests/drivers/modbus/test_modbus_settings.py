@@ -22,8 +22,10 @@ def test_rtu_defaults_and_endpoint() -> None:
     s = connection(conn(transport="rtu", device="/dev/ttyUSB0"))
     assert (s.baudrate, s.parity, s.stopbits, s.bytesize) == (9600, "E", 1, 8)
     assert s.frame_gap == pytest.approx(3.5 * 11 / 9600)
-    assert ModbusDriver().endpoint(conn(transport="rtu", device="/dev/ttyUSB0")) == \
-        "serial:///dev/ttyUSB0"
+    assert (
+        ModbusDriver().endpoint(conn(transport="rtu", device="/dev/ttyUSB0"))
+        == "serial:///dev/ttyUSB0"
+    )
     assert ModbusDriver().endpoint(conn(transport="rtu", device="socket://h:1")) == "socket://h:1"
 
 
@@ -42,11 +44,14 @@ def test_rtu_defaults_and_endpoint() -> None:
         ({"host": "h", "baud": 9600}, "baud"),
     ],
 )
-def test_connection_errors_are_located(tmp_path: Path, settings: dict[str, object],
-                                       key: str) -> None:
+def test_connection_errors_are_located(
+    tmp_path: Path, settings: dict[str, object], key: str
+) -> None:
     cfg = tmp_path / "edged.toml"
-    cfg.write_text("[connections.bus]\ndriver = \"modbus\"\n" +
-                   "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in settings.items()))
+    cfg.write_text(
+        '[connections.bus]\ndriver = "modbus"\n'
+        + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in settings.items())
+    )
     with pytest.raises(ConfigError) as err:
         ModbusDriver().check(conn(file=str(cfg), **settings), [])
     assert err.value.key == f"connections.bus.{key}"
@@ -66,8 +71,12 @@ def test_connection_errors_are_located(tmp_path: Path, settings: dict[str, objec
     ],
 )
 def test_device_errors_are_located(kwargs: dict[str, object], key: str, words: str) -> None:
-    args: dict[str, object] = {"id": "m1", "profile": "eastron_sdm630", "index": 3,
-                               "file": "/etc/edged/edged.toml"}
+    args: dict[str, object] = {
+        "id": "m1",
+        "profile": "eastron_sdm630",
+        "index": 3,
+        "file": "/etc/edged/edged.toml",
+    }
     args.update(kwargs)
     with pytest.raises(ConfigError) as err:
         ModbusDriver().check(conn(host="h"), [dev(**args)])  # type: ignore[arg-type]
@@ -78,22 +87,26 @@ def test_device_errors_are_located(kwargs: dict[str, object], key: str, words: s
 def test_profile_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "mine.toml").write_text(
         '[profile]\nname = "mine"\nmanufacturer = "m"\nmodel = "x"\n'
-        '[[points]]\nquantity = "frequency"\nregister = 3\ntype = "u16"\nscale = 0.01\n')
+        '[[points]]\nquantity = "frequency"\nregister = 3\ntype = "u16"\nscale = 0.01\n'
+    )
     ModbusDriver().check(conn(host="h"), [dev("m1", "mine.toml", file=str(tmp_path / "e.toml"))])
 
 
 def test_duplicate_unit_ids_on_one_connection_are_rejected() -> None:
     with pytest.raises(ConfigError) as err:
-        ModbusDriver().check(conn(host="h"), [dev("a", "bench8", 4, index=0),
-                                              dev("b", "bench8", 4, index=1)])
+        ModbusDriver().check(
+            conn(host="h"), [dev("a", "bench8", 4, index=0), dev("b", "bench8", 4, index=1)]
+        )
     assert err.value.key == "devices[1].address"
 
 
 def test_a_broken_profile_file_fails_check_with_its_own_location(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[profile]\nname = "bad"\nmanufacturer = "m"\nmodel = "x"\n'
-                   '[[points]]\nquantity = "frequency"\nregister = 3\ntype = "u16"\n'
-                   'unit = "furlong"\n')
+    bad.write_text(
+        '[profile]\nname = "bad"\nmanufacturer = "m"\nmodel = "x"\n'
+        '[[points]]\nquantity = "frequency"\nregister = 3\ntype = "u16"\n'
+        'unit = "furlong"\n'
+    )
     with pytest.raises(ConfigError) as err:
         ModbusDriver().check(conn(host="h"), [dev("m1", str(bad))])
     assert (err.value.file, err.value.key, err.value.line) == (str(bad), "points[0].unit", 9)

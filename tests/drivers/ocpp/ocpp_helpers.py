@@ -46,6 +46,12 @@ class Recorder:
     def samples_of(self, device_id: str) -> list[Sample]:
         return [s for s in self.samples if s.device_id == device_id]
 
+    def last_value(self, device_id: str, quantity: str) -> float | None:
+        for s in reversed(self.samples):
+            if s.device_id == device_id and quantity in s.values:
+                return s.values[quantity]
+        return None
+
     def last_state(self, device_id: str) -> DeviceState | None:
         found = [s for d, s, _ in self.states if d == device_id]
         return found[-1] if found else None

@@ -1,0 +1,190 @@
+"""``edged license …`` and ``edged-license`` round trip in a temporary directory."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from licence_helpers import TEST_KEY
+
+from edged.licensing import issue
+from edged.licensing.cli import main
+
+
+@pytest.fixture(autouse=True)
+def trust_test_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The checkout is a source tree, so the variable alone enables the test key here.
+    monkeypatch.setenv("EDGED_TRUST_TEST_KEYS", "1")
+
+
+def _config(tmp_path: Path, devices: int) -> Path:
+    lines = [
+        "[gateway]",
+        'id = "gw1"',
+        f'data_dir = "{tmp_path / "data"}"',
+        "[licensing]",
+        f'directory = "{tmp_path / "lic"}"',
+        "[connections.bus]",
+        'driver = "modbus"',
+        'host = "127.0.0.1"',
+    ]
+    for i in range(devices):
+        lines += ["[[devices]]", f'id = "m{i}"', 'connection = "bus"', f"address = {i + 1}"]
+    path = tmp_path / "edged.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _issue(tmp_path: Path, code: str, name: str, *extra: str) -> Path:
+    out = tmp_path / f"{name}.lic"
+    argv = [
+        "issue",
+        "--key",
+        str(TEST_KEY),
+        "--install-code",
+        code,
+        "--customer",
+        "C-1",
+        "--id",
+        name,
+        "--out",
+        str(out),
+        *extra,
+    ]
+    assert issue.run(argv) == 0
+    return out
+
+
+def test_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path, devices=6)
+    assert main(["install-code", "-c", str(cfg)]) == 0
+    code = capsys.readouterr().out.splitlines()[0]
+
+    trial = _issue(tmp_path, code, "L-TRIAL", "--kind", "trial")
+    cap = _issue(tmp_path, code, "L-CAP", "--kind", "capacity", "--capacity", "3")
+    assert main(["activate", str(trial), "-c", str(cfg)]) == 0
+    assert "activated L-TRIAL (trial, capacity 5" in capsys.readouterr().out
+
+    assert main(["show", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert f"install code   {code}" in out
+    assert "L-TRIAL" in out and "valid" in out
+    assert "devices        5 of 5 used; unlicensed (2): m4, m5" in out
+
+    assert main(["activate", str(cap), "--dir", str(tmp_path / "lic")]) == 0
+    capsys.readouterr()
+    assert main(["show", "-c", str(cfg)]) == 0
+    assert "devices        7 of 8 used\n" in capsys.readouterr().out
+
+    assert main(["release", "L-CAP", "-c", str(cfg)]) == 0
+    receipt_text = capsys.readouterr().out
+    assert '"licence_id": "L-CAP"' in receipt_text
+    receipt_file = tmp_path / "receipt.json"
+    receipt_file.write_text(receipt_text)
+    assert issue.run(["verify-receipt", str(receipt_file)]) == 0
+    assert "receipt valid: licence L-CAP" in capsys.readouterr().out
+
+    assert main(["show", "-c", str(cfg)]) == 0
+    assert "unlicensed (2)" in capsys.readouterr().out
+
+
+def test_refusals_exit_1_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = str(tmp_path / "lic")
+    assert main(["install-code", "--dir", d]) == 0
+    code = capsys.readouterr().out.splitlines()[0]
+    lic = _issue(tmp_path, code, "L-CAP", "--kind", "capacity", "--capacity", "3")
+    lic.write_bytes(lic.read_bytes().replace(b'"capacity": 3', b'"capacity": 9'))
+    assert main(["activate", str(lic), "--dir", d]) == 1
+    assert "refused: licence L-CAP: signature does not match" in capsys.readouterr().err
+    assert main(["release", "L-NOPE", "--dir", d]) == 1
+    assert "no active licence" in capsys.readouterr().err
+
+
+def test_check_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = str(tmp_path / "lic")
+    assert (
+        main(["check-upgrade", "0.2.0", "--date", "2027-01-01", "--kind", "feature", "--dir", d])
+        == 1
+    )
+    assert "needs a maintenance licence" in capsys.readouterr().err
+    assert (
+        main(["check-upgrade", "0.1.1", "--date", "2027-01-01", "--kind", "update", "--dir", d])
+        == 0
+    )
+    assert "no maintenance licence needed" in capsys.readouterr().out
+    main(["install-code", "--dir", d])
+    code = capsys.readouterr().out.splitlines()[0]
+    maint = _issue(tmp_path, code, "L-M", "--kind", "maintenance", "--until", "2027-06-01")
+    assert main(["activate", str(maint), "--dir", d]) == 0
+    assert (
+        main(["check-upgrade", "0.2.0", "--date", "2027-01-01", "--kind", "feature", "--dir", d])
+        == 0
+    )
+    assert (
+        main(["check-upgrade", "0.3.0", "--date", "2027-07-01", "--kind", "feature", "--dir", d])
+        == 1
+    )
+
+
+def test_without_the_variable_the_test_key_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EDGED_TRUST_TEST_KEYS")
+    d = str(tmp_path / "lic")
+    main(["install-code", "--dir", d])
+    code = capsys.readouterr().out.splitlines()[0]
+    lic = _issue(tmp_path, code, "L-CAP", "--kind", "capacity", "--capacity", "3")
+    assert main(["activate", str(lic), "--dir", d]) == 1
+    assert "does not trust" in capsys.readouterr().err
+
+
+def test_bad_config_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "edged.toml"
+    cfg.write_text("[gateway]\n")
+    assert main(["show", "-c", str(cfg)]) == 78
+    assert "gateway.id" in capsys.readouterr().err
+
+
+def test_plan_is_dispatched_to_the_tier_planner(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+    fake = types.ModuleType("edged.tiers")
+
+    def plan_main(argv: list[str]) -> int:
+        seen.append(argv)
+        return 7
+
+    fake.plan_main = plan_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "edged.tiers", fake)
+    assert main(["plan", "-c", "x.toml"]) == 7
+    assert seen == [["-c", "x.toml"]]
+
+
+def test_issue_keygen_refuses_to_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "vendor.pem"
+    assert issue.run(["keygen", "--out", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert issue.run(["keygen", "--out", str(out)]) == 1
+
+
+def test_demo_trial_activates_a_trial_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = str(tmp_path / "lic")
+    assert main(["demo-trial", "--dir", d]) == 0
+    assert "activated demo trial" in capsys.readouterr().out
+    assert main(["demo-trial", "--dir", d]) == 0
+    assert "already installed" in capsys.readouterr().out
+    assert main(["show", "--dir", d]) == 0
+    assert "capacity       5 devices" in capsys.readouterr().out
+
+
+def test_demo_trial_is_refused_without_the_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EDGED_TRUST_TEST_KEYS")
+    assert main(["demo-trial", "--dir", str(tmp_path / "lic")]) == 1
+    assert "does not trust" in capsys.readouterr().err
