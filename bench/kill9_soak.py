@@ -1,6 +1,7 @@
 """kill -9 soak: a publishing process is killed repeatedly; no durable record may be lost.
 
     python bench/kill9_soak.py [--cycles 100] [--seed 1]
+    python bench/kill9_soak.py --flap 60     # broker restarted every 3 s instead
 
 Starts mosquitto on a free loopback port and a QoS 1 subscriber, then runs
 tests/uplink_child.py (outbox + uplink + a steady flow of records) and SIGKILLs it
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -33,6 +35,7 @@ from outbox_drain import free_port, start_broker
 from uplink_child import kill_cycles  # type: ignore[import-not-found,unused-ignore]
 
 from edged.config import MqttConfig
+from edged.model import Reading, Record
 from edged.outbox import Outbox
 from edged.uplink import Uplink
 
@@ -48,6 +51,9 @@ async def soak(cycles: int, seed: int) -> int:
 
             async def pump() -> None:
                 async for msg in sub.messages:
+                    topic = str(msg.topic)
+                    if topic.endswith(("/status", "/events")):
+                        continue
                     if isinstance(msg.payload, bytes):
                         got.append(json.loads(msg.payload))
 
@@ -110,11 +116,90 @@ async def soak(cycles: int, seed: int) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def flap(seconds: float, period: float = 3.0, rate: float = 300.0) -> int:
+    """Steady flow while mosquitto restarts every ``period`` s; the backlog must drain."""
+    workdir = Path(tempfile.mkdtemp(prefix="edged-flap-"))
+    port = free_port()
+    broker = start_broker(workdir, port)
+    box = Outbox(workdir / "outbox.sqlite", max_records=1_000_000, max_bytes=1 << 30)
+    await box.open()
+    cfg = MqttConfig(
+        "127.0.0.1", port, "3.1.1", "edged-flap", "edged", None, None, 10, None, 16, 0.05, 0.5
+    )
+    up = Uplink(cfg, "gw1", box)
+    runner = asyncio.create_task(up.run())
+    loop = asyncio.get_running_loop()
+    put = 0
+    samples: list[tuple[float, int, int]] = []
+    t0 = loop.time()
+    try:
+        while loop.time() - t0 < seconds:
+            end = loop.time() + period
+            while loop.time() < end:
+                for _ in range(int(rate * 0.01)):
+                    box.put(
+                        Record(
+                            f"d{put % 10}",
+                            1_700_000_000.0,
+                            60.0,
+                            {"energy_import": Reading(float(put), 1_700_000_000.0)},
+                        )
+                    )
+                    put += 1
+                await asyncio.sleep(0.01)
+            broker.terminate()
+            broker.wait()
+            broker = start_broker(workdir, port)
+            samples.append((loop.time() - t0, rss_kb(), len(os.listdir("/proc/self/fd"))))
+        await box.flush()
+        deadline = loop.time() + 30
+        while box.stats().depth > 0 and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        st, us = box.stats(), up.stats()
+        print(
+            f"setup: mosquitto restarted every {period:.0f} s for {seconds:.0f} s, "
+            f"{rate:.0f} records/s, max_inflight 16, backoff 0.05-0.5 s"
+        )
+        print(
+            f"result: {put} records put, {us.acked} acked, outbox left {st.depth}, "
+            f"{us.reconnects} reconnects, uplink task alive: {not runner.done()}"
+        )
+        print("rss_kb/fds over time: " + ", ".join(f"{t:.0f}s={r}/{f}" for t, r, f in samples))
+        warm = samples[len(samples) // 4 :]
+        growth = max(r for _, r, _ in warm) - warm[0][1]
+        print(f"rss growth after warm-up: {growth} kB")
+        return 0 if st.depth == 0 and us.acked >= put and not runner.done() else 1
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        await box.close()
+        broker.terminate()
+        broker.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="kill9_soak", description=__doc__.splitlines()[0])
     p.add_argument("--cycles", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--flap",
+        type=float,
+        metavar="SECONDS",
+        help="instead: restart the broker every 3 s for this long under flow",
+    )
     a = p.parse_args(argv)
+    if a.flap:
+        return asyncio.run(flap(a.flap))
     return asyncio.run(soak(a.cycles, a.seed))
 
 

@@ -134,10 +134,13 @@ class CountingContext:
         pass
 
 
-def write_config(path: Path, ports: list[int], mqtt_port: int, data_dir: Path) -> None:
+def write_config(path: Path, ports: list[int], mqtt_port: int, data_dir: Path,
+                 licences: Path) -> None:  # fmt: skip
     lines = [
         f'[gateway]\nid = "bench"\ndata_dir = "{data_dir}"\n',
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n',
+        "[metrics]\nenabled = false\n",
+        f'[licensing]\ndirectory = "{licences}"\n',
     ]
     for i, port in enumerate(ports):
         lines.append(
@@ -149,6 +152,34 @@ def write_config(path: Path, ports: list[int], mqtt_port: int, data_dir: Path) -
             f'profile = "bench8"\npoll_interval = 1.0\ncloud_licence = "professional"\n'
         )
     path.write_text("\n".join(lines))
+
+
+def start_broker(mosquitto: str, conf: Path) -> subprocess.Popen[bytes]:
+    """A mosquitto process with this config."""
+    return subprocess.Popen(
+        [mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def install_bench_licence(directory: Path, devices: int) -> None:
+    """A capacity licence for the fleet (plus the gateway), signed with the source test key."""
+    from edged.licensing.testing import SOURCE_TEST_KEY, install_test_licence
+
+    directory.mkdir(parents=True, exist_ok=True)
+    install_test_licence(directory, SOURCE_TEST_KEY, "capacity", capacity=devices + 1, days=2)
+
+
+def start_daemon(edged: str, config: Path, work: Path) -> subprocess.Popen[bytes]:
+    """``edged run -c config`` with its log in work/edged.log."""
+    with (work / "edged.log").open("wb") as log:
+        return subprocess.Popen(
+            [edged, "run", "-c", str(config)],
+            cwd=work,
+            stderr=log,
+            preexec_fn=raise_nofile,
+            # The bench licence is signed with the test key, trusted only from a source tree.
+            env=dict(os.environ, EDGED_TRUST_TEST_KEYS="1"),
+        )
 
 
 async def measure(sims: list[SimProcess], pid: int, warmup: float, duration: float,
@@ -214,14 +245,11 @@ async def run_daemon(sims: list[SimProcess], args: argparse.Namespace) -> dict[s
             f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             "max_queued_messages 0\n"
         )
-        broker = subprocess.Popen(
-            [mosquitto, "-c", str(work / "mosquitto.conf")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        broker = start_broker(mosquitto, work / "mosquitto.conf")
         config = work / "edged.toml"
-        write_config(config, ports, mqtt_port, work / "data")
+        write_config(config, ports, mqtt_port, work / "data", work / "licences")
         (work / "data").mkdir()
+        install_bench_licence(work / "licences", len(ports))
         daemon = None
         try:
             await asyncio.sleep(0.5)
@@ -235,10 +263,7 @@ async def run_daemon(sims: list[SimProcess], args: argparse.Namespace) -> dict[s
                             received[0] += 1
 
                 pumper = asyncio.create_task(pump())
-                daemon = subprocess.Popen(
-                    [args.edged, "run", "-c", str(config)], cwd=work,
-                    stderr=open(work / "edged.log", "wb"), preexec_fn=raise_nofile,
-                )  # fmt: skip
+                daemon = start_daemon(args.edged, config, work)
                 try:
                     result = await measure(sims, daemon.pid, args.warmup, args.duration,
                                            received)  # fmt: skip
@@ -246,6 +271,7 @@ async def run_daemon(sims: list[SimProcess], args: argparse.Namespace) -> dict[s
                     pumper.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await pumper
+            result["log_tail"] = (work / "edged.log").read_text(errors="replace")[-1500:]
             if daemon.poll() is not None:
                 log = (work / "edged.log").read_text()[-2000:]
                 raise RuntimeError(f"edged run exited with {daemon.returncode}:\n{log}")
@@ -300,6 +326,9 @@ def main() -> int:
     print(f"  polling process peak RSS (VmHWM): {r['rss']:.1f} MB")
     if r.get("records") is not None:
         print(f"  records/s received at the broker: {r['records']:.1f}")
+    if r.get("log_tail") and r["polls"] / args.count < 0.9:
+        print("  (polling fell short; tail of the daemon's log follows)")
+        print(r["log_tail"])
     if "online" in r:
         print(f"  devices online at the end: {r['online']}/{args.count}")
     return 0

@@ -27,6 +27,7 @@ from edged import tiers
 from edged.config import Config
 from edged.control import ControlServer
 from edged.errors import ConfigError, EdgedError
+from edged.licensing import enforcement
 from edged.metrics import Metrics
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Record, Sample, Source
 from edged.outbox import Outbox
@@ -67,8 +68,10 @@ def check(config: Config, *, licence_dir: Path | None = None, now: float | None 
         ep = drv.endpoint(conn)
         if ep in endpoints:
             raise conn.source.error(
-                "", f"uses the same bus {ep} as connection {endpoints[ep]!r}: one bus, one "
-                "connection (put all its devices on that connection)")
+                "",
+                f"uses the same bus {ep} as connection {endpoints[ep]!r}: one bus, one "
+                "connection (put all its devices on that connection)",
+            )
         endpoints[ep] = name
         instances[name] = drv
     tiers.check_features(config)
@@ -84,12 +87,14 @@ def check(config: Config, *, licence_dir: Path | None = None, now: float | None 
     return Plan(config, instances, admitted, unlicensed, intervals, tuple(warnings), used, total)
 
 
-def _admit(config: Config, licence_dir: Path | None, now: float | None
-           ) -> tuple[tuple[DeviceSpec, ...], tuple[DeviceSpec, ...], int, int]:
-    from edged.licensing import enforcement
-
-    result = enforcement.admit(config, licence_dir or config.licensing.directory,
-                               now if now is not None else time.time())
+def _admit(
+    config: Config, licence_dir: Path | None, now: float | None
+) -> tuple[tuple[DeviceSpec, ...], tuple[DeviceSpec, ...], int, int]:
+    result = enforcement.admit(
+        config, licence_dir or config.licensing.directory, now if now is not None else time.time()
+    )
+    if result.clock_warning:
+        log.warning("licence clock: %s", result.clock_warning)
     return result.admitted, result.unlicensed, result.used, result.total
 
 
@@ -147,8 +152,9 @@ class _Context:
 class Daemon:
     """The running edged process."""
 
-    def __init__(self, config_path: Path, *, clock: Clock = time.time,
-                 licence_dir: Path | None = None):
+    def __init__(
+        self, config_path: Path, *, clock: Clock = time.time, licence_dir: Path | None = None
+    ):
         self.config_path = config_path
         self.clock = clock
         self.licence_dir = licence_dir
@@ -166,6 +172,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._control: ControlServer | None = None
         self._last_tick = time.monotonic()
+        self._licence_poke = asyncio.Event()
 
     # -- pipeline -----------------------------------------------------------------
 
@@ -173,8 +180,9 @@ class Daemon:
         """A driver produced a sample: account for it and hand it to the throttle."""
         values = {k: v for k, v in sample.values.items() if math.isfinite(v)}
         if len(values) != len(sample.values):
-            self.metrics.count("values_rejected", driver, sample.device_id,
-                               len(sample.values) - len(values))
+            self.metrics.count(
+                "values_rejected", driver, sample.device_id, len(sample.values) - len(values)
+            )
             sample = dataclasses.replace(sample, values=values)
         st = self.devices.get(sample.device_id)
         if st is not None:
@@ -192,8 +200,12 @@ class Daemon:
         if st is None:
             return
         if state is not st.state:
-            log.info("device state device=%s state=%s%s", device_id, state.value,
-                     f" error={error}" if error else "")
+            log.info(
+                "device state device=%s state=%s%s",
+                device_id,
+                state.value,
+                f" error={error}" if error else "",
+            )
         st.state = state
         if error:
             st.last_error = error
@@ -202,8 +214,13 @@ class Daemon:
         assert self.outbox is not None
         for rec in records:
             self.outbox.put(rec)
-            self.metrics.count("records", self.devices[rec.device_id].spec.driver
-                               if rec.device_id in self.devices else "unknown", rec.device_id)
+            self.metrics.count(
+                "records",
+                self.devices[rec.device_id].spec.driver
+                if rec.device_id in self.devices
+                else "unknown",
+                rec.device_id,
+            )
 
     async def _tick(self) -> None:
         """Close due throttle windows, refresh gauges and stale marks."""
@@ -247,8 +264,9 @@ class Daemon:
 
     # -- connections --------------------------------------------------------------
 
-    async def _supervise(self, conn: ConnectionSpec, drv: drivers.Driver,
-                         devices: tuple[DeviceSpec, ...]) -> None:
+    async def _supervise(
+        self, conn: ConnectionSpec, drv: drivers.Driver, devices: tuple[DeviceSpec, ...]
+    ) -> None:
         """Run one connection; restart it with capped, jittered backoff if it fails."""
         delay = 1.0
         ctx = _Context(self, conn.driver, [d.id for d in devices])
@@ -260,8 +278,12 @@ class Daemon:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a driver bug must not take the daemon down
-                log.error("connection failed connection=%s error=%s", conn.name, exc,
-                          exc_info=not isinstance(exc, EdgedError))
+                log.error(
+                    "connection failed connection=%s error=%s",
+                    conn.name,
+                    exc,
+                    exc_info=not isinstance(exc, EdgedError),
+                )
                 for d in devices:
                     self.on_state(d.id, DeviceState.OFFLINE, str(exc))
             if time.monotonic() - started > 60:
@@ -291,8 +313,11 @@ class Daemon:
             prev = old.get(dev.id)
             st = DeviceStatus(dev)
             if prev is not None and dev.connection in self.connections:
-                st.state, st.last_sample, st.last_error = (prev.state, prev.last_sample,
-                                                           prev.last_error)
+                st.state, st.last_sample, st.last_error = (
+                    prev.state,
+                    prev.last_sample,
+                    prev.last_error,
+                )
             self.devices[dev.id] = st
         for dev in plan.unlicensed:
             self.devices[dev.id].state = DeviceState.UNLICENSED
@@ -302,18 +327,105 @@ class Daemon:
             conn = plan.config.connections[name]
             devs = tuple(by_conn[name])
             drv = plan.drivers[name]
-            log.info("starting connection connection=%s driver=%s devices=%d", name,
-                     conn.driver, len(devs))
-            task = asyncio.create_task(self._supervise(conn, drv, devs),
-                                       name=f"connection:{name}")
+            log.info(
+                "starting connection connection=%s driver=%s devices=%d",
+                name,
+                conn.driver,
+                len(devs),
+            )
+            task = asyncio.create_task(self._supervise(conn, drv, devs), name=f"connection:{name}")
             self.connections[name] = _Running(fp, task, drv, tuple(d.id for d in devs))
         if plan.unlicensed:
-            log.warning("devices not licensed (never polled) used=%d capacity=%d devices=%s",
-                        plan.licence_used, plan.licence_total,
-                        ",".join(d.id for d in plan.unlicensed))
+            log.warning(
+                "devices not licensed (never polled) used=%d capacity=%d devices=%s",
+                plan.licence_used,
+                plan.licence_total,
+                ",".join(d.id for d in plan.unlicensed),
+            )
         if self.throttle is not None:
             self.throttle.set_intervals(dict(plan.intervals))
         self.plan = plan
+
+    # -- licences -----------------------------------------------------------------
+
+    def _licence_dir(self) -> Path:
+        assert self.plan is not None
+        return self.licence_dir or self.plan.config.licensing.directory
+
+    async def _licence_watch(self) -> None:
+        """Re-check licences when one expires (and hourly): take the surplus out of service."""
+        announced: set[tuple[float, int | None]] = set()
+        while True:
+            try:
+                await self._licence_check(announced)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep watching: a bad licence dir must not stop the daemon
+                log.error("licence check failed error=%s", exc, exc_info=True)
+                await asyncio.sleep(60)
+
+    async def _licence_check(self, announced: set[tuple[float, int | None]]) -> None:
+        """One licence check, then wait until the next moment anything can change."""
+        plan = self.plan
+        assert plan is not None
+        now = self.clock()
+        result = await asyncio.to_thread(enforcement.admit, plan.config, self._licence_dir(), now)
+        if {d.id for d in result.admitted} != {d.id for d in plan.admitted}:
+            dropped = sorted({d.id for d in plan.admitted} - {d.id for d in result.admitted})
+            added = sorted({d.id for d in result.admitted} - {d.id for d in plan.admitted})
+            log.warning(
+                "licence capacity changed used=%d capacity=%d taken_out=%s admitted=%s",
+                result.used,
+                result.total,
+                ",".join(dropped) or "-",
+                ",".join(added) or "-",
+            )
+            self._apply(
+                dataclasses.replace(
+                    plan,
+                    admitted=result.admitted,
+                    unlicensed=result.unlicensed,
+                    licence_used=result.used,
+                    licence_total=result.total,
+                )
+            )
+            if self.uplink is not None:
+                await self.uplink.publish_event(
+                    "licence_changed",
+                    {
+                        "used": result.used,
+                        "capacity": result.total,
+                        "taken_out_of_service": dropped,
+                        "admitted": added,
+                    },
+                )
+        maint = await asyncio.to_thread(
+            enforcement.maintenance, plan.config, self._licence_dir(), now
+        )
+        if maint.end is not None and (maint.warning_days is not None or maint.ended):
+            key = (maint.end, -1 if maint.ended else maint.warning_days)
+            if key not in announced:
+                announced.add(key)
+                days = maint.days_left(now)
+                log.warning(
+                    "maintenance licence %s end=%s days_left=%s",
+                    "has ended" if maint.ended else "ends soon",
+                    time.strftime("%Y-%m-%d", time.gmtime(maint.end)),
+                    days,
+                )
+                if self.uplink is not None:
+                    await self.uplink.publish_event(
+                        "maintenance", {"end": maint.end, "days_left": days, "ended": maint.ended}
+                    )
+        wake = [now + 3600.0]
+        if result.next_change is not None:
+            wake.append(result.next_change + 0.01)
+        if maint.next_warning is not None:
+            wake.append(maint.next_warning)
+        delay = max(0.05, min(wake) - self.clock())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._licence_poke.wait(), delay)
+        self._licence_poke.clear()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -333,15 +445,22 @@ class Daemon:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
 
-        self.outbox = Outbox(cfg.outbox.path, max_records=cfg.outbox.max_records,
-                             max_bytes=cfg.outbox.max_bytes, synchronous=cfg.outbox.synchronous)
+        self.outbox = Outbox(
+            cfg.outbox.path,
+            max_records=cfg.outbox.max_records,
+            max_bytes=cfg.outbox.max_bytes,
+            synchronous=cfg.outbox.synchronous,
+        )
         await self.outbox.open()
         self.throttle = Throttle(clock=self.clock)
         self.uplink = Uplink(cfg.mqtt, cfg.gateway.id, self.outbox)
         self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
         if cfg.metrics.enabled:
-            self._tasks.append(asyncio.create_task(
-                self.metrics.serve(cfg.metrics.host, cfg.metrics.port), name="metrics"))
+            self._tasks.append(
+                asyncio.create_task(
+                    self.metrics.serve(cfg.metrics.host, cfg.metrics.port), name="metrics"
+                )
+            )
         self._control = ControlServer(cfg.control.socket, self.handle_control)
         try:
             await self._control.start()
@@ -350,11 +469,17 @@ class Daemon:
             self._control = None
         self._apply(plan)
         self._tasks.append(asyncio.create_task(self._tick(), name="tick"))
-        self._tasks.append(asyncio.create_task(Watchdog(self.notifier, self.healthy).run(),
-                                               name="watchdog"))
-        log.info("edged started gateway=%s devices=%d unlicensed=%d connections=%d",
-                 cfg.gateway.id, len(plan.admitted), len(plan.unlicensed),
-                 len(self.connections))
+        self._tasks.append(asyncio.create_task(self._licence_watch(), name="licences"))
+        self._tasks.append(
+            asyncio.create_task(Watchdog(self.notifier, self.healthy).run(), name="watchdog")
+        )
+        log.info(
+            "edged started gateway=%s devices=%d unlicensed=%d connections=%d",
+            cfg.gateway.id,
+            len(plan.admitted),
+            len(plan.unlicensed),
+            len(self.connections),
+        )
         self.notifier.notify("READY=1", f"STATUS=running {len(plan.admitted)} devices")
 
         while not self._stop.is_set():
@@ -374,15 +499,22 @@ class Daemon:
         mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={mono}")
         try:
-            plan = self._load()
+            plan = await asyncio.to_thread(self._load)
             old = self.plan
             assert old is not None
             if plan.config.mqtt != old.config.mqtt or plan.config.outbox != old.config.outbox:
-                log.warning("reload: [mqtt] and [outbox] changes need a restart; keeping the old "
-                            "settings for them")
+                log.warning(
+                    "reload: [mqtt] and [outbox] changes need a restart; keeping the old "
+                    "settings for them"
+                )
             self._apply(plan)
-            log.info("reloaded config=%s devices=%d unlicensed=%d", self.config_path,
-                     len(plan.admitted), len(plan.unlicensed))
+            self._licence_poke.set()
+            log.info(
+                "reloaded config=%s devices=%d unlicensed=%d",
+                self.config_path,
+                len(plan.admitted),
+                len(plan.unlicensed),
+            )
             return True
         except ConfigError as exc:
             log.error("reload refused, still running the previous config: %s", exc)
@@ -399,8 +531,7 @@ class Daemon:
         log.info("stopping")
         for run in self.connections.values():
             run.task.cancel()
-        await asyncio.gather(*(r.task for r in self.connections.values()),
-                             return_exceptions=True)
+        await asyncio.gather(*(r.task for r in self.connections.values()), return_exceptions=True)
         self.connections.clear()
         if self.throttle is not None and self.outbox is not None:
             self._emit(self.throttle.flush())
@@ -429,32 +560,45 @@ class Daemon:
         now = self.clock()
         devices = []
         for dev_id, st in self.devices.items():
-            devices.append({
-                "id": dev_id,
-                "driver": st.spec.driver,
-                "connection": st.spec.connection,
-                "state": st.state.value,
-                "cloud_licence": st.spec.cloud_licence.value,
-                "interval": plan.intervals.get(dev_id) if plan else None,
-                "last_sample_age": None if st.last_sample is None
-                else round(now - st.last_sample, 1),
-                "last_error": st.last_error,
-            })
-        out: dict[str, Any] = {"gateway": plan.config.gateway.id if plan else None,
-                               "devices": devices}
+            devices.append(
+                {
+                    "id": dev_id,
+                    "driver": st.spec.driver,
+                    "connection": st.spec.connection,
+                    "state": st.state.value,
+                    "cloud_licence": st.spec.cloud_licence.value,
+                    "interval": plan.intervals.get(dev_id) if plan else None,
+                    "last_sample_age": None
+                    if st.last_sample is None
+                    else round(now - st.last_sample, 1),
+                    "last_error": st.last_error,
+                }
+            )
+        out: dict[str, Any] = {
+            "gateway": plan.config.gateway.id if plan else None,
+            "devices": devices,
+        }
         if plan is not None:
             out["licence"] = {"used": plan.licence_used, "total": plan.licence_total}
             out["tier"] = tiers.tier_status(plan.config)
         if self.outbox is not None:
             s = self.outbox.stats()
-            out["outbox"] = {"depth": s.depth, "bytes": s.bytes, "dropped": s.dropped,
-                             "oldest_age": None if s.oldest is None else round(now - s.oldest, 1),
-                             "disk_error": s.disk_error}
+            out["outbox"] = {
+                "depth": s.depth,
+                "bytes": s.bytes,
+                "dropped": s.dropped,
+                "oldest_age": None if s.oldest is None else round(now - s.oldest, 1),
+                "disk_error": s.disk_error,
+            }
         if self.uplink is not None:
             u = self.uplink.stats()
-            out["uplink"] = {"connected": u.connected, "published": u.published,
-                             "acked": u.acked, "reconnects": u.reconnects,
-                             "last_error": u.last_error}
+            out["uplink"] = {
+                "connected": u.connected,
+                "published": u.published,
+                "acked": u.acked,
+                "reconnects": u.reconnects,
+                "last_error": u.last_error,
+            }
         return out
 
     async def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -472,11 +616,14 @@ class Daemon:
             run = self.connections.get(st.spec.connection)
             handler = getattr(run.driver, "command", None) if run else None
             if handler is None:
-                return {"ok": False, "error": f"device {dev_id!r} takes no commands "
-                                              f"(state {st.state.value})"}
+                return {
+                    "ok": False,
+                    "error": f"device {dev_id!r} takes no commands (state {st.state.value})",
+                }
             try:
-                result = await handler(dev_id, str(request.get("name")),
-                                       dict(request.get("args") or {}))
+                result = await handler(
+                    dev_id, str(request.get("name")), dict(request.get("args") or {})
+                )
             except EdgedError as exc:
                 return {"ok": False, "error": str(exc)}
             return {"ok": True, "result": result}

@@ -40,8 +40,12 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the daemon")
     r.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
-    r.add_argument("--licence-dir", type=Path, default=None,
-                   help="licence directory (default: [licensing] directory)")
+    r.add_argument(
+        "--licence-dir",
+        type=Path,
+        default=None,
+        help="licence directory (default: [licensing] directory)",
+    )
 
     c = sub.add_parser("check-config", help="validate the configuration without starting anything")
     c.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
@@ -56,8 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     rl.add_argument("--socket", type=Path, default=None)
 
-    o = sub.add_parser("ocpp", help="command a charger through the running daemon",
-                       add_help=False)
+    o = sub.add_parser("ocpp", help="command a charger through the running daemon", add_help=False)
     o.add_argument("args", nargs=argparse.REMAINDER)
 
     sim = sub.add_parser("sim", help="run a device simulator (modbus, mbus, ocpp)", add_help=False)
@@ -101,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "reload":
             from edged.control import request
 
-            reply = asyncio.run(request(_socket_path(args.config, args.socket),
-                                        {"command": "reload"}))
+            reply = asyncio.run(
+                request(_socket_path(args.config, args.socket), {"command": "reload"})
+            )
             print("reloaded" if reply.get("ok") else "reload refused: see the daemon's log")
             return 0 if reply.get("ok") else 1
     except ConfigError as exc:
@@ -130,9 +134,11 @@ def _check_config(path: Path, licence_dir: Path | None) -> int:
         return EX_CONFIG
     for w in plan.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    print(f"{path}: OK ({len(cfg.files)} file(s), {len(cfg.connections)} connection(s), "
-          f"{len(plan.admitted)} device(s) licensed, {len(plan.unlicensed)} unlicensed; "
-          f"licence {plan.licence_used}/{plan.licence_total})")
+    print(
+        f"{path}: OK ({len(cfg.files)} file(s), {len(cfg.connections)} connection(s), "
+        f"{len(plan.admitted)} device(s) licensed, {len(plan.unlicensed)} unlicensed; "
+        f"licence {plan.licence_used}/{plan.licence_total})"
+    )
     return 0
 
 
@@ -176,8 +182,12 @@ def _ocpp(argv: list[str]) -> int:
     ap.add_argument("--socket", type=Path, default=None)
     known, rest = ap.parse_known_args(argv)
     body = build_request(rest)
-    msg = {"command": "device", "device": body["device"], "name": body["command"],
-           "args": body.get("args", {})}
+    msg = {
+        "command": "device",
+        "device": body["device"],
+        "name": body["command"],
+        "args": body.get("args", {}),
+    }
     try:
         reply = asyncio.run(request(_socket_path(known.config, known.socket), msg))
     except ControlError as exc:

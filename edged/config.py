@@ -22,8 +22,17 @@ from edged.errors import ConfigError
 from edged.model import ConnectionSpec, DeviceSpec, Options, Source, Tier
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MEDIA = ("electricity", "heat", "cold", "heat_cold", "water", "hot_water", "gas", "ev_charger",
-         "other")
+MEDIA = (
+    "electricity",
+    "heat",
+    "cold",
+    "heat_cold",
+    "water",
+    "hot_water",
+    "gas",
+    "ev_charger",
+    "other",
+)
 
 
 @dataclass(frozen=True)
@@ -134,11 +143,26 @@ class Config:
     virtual_meters: tuple[VirtualMeter, ...] = field(default=())
 
 
-FEATURES = ("virtual_meters", "load_management", "modbus_server", "auto_export", "actions",
-            "load_profiles")
+FEATURES = (
+    "virtual_meters",
+    "load_management",
+    "modbus_server",
+    "auto_export",
+    "actions",
+    "load_profiles",
+)
 
-_SECTIONS = ("gateway", "mqtt", "outbox", "cloud", "features", "control", "metrics",
-             "licensing", "logging")
+_SECTIONS = (
+    "gateway",
+    "mqtt",
+    "outbox",
+    "cloud",
+    "features",
+    "control",
+    "metrics",
+    "licensing",
+    "logging",
+)
 
 
 class _Merged:
@@ -173,8 +197,11 @@ class _Merged:
                         raise ConfigError(name, f"connections.{cname}", "expected a table")
                     if cname in self.connections:
                         first = self.connections[cname][1].file
-                        raise ConfigError(name, f"connections.{cname}",
-                                          f"connection defined twice (first in {first})")
+                        raise ConfigError(
+                            name,
+                            f"connections.{cname}",
+                            f"connection defined twice (first in {first})",
+                        )
                     self.connections[cname] = (table, Source(name, f"connections.{cname}"))
             elif key in ("devices", "virtual_meters"):
                 if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
@@ -193,8 +220,9 @@ class _Merged:
 
 
 class _SectionOptions(Options):
-    def __init__(self, data: Mapping[str, Any], source: Source, origin: Mapping[str, str],
-                 section: str):
+    def __init__(
+        self, data: Mapping[str, Any], source: Source, origin: Mapping[str, str], section: str
+    ):
         super().__init__(data, source)
         self._origin = origin
         self._section = section
@@ -264,8 +292,9 @@ def load(path: str | Path) -> Config:
     ctl.finish()
 
     m = merged.section("metrics", mainname)
-    metrics = MetricsConfig(m.bool("enabled", True), m.str("host", "127.0.0.1"),
-                            m.int("port", 9108, min=0, max=65535))
+    metrics = MetricsConfig(
+        m.bool("enabled", True), m.str("host", "127.0.0.1"), m.int("port", 9108, min=0, max=65535)
+    )
     m.finish()
 
     lic = merged.section("licensing", mainname)
@@ -300,8 +329,9 @@ def load(path: str | Path) -> Config:
         dev = _device(table, src, connections)
         if dev.id in seen:
             first = seen[dev.id]
-            raise src.error("id", f"duplicate device id {dev.id!r} (first in {first.file}, "
-                                  f"{first.key})")
+            raise src.error(
+                "id", f"duplicate device id {dev.id!r} (first in {first.file}, {first.key})"
+            )
         seen[dev.id] = src
         devices.append(dev)
 
@@ -317,9 +347,17 @@ def load(path: str | Path) -> Config:
         virtual.append(vm)
 
     return Config(
-        files=tuple(files), gateway=gateway, mqtt=mqtt, outbox=outbox, cloud=cloud,
-        control=control, metrics=metrics, licensing=licensing, log_level=log_level,
-        connections=MappingProxyType(connections), devices=tuple(devices),
+        files=tuple(files),
+        gateway=gateway,
+        mqtt=mqtt,
+        outbox=outbox,
+        cloud=cloud,
+        control=control,
+        metrics=metrics,
+        licensing=licensing,
+        log_level=log_level,
+        connections=MappingProxyType(connections),
+        devices=tuple(devices),
         virtual_meters=tuple(virtual),
     )
 
@@ -335,8 +373,11 @@ def _mqtt(o: Options, gw_id: str, base: Path) -> MqttConfig:
     protocol = o.choice("protocol", ("3.1.1", "5"), "3.1.1")
     client_id = o.str("client_id", f"edged-{gw_id}")
     prefix = o.str("topic_prefix", "edged")
-    if not prefix or any(ch in prefix for ch in "#+") or prefix.startswith("/") or prefix.endswith(
-        "/"
+    if (
+        not prefix
+        or any(ch in prefix for ch in "#+")
+        or prefix.startswith("/")
+        or prefix.endswith("/")
     ):
         raise o.error("topic_prefix", "must be a topic without wildcards or leading/trailing '/'")
     username = o.str("username", None)
@@ -368,15 +409,28 @@ def _mqtt(o: Options, gw_id: str, base: Path) -> MqttConfig:
                     raise t.error(key, f"file not found: {files[key]}")
             if (files["cert_file"] is None) != (files["key_file"] is None):
                 raise t.error("key_file", "cert_file and key_file go together")
-            tls = TlsConfig(files["ca_file"], files["cert_file"], files["key_file"],
-                            t.bool("insecure", False))
+            tls = TlsConfig(
+                files["ca_file"], files["cert_file"], files["key_file"], t.bool("insecure", False)
+            )
         else:
             for key in ("ca_file", "cert_file", "key_file", "insecure"):
                 t.raw(key, None)
         t.finish()
     o.finish()
-    return MqttConfig(host, port, protocol, client_id, prefix, username, password, keepalive,
-                      tls, max_inflight, b0, b1)
+    return MqttConfig(
+        host,
+        port,
+        protocol,
+        client_id,
+        prefix,
+        username,
+        password,
+        keepalive,
+        tls,
+        max_inflight,
+        b0,
+        b1,
+    )
 
 
 def _outbox(o: Options, data_dir: Path) -> OutboxConfig:
@@ -392,12 +446,23 @@ def _outbox(o: Options, data_dir: Path) -> OutboxConfig:
     return cfg
 
 
-_DEVICE_KEYS = ("id", "connection", "address", "profile", "poll_interval", "publish_interval",
-                "cloud_licence", "licence_group", "medium", "labels")
+_DEVICE_KEYS = (
+    "id",
+    "connection",
+    "address",
+    "profile",
+    "poll_interval",
+    "publish_interval",
+    "cloud_licence",
+    "licence_group",
+    "medium",
+    "labels",
+)
 
 
-def _device(table: dict[str, Any], src: Source,
-            connections: Mapping[str, ConnectionSpec]) -> DeviceSpec:
+def _device(
+    table: dict[str, Any], src: Source, connections: Mapping[str, ConnectionSpec]
+) -> DeviceSpec:
     o = Options(table, src)
     dev_id = o.str("id")
     if not ID_PATTERN.match(dev_id):
@@ -439,8 +504,12 @@ def _virtual(table: dict[str, Any], src: Source) -> VirtualMeter:
     sources = o.raw("sources", [])
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
         raise o.error("sources", "expected an array of device ids")
-    vm = VirtualMeter(vid, o.choice("medium", MEDIA, "electricity"),
-                      Tier(o.choice("cloud_licence", tuple(t.value for t in Tier), "basic")),
-                      tuple(sources), src)
+    vm = VirtualMeter(
+        vid,
+        o.choice("medium", MEDIA, "electricity"),
+        Tier(o.choice("cloud_licence", tuple(t.value for t in Tier), "basic")),
+        tuple(sources),
+        src,
+    )
     o.finish()
     return vm

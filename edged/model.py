@@ -190,8 +190,14 @@ class Options:
             raise self.error(key, f"expected a string, got {_typename(v)}")
         return v
 
-    def int(self, key: builtins.str, default: Any = _MISSING, *, min: builtins.int | None = None,
-            max: builtins.int | None = None) -> Any:
+    def int(
+        self,
+        key: builtins.str,
+        default: Any = _MISSING,
+        *,
+        min: builtins.int | None = None,
+        max: builtins.int | None = None,
+    ) -> Any:
         """An integer option within an optional range."""
         v = self._get(key, default)
         if v is default:
@@ -201,8 +207,14 @@ class Options:
         _check_range(self, key, v, min, max)
         return v
 
-    def float(self, key: builtins.str, default: Any = _MISSING, *, min: builtins.float | None = None,
-              max: builtins.float | None = None) -> Any:
+    def float(
+        self,
+        key: builtins.str,
+        default: Any = _MISSING,
+        *,
+        min: builtins.float | None = None,
+        max: builtins.float | None = None,
+    ) -> Any:
         """A number option within an optional range."""
         v = self._get(key, default)
         if v is default:
@@ -235,12 +247,20 @@ class Options:
         """Reject keys that were configured but never read."""
         unknown = sorted(set(self._data) - self._read)
         if unknown:
-            raise self.error(unknown[0], f"unknown key (known here: {', '.join(sorted(self._read))})")
+            raise self.error(
+                unknown[0], f"unknown key (known here: {', '.join(sorted(self._read))})"
+            )
 
 
 def _typename(v: object) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "an array", dict: "a table"}.get(type(v), type(v).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(v), type(v).__name__)
 
 
 def _check_range(opts: Options, key: str, v: float, lo: float | None, hi: float | None) -> None:
@@ -351,9 +371,7 @@ class Record:
 
 def iso(ts: float) -> str:
     """RFC 3339 UTC timestamp with milliseconds."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 SampleSink = Callable[[Sample], None]

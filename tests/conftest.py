@@ -80,7 +80,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     """A fresh mosquitto on a free loopback port."""
     if not os.path.exists(MOSQUITTO):
         pytest.fail(
-            "mosquitto is not installed: run `make test` (it installs it) or apt-get install mosquitto"
+            "mosquitto is missing: `make test` installs it, or apt-get install mosquitto"
         )
     b = Broker(free_port(), tmp_path)
     b.start()

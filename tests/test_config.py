@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -95,7 +96,9 @@ def test_valid_config_loads_into_typed_objects(tmp_path: Path) -> None:
     assert cfg.devices[2].source.file is not None and cfg.devices[2].source.file.endswith(
         "10-extra.toml"
     )
-    with pytest.raises(Exception):  # frozen: config objects cannot be changed by accident
+    with pytest.raises(
+        dataclasses.FrozenInstanceError
+    ):  # frozen: config objects cannot be changed by accident
         cfg.devices[0].id = "x"  # type: ignore[misc]
 
 

@@ -313,3 +313,48 @@ async def test_tls_wrong_ca_is_refused_with_a_clear_error(
         assert err is not None and "certificate verification failed" in err
     lines = [r.getMessage() for r in caplog.records if "connect failed" in r.getMessage()]
     assert lines and all("certificate verification failed" in x and "\n" not in x for x in lines)
+
+
+@pytest.fixture
+def auth_broker(broker: Broker, tmp_path: Path) -> Broker:
+    """The broker with anonymous access off and one user gw1 / s3cret."""
+    import subprocess
+
+    pwfile = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pwfile), "gw1", "s3cret"], check=True)
+    pwfile.chmod(0o600)
+    broker.extra_conf = f"allow_anonymous false\npassword_file {pwfile}\n{KEEP_USER}"
+    broker.stop()
+    broker.start()
+    return broker
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_username_password(
+    auth_broker: Broker, tmp_path: Path, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dataclasses
+
+    caplog.set_level(logging.INFO, logger="edged.uplink")
+    good = dataclasses.replace(
+        mqtt_config(auth_broker.port, protocol=protocol), username="gw1", password="s3cret"
+    )
+    async with pipeline(good, tmp_path / "a") as (box, up):
+        box.put(record("m", 1.0))
+        await wait_until(lambda: up.stats().acked == 1, 10, "publish with a login")
+    bad = dataclasses.replace(good, password="wrong")
+    async with pipeline(bad, tmp_path / "b") as (_, up):
+        await wait_until(lambda: up.stats().reconnects >= 2, 10, "retries")
+        err = up.stats().last_error
+        assert err is not None and "username and password" in err
+
+
+async def test_drain_gives_up_in_time_when_the_broker_is_away(
+    broker: Broker, tmp_path: Path
+) -> None:
+    broker.stop()
+    async with pipeline(mqtt_config(broker.port), tmp_path / "o") as (box, up):
+        box.put(record("m", 1.0))
+        await box.flush()
+        await asyncio.wait_for(up.drain(0.5), 5)
+        assert box.stats().depth == 1  # kept for the next start

@@ -75,10 +75,10 @@ def parse_connection(conn: ConnectionSpec) -> BusConfig:
 
 def resolve_profile(name: str, dev: DeviceSpec) -> Path:
     """A profile path: as given, relative to the config file, or a shipped profile name."""
-    candidates = [Path(name)]
-    if dev.source.file:
+    candidates = []
+    if dev.source.file and not Path(name).is_absolute():
         candidates.append(Path(dev.source.file).parent / name)
-    candidates += [PROFILE_DIR / name, PROFILE_DIR / f"{name}.toml"]
+    candidates += [Path(name), PROFILE_DIR / name, PROFILE_DIR / f"{name}.toml"]
     for path in candidates:
         if path.is_file():
             return path
@@ -139,7 +139,9 @@ class MBusDriver:
         """Poll the bus until cancelled, reopening the link with backoff when it fails."""
         bus = parse_connection(connection)
         loop = asyncio.get_running_loop()
-        meters = [_Meter(parse_device(d), loop.time()) for d in devices]
+        # Profiles are files: read them off the event loop.
+        configs = await asyncio.to_thread(lambda: [parse_device(d) for d in devices])
+        meters = [_Meter(c, loop.time()) for c in configs]
         backoff = RECONNECT_MIN
         while True:
             try:

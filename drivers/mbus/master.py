@@ -316,6 +316,9 @@ class Master:
             )
         except (GarbledReply, LineNoise):
             return None
+        except NoReply:
+            log.warning("mbus scan: a slave acknowledged the select but sent no data")
+            return None
         assert isinstance(answer, fr.LongFrame)
         return header_address(answer)
 

@@ -44,13 +44,16 @@ class ModbusDriver:
         self, connection: ConnectionSpec, devices: Sequence[DeviceSpec], ctx: DriverContext
     ) -> None:
         """Poll the devices of this connection until cancelled."""
-        runner = ConnectionRunner(
-            connection.name,
-            cfg.connection(connection),
-            [DevicePoller(d) for d in cfg.devices(devices)],
-            ctx,
-        )
+        # Profiles are files: validate and load them off the event loop.
+        settings, pollers = await asyncio.to_thread(_prepare, connection, devices)
+        runner = ConnectionRunner(connection.name, settings, pollers, ctx)
         await runner.run()
+
+
+def _prepare(
+    connection: ConnectionSpec, devices: Sequence[DeviceSpec]
+) -> tuple[ConnectionSettings, list[DevicePoller]]:
+    return cfg.connection(connection), [DevicePoller(d) for d in cfg.devices(devices)]
 
 
 class ConnectionRunner:

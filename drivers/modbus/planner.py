@@ -9,7 +9,7 @@ point, and extending it never leaves more points for later).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,9 +46,16 @@ class Request:
 
 
 def plan(
-    spans: Sequence[Span], max_registers: int, max_gap: int, only: Iterable[int] | None = None
+    spans: Sequence[Span],
+    max_registers: int,
+    max_gap: int,
+    only: Iterable[int] | None = None,
+    avoid: Collection[tuple[Table, int]] = (),
 ) -> list[Request]:
-    """Minimum requests covering ``spans`` (or the indices in ``only``), per table."""
+    """Minimum requests covering ``spans`` (or the indices in ``only``), per table.
+
+    No request reads over a register listed in ``avoid`` (registers a device refused).
+    """
     chosen = range(len(spans)) if only is None else sorted(set(only))
     order = sorted(chosen, key=lambda i: (spans[i].table, spans[i].start, spans[i].end))
     requests: list[Request] = []
@@ -66,6 +73,7 @@ def plan(
             and s.table == table
             and s.start - end <= max_gap
             and max(end, s.end) - start <= max_registers
+            and not any((s.table, r) in avoid for r in range(end, s.start))
         )
         if fits:
             cur.append(i)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from drivers.modbus.errors import ExceptionResponse
 from drivers.modbus.planner import Request, Table, plan
@@ -55,11 +55,16 @@ class DevicePoller:
             if len(req.points) == 1:
                 self._disable(req.points[0], exc.code)
                 return
+            before = len(self.disabled)
+            found: list[Request] = []
             half = len(req.points) // 2
-            prof = self.device.profile
             for part in (req.points[:half], req.points[half:]):
-                for sub in plan(self.spans, prof.max_registers, 0, only=part):
-                    await self._run(sub, read, values, refined)
+                for sub in self._plan(part):
+                    await self._run(sub, read, values, found)
+            if len(self.disabled) > before:
+                # Re-join what the search split apart, keeping clear of the refused points.
+                found = self._plan([i for r in found for i in r.points])
+            refined.extend(found)
             return
         refined.append(req)
         points = self.device.profile.points
@@ -70,6 +75,15 @@ class DevicePoller:
             # A meter reports NaN/inf for "not available"; such a value is skipped, not sent.
             if math.isfinite(v):
                 values[p.quantity] = v
+
+    def _plan(self, points: Sequence[int]) -> list[Request]:
+        prof = self.device.profile
+        avoid = {
+            (self.spans[i].table, r)
+            for i in self.disabled
+            for r in range(self.spans[i].start, self.spans[i].end)
+        }
+        return plan(self.spans, prof.max_registers, prof.max_gap, only=points, avoid=avoid)
 
     def _disable(self, index: int, code: int) -> None:
         p = self.device.profile.points[index]

@@ -16,17 +16,10 @@ from drivers.ocpp.commands import TRIGGERS
 from drivers.ocpp.passwords import hash_password
 
 
-class UsageError(Exception):
-    """The command line is wrong; the message is argparse's."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # argparse would exit the process
-        raise UsageError(f"{self.prog}: {message}")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="edged ocpp", description="Send a command to a connected OCPP charger.")
+    p = argparse.ArgumentParser(
+        prog="edged ocpp", description="Send a command to a connected OCPP charger."
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -88,9 +81,10 @@ _CANONICAL = {
 def build_request(argv: list[str]) -> dict[str, Any]:
     """Parse ``edged ocpp <command> CHARGER [options]`` into a control-socket request.
 
-    Raises UsageError with argparse's message when the command line is wrong.
+    A wrong command line prints argparse's usage message and exits with status 2.
     """
-    ns = _parser().parse_args(argv)
+    parser = _parser()
+    ns = parser.parse_args(argv)
     command = _CANONICAL.get(ns.command, ns.command)
     args: dict[str, Any] = {}
     if command == "remote_start":
@@ -117,9 +111,7 @@ def build_request(argv: list[str]) -> dict[str, Any]:
         for item in ns.assignments:
             name, sep, value = item.partition("=")
             if not sep or not name:
-                raise UsageError(
-                    f"edged ocpp set-variables: expected COMPONENT.VARIABLE=VALUE, got {item!r}"
-                )
+                parser.error(f"set-variables: expected COMPONENT.VARIABLE=VALUE, got {item!r}")
             values[name] = value
         args["values"] = values
     elif command == "reset":

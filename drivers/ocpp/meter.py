@@ -59,6 +59,8 @@ _UNITS: Mapping[str, tuple[str, float]] = {
 _PHASES = {"L1": 1, "L2": 2, "L3": 3, "L1-N": 1, "L2-N": 2, "L3-N": 3}
 _LINE_TO_LINE = {"L1-L2": "voltage_l1_l2", "L2-L3": "voltage_l2_l3", "L3-L1": "voltage_l3_l1"}
 _MAX_FUTURE_S = 300.0
+# Chargers whose clock was never set report 1970 or their firmware's build date.
+_EARLIEST = 1_577_836_800.0  # 2020-01-01
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def parse_timestamp(text: Any, now: float) -> float:
     if ts.tzinfo is None:
         return now
     epoch = ts.timestamp()
-    return epoch if epoch <= now + _MAX_FUTURE_S else now
+    return epoch if _EARLIEST <= epoch <= now + _MAX_FUTURE_S else now
 
 
 def samples(

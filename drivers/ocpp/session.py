@@ -32,6 +32,10 @@ from drivers.ocpp.state import ChargerStatus, Transaction
 from edged.model import iso
 
 log = logging.getLogger("edged.ocpp")
+# The ocpp library logs every frame at INFO; a thousand chargers would flood the journal.
+# Frames stay available by lowering this logger's level when debugging a charger.
+frame_log = logging.getLogger("edged.ocpp.frames")
+frame_log.setLevel(logging.WARNING)
 
 
 def _now() -> str:
@@ -140,7 +144,7 @@ class CentralSession16(_Guarded, ChargePoint16):  # type: ignore[misc]  # ocpp i
 
     def __init__(self, hub: Hub, device_id: str, connection: ServerConnection):
         status = hub.status(device_id)
-        super().__init__(status.charge_point_id, connection, response_timeout=30, logger=log)
+        super().__init__(status.charge_point_id, connection, response_timeout=30, logger=frame_log)
         self.hub, self.device_id, self.state = hub, device_id, status
 
     @on("BootNotification")
@@ -250,7 +254,7 @@ class CentralSession201(_Guarded, ChargePoint201):  # type: ignore[misc]  # ocpp
 
     def __init__(self, hub: Hub, device_id: str, connection: ServerConnection):
         status = hub.status(device_id)
-        super().__init__(status.charge_point_id, connection, response_timeout=30, logger=log)
+        super().__init__(status.charge_point_id, connection, response_timeout=30, logger=frame_log)
         self.hub, self.device_id, self.state = hub, device_id, status
 
     @on("BootNotification")

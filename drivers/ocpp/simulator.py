@@ -40,6 +40,9 @@ from drivers.ocpp.settings import SUBPROTOCOLS, VERSIONS
 from edged.model import iso
 
 log = logging.getLogger("edged.ocpp.sim")
+# The ocpp library logs every frame at INFO; keep that out of the simulator's output.
+frame_log = logging.getLogger("edged.ocpp.sim.frames")
+frame_log.setLevel(logging.WARNING)
 
 NOMINAL_VOLTAGE = 230.0
 PHASES = 3
@@ -415,7 +418,7 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
 
 class _SimSession16(ChargePoint16):  # type: ignore[misc]  # ocpp is untyped
     def __init__(self, cp_id: str, ws: ClientConnection, sim: SimCharger):
-        super().__init__(cp_id, ws, response_timeout=30, logger=log)
+        super().__init__(cp_id, ws, response_timeout=30, logger=frame_log)
         self.sim = sim
 
     @on("SetChargingProfile")
@@ -495,7 +498,7 @@ class _SimSession16(ChargePoint16):  # type: ignore[misc]  # ocpp is untyped
 
 class _SimSession201(ChargePoint201):  # type: ignore[misc]  # ocpp is untyped
     def __init__(self, cp_id: str, ws: ClientConnection, sim: SimCharger):
-        super().__init__(cp_id, ws, response_timeout=30, logger=log)
+        super().__init__(cp_id, ws, response_timeout=30, logger=frame_log)
         self.sim = sim
 
     @on("SetChargingProfile")

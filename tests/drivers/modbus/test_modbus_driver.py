@@ -356,3 +356,12 @@ async def test_rtu_over_a_pseudo_terminal() -> None:
     assert ctx.of("r9")[-1].values["power_active"] == pytest.approx(4321.5)
     assert len(ctx.of("r3")[-1].values) == len(prof.points)
     assert m3.requests[0] == ("input", 0, 56)
+
+
+async def test_serial_port_that_cannot_be_opened_is_offline(tmp_path: Path) -> None:
+    ctx = RecordingContext()
+    c = conn(transport="rtu", device=str(tmp_path / "ttyNOPE"), parity="N", timeout=0.2)
+    async with running(c, [dev("r", "bench8", 1, poll_interval=0.1)], ctx):
+        await ctx.wait_for(lambda: ctx.last_state("r") == DeviceState.OFFLINE)
+    assert ctx.samples == []
+    assert "cannot connect" in (ctx.states[-1][2] or "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import conn, dev
@@ -44,9 +45,7 @@ def test_rtu_defaults_and_endpoint() -> None:
         ({"host": "h", "baud": 9600}, "baud"),
     ],
 )
-def test_connection_errors_are_located(
-    tmp_path: Path, settings: dict[str, object], key: str
-) -> None:
+def test_connection_errors_are_located(tmp_path: Path, settings: dict[str, Any], key: str) -> None:
     cfg = tmp_path / "edged.toml"
     cfg.write_text(
         '[connections.bus]\ndriver = "modbus"\n'
@@ -56,6 +55,10 @@ def test_connection_errors_are_located(
         ModbusDriver().check(conn(file=str(cfg), **settings), [])
     assert err.value.key == f"connections.bus.{key}"
     assert err.value.file == str(cfg)
+    lines = cfg.read_text().splitlines()
+    # The line of the offending key, or of the table when a required key is missing.
+    expected = next((n for n, ln in enumerate(lines, 1) if ln.startswith(f"{key} =")), 1)
+    assert err.value.line == expected
 
 
 @pytest.mark.parametrize(
@@ -110,3 +113,16 @@ def test_a_broken_profile_file_fails_check_with_its_own_location(tmp_path: Path)
     with pytest.raises(ConfigError) as err:
         ModbusDriver().check(conn(host="h"), [dev("m1", str(bad))])
     assert (err.value.file, err.value.key, err.value.line) == (str(bad), "points[0].unit", 9)
+
+
+async def test_rtu_framing_reaches_the_serial_client() -> None:
+    # A pty cannot keep even parity, so 8E1 is checked where it is handed to pymodbus.
+    from drivers.modbus.link import Link
+
+    s = connection(conn(transport="rtu", device="/dev/ttyUSB7", baudrate=2400, stopbits=2,
+                        timeout=0.7, retries=2))  # fmt: skip
+    params = Link(s).client.comm_params
+    assert (params.host, params.baudrate, params.parity, params.stopbits, params.bytesize) == (
+        "/dev/ttyUSB7", 2400, "E", 2, 8)  # fmt: skip
+    assert params.timeout_connect == 0.7
+    assert not params.reconnect_delay  # reconnects are the driver's own, with backoff

@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from drivers.modbus import framing, profile
-from drivers.modbus.simulator import Meter, Simulator
+from drivers.modbus.simulator import Meter, Simulator, serve_pdu
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -90,3 +93,16 @@ def test_command_line_serves_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_serve_pdu_never_raises_on_garbage(pdu: bytes) -> None:
+    meter = Meter(profile.load(profile.shipped()["eastron_sdm630"]))
+    reply = serve_pdu(meter, pdu)
+    if reply is not None and pdu:
+        assert reply[0] in (pdu[0], pdu[0] | 0x80)
+        if reply[0] & 0x80:
+            assert len(reply) == 2
+        else:
+            assert reply[1] == len(reply) - 2

@@ -55,14 +55,23 @@ async def still_serving(ws: ClientConnection) -> None:
         '[2, 17, "Heartbeat", {}]',
         '[2,"a1",["Heartbeat"],{}]',
         '[2,"a1","Heartbeat"]',
-        "[2,\"a1\",\"Heartbeat\"," + "[" * 5000 + "]" * 5000 + "]",
+        '[2,"a1","Heartbeat",' + "[" * 5000 + "]" * 5000 + "]",
         '[2,"a1","MeterValues",{"connectorId":' + "9" * 5000 + "}]",
         '[2,"a1","Heartbeat",{"x":NaN}]',
         '[2,"a1","Heartbeat",{"x":1e999}]',
     ],
     ids=[
-        "not-json", "truncated", "object", "empty", "int-id", "list-action", "short",
-        "deep-nesting", "huge-int", "nan", "inf",
+        "not-json",
+        "truncated",
+        "object",
+        "empty",
+        "int-id",
+        "list-action",
+        "short",
+        "deep-nesting",
+        "huge-int",
+        "nan",
+        "inf",
     ],
 )
 async def test_malformed_frames_get_a_callerror_and_the_session_survives(
@@ -128,13 +137,24 @@ _json = st.recursive(
     | st.integers(min_value=-(10**30), max_value=10**30)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=20,
 )
 _actions = st.sampled_from(
-    ["BootNotification", "Heartbeat", "StatusNotification", "MeterValues", "Authorize",
-     "StartTransaction", "StopTransaction", "TransactionEvent", "DataTransfer", "Nope"]
+    [
+        "BootNotification",
+        "Heartbeat",
+        "StatusNotification",
+        "MeterValues",
+        "Authorize",
+        "StartTransaction",
+        "StopTransaction",
+        "TransactionEvent",
+        "DataTransfer",
+        "Nope",
+    ]
 )
 _frames = st.one_of(
     st.text(max_size=60),
@@ -144,8 +164,19 @@ _frames = st.one_of(
         _actions,
         st.dictionaries(
             st.sampled_from(
-                ["connectorId", "meterValue", "transactionId", "idTag", "status", "errorCode",
-                 "chargingStation", "reason", "evseId", "meterStart", "timestamp"]
+                [
+                    "connectorId",
+                    "meterValue",
+                    "transactionId",
+                    "idTag",
+                    "status",
+                    "errorCode",
+                    "chargingStation",
+                    "reason",
+                    "evseId",
+                    "meterStart",
+                    "timestamp",
+                ]
             ),
             _json,
             max_size=5,

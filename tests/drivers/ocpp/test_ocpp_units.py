@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from ocpp_helpers import charger
 
 from drivers.ocpp import frames, meter
-from drivers.ocpp.cli import UsageError, build_request
+from drivers.ocpp.cli import build_request
 from drivers.ocpp.driver import OcppDriver
 from edged.errors import ConfigError
 from edged.model import QUANTITIES, ConnectionSpec, unit_of
@@ -58,10 +59,8 @@ def test_error_codes_use_each_versions_spelling() -> None:
 
 @given(st.text(max_size=200) | st.binary(max_size=50))
 def test_parse_raises_only_frame_rejected(raw: str | bytes) -> None:
-    try:
+    with contextlib.suppress(frames.FrameRejected):
         frames.parse(raw, "2.0.1")
-    except frames.FrameRejected:
-        pass
 
 
 # -- meter values ---------------------------------------------------------------------------
@@ -72,16 +71,38 @@ def test_parse_raises_only_frame_rejected(raw: str | bytes) -> None:
     [
         ({"value": "12.5", "unit": "kWh"}, "energy_import", 12500.0),
         ({"value": "100", "measurand": "Energy.Active.Import.Register"}, "energy_import", 100.0),
-        ({"value": 2.5, "unit_of_measure": {"unit": "Wh", "multiplier": 3}}, "energy_import", 2500.0),
-        ({"value": 7, "measurand": "Energy.Active.Export.Register",
-          "unit_of_measure": {"unit": "kWh"}}, "energy_export", 7000.0),
-        ({"value": "7.4", "measurand": "Power.Active.Import", "unit": "kW"}, "power_active", 7400.0),
-        ({"value": "1500", "measurand": "Power.Active.Import", "phase": "L2", "unit": "W"},
-         "power_active_l2", 1500.0),
+        (
+            {"value": 2.5, "unit_of_measure": {"unit": "Wh", "multiplier": 3}},
+            "energy_import",
+            2500.0,
+        ),
+        (
+            {
+                "value": 7,
+                "measurand": "Energy.Active.Export.Register",
+                "unit_of_measure": {"unit": "kWh"},
+            },
+            "energy_export",
+            7000.0,
+        ),
+        (
+            {"value": "7.4", "measurand": "Power.Active.Import", "unit": "kW"},
+            "power_active",
+            7400.0,
+        ),
+        (
+            {"value": "1500", "measurand": "Power.Active.Import", "phase": "L2", "unit": "W"},
+            "power_active_l2",
+            1500.0,
+        ),
         ({"value": "16.1", "measurand": "Current.Import", "phase": "L1"}, "current_l1", 16.1),
         ({"value": "16", "measurand": "Current.Import"}, "current_import", 16.0),
         ({"value": "0.2", "measurand": "Current.Import", "phase": "N"}, "current_n", 0.2),
-        ({"value": "231", "measurand": "Voltage", "phase": "L3-N", "unit": "V"}, "voltage_l3", 231.0),
+        (
+            {"value": "231", "measurand": "Voltage", "phase": "L3-N", "unit": "V"},
+            "voltage_l3",
+            231.0,
+        ),
         ({"value": "400", "measurand": "Voltage", "phase": "L1-L2"}, "voltage_l1_l2", 400.0),
         ({"value": "55", "measurand": "SoC", "unit": "Percent"}, "state_of_charge", 55.0),
         ({"value": "32", "measurand": "Current.Offered", "unit": "A"}, "current_offered", 32.0),
@@ -146,6 +167,8 @@ def test_samples_keep_measurand_phase_context_and_timestamp() -> None:
 def test_implausible_timestamps_fall_back_to_the_wall_clock() -> None:
     now = 1_800_000_000.0
     assert meter.parse_timestamp("2100-01-01T00:00:00Z", now) == now
+    assert meter.parse_timestamp("1970-01-01T00:00:10Z", now) == now  # clock never set
+    assert meter.parse_timestamp("2026-01-01T00:00:00+01:00", now) == 1767222000.0
     assert meter.parse_timestamp("2026-01-01T00:00:00", now) == now  # no zone
     assert meter.parse_timestamp(None, now) == now
     assert meter.parse_timestamp("yesterday", now) == now
@@ -196,27 +219,63 @@ def test_status_lists_configured_chargers_before_they_connect() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["remote-start", "ev1", "--id-tag", "CARD", "--connector", "2"],
-         {"device": "ev1", "command": "remote_start", "args": {"id_tag": "CARD", "connector": 2}}),
+        (
+            ["remote-start", "ev1", "--id-tag", "CARD", "--connector", "2"],
+            {
+                "device": "ev1",
+                "command": "remote_start",
+                "args": {"id_tag": "CARD", "connector": 2},
+            },
+        ),
         (["remote_stop", "ev1"], {"device": "ev1", "command": "remote_stop", "args": {}}),
-        (["set-charging-profile", "ev1", "--limit", "16", "--unit", "A", "--purpose", "max"],
-         {"device": "ev1", "command": "set_charging_profile",
-          "args": {"limit": 16.0, "unit": "A", "purpose": "max"}}),
-        (["get-configuration", "ev1", "HeartbeatInterval"],
-         {"device": "ev1", "command": "get_configuration", "args": {"keys": ["HeartbeatInterval"]}}),
-        (["change-configuration", "ev1", "HeartbeatInterval", "60"],
-         {"device": "ev1", "command": "change_configuration",
-          "args": {"key": "HeartbeatInterval", "value": "60"}}),
-        (["get-variables", "ev1", "OCPPCommCtrlr.HeartbeatInterval"],
-         {"device": "ev1", "command": "get_variables",
-          "args": {"variables": ["OCPPCommCtrlr.HeartbeatInterval"]}}),
-        (["set-variables", "ev1", "OCPPCommCtrlr.HeartbeatInterval=60"],
-         {"device": "ev1", "command": "set_variables",
-          "args": {"values": {"OCPPCommCtrlr.HeartbeatInterval": "60"}}}),
-        (["reset", "ev1", "--type", "hard"],
-         {"device": "ev1", "command": "reset", "args": {"type": "hard"}}),
-        (["trigger-message", "ev1", "MeterValues"],
-         {"device": "ev1", "command": "trigger_message", "args": {"message": "MeterValues"}}),
+        (
+            ["set-charging-profile", "ev1", "--limit", "16", "--unit", "A", "--purpose", "max"],
+            {
+                "device": "ev1",
+                "command": "set_charging_profile",
+                "args": {"limit": 16.0, "unit": "A", "purpose": "max"},
+            },
+        ),
+        (
+            ["get-configuration", "ev1", "HeartbeatInterval"],
+            {
+                "device": "ev1",
+                "command": "get_configuration",
+                "args": {"keys": ["HeartbeatInterval"]},
+            },
+        ),
+        (
+            ["change-configuration", "ev1", "HeartbeatInterval", "60"],
+            {
+                "device": "ev1",
+                "command": "change_configuration",
+                "args": {"key": "HeartbeatInterval", "value": "60"},
+            },
+        ),
+        (
+            ["get-variables", "ev1", "OCPPCommCtrlr.HeartbeatInterval"],
+            {
+                "device": "ev1",
+                "command": "get_variables",
+                "args": {"variables": ["OCPPCommCtrlr.HeartbeatInterval"]},
+            },
+        ),
+        (
+            ["set-variables", "ev1", "OCPPCommCtrlr.HeartbeatInterval=60"],
+            {
+                "device": "ev1",
+                "command": "set_variables",
+                "args": {"values": {"OCPPCommCtrlr.HeartbeatInterval": "60"}},
+            },
+        ),
+        (
+            ["reset", "ev1", "--type", "hard"],
+            {"device": "ev1", "command": "reset", "args": {"type": "hard"}},
+        ),
+        (
+            ["trigger-message", "ev1", "MeterValues"],
+            {"device": "ev1", "command": "trigger_message", "args": {"message": "MeterValues"}},
+        ),
     ],
 )
 def test_cli_builds_control_requests(argv: list[str], expected: dict[str, object]) -> None:
@@ -228,6 +287,10 @@ def test_cli_builds_control_requests(argv: list[str], expected: dict[str, object
     "argv",
     [[], ["fly", "ev1"], ["reset"], ["set-charging-profile", "ev1"], ["set-variables", "ev1", "x"]],
 )
-def test_cli_usage_errors_raise(argv: list[str]) -> None:
-    with pytest.raises(UsageError):
+def test_cli_usage_errors_exit_with_status_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
         build_request(argv)
+    assert e.value.code == 2
+    assert "usage: edged ocpp" in capsys.readouterr().err

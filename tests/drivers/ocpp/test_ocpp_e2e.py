@@ -1,0 +1,77 @@
+"""End to end through the real daemon: a simulated charger's meter values reach the broker as
+records, and ``edged ocpp`` commands reach the charger over the control socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from ocpp_helpers import free_port, running, wait_until
+
+from drivers.ocpp.simulator import SimCharger, SimConfig
+from tests.conftest import Broker, subscribe, wait_port
+from tests.daemon import Proc, edged, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def ocpp_body(port: int) -> str:
+    return f"""
+[connections.chargers]
+driver = "ocpp"
+host = "127.0.0.1"
+port = {port}
+
+[[devices]]
+id = "ev1"
+connection = "chargers"
+address = "CP-1"
+cloud_licence = "professional"
+"""
+
+
+async def test_meter_values_reach_the_broker_and_commands_reach_the_charger(
+    tmp_path: Path, broker: Broker
+) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, ocpp_body(port), mqtt_port=broker.port)
+    async with subscribe(broker.port, "edged/gw-test/ev1") as col:
+        daemon = Proc(
+            edged("run", "-c", str(cfg)),
+            tmp_path / "daemon.log",
+            env={"EDGED_TRUST_TEST_KEYS": "1"},
+        )
+        try:
+            await asyncio.to_thread(wait_port, port, 20.0)
+            sim = SimCharger(
+                SimConfig(url=f"ws://127.0.0.1:{port}", charge_point_id="CP-1", interval=0.2)
+            )
+            async with running(sim):
+                await col.wait_for(lambda c: len(c.json()) >= 2, timeout=20)
+                record = col.json()[-1]
+                assert record["device"] == "ev1"
+                assert record["values"]["energy_import"]["unit"] == "Wh"
+                assert record["values"]["energy_import"]["value"] > 1_000_000
+                assert record["values"]["power_active"]["unit"] == "W"
+                assert record["values"]["current_l1"]["unit"] == "A"
+
+                proc = await asyncio.create_subprocess_exec(
+                    *edged(
+                        "ocpp", "-c", str(cfg), "set-charging-profile", "ev1", "--limit", "4200"
+                    ),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+                out, err = await asyncio.wait_for(proc.communicate(), 30)
+                assert proc.returncode == 0, err.decode()
+                assert json.loads(out)["result"]["status"] == "Accepted"
+                await wait_until(lambda: sim.power_w == 4200.0)
+                await col.wait_for(
+                    lambda c: c.json()[-1]["values"]["power_active"]["value"] == 4200.0,
+                    timeout=20,
+                )
+        finally:
+            assert daemon.stop() == 0

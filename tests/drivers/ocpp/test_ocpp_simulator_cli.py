@@ -1,0 +1,72 @@
+"""``edged sim ocpp`` as a process: chargers connect, deliver samples, and stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ocpp_helpers import central, charger, wait_until
+
+from drivers.ocpp.cli import hash_password_main
+from drivers.ocpp.passwords import verify_password
+from drivers.ocpp.simulator import charger_ids
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_charger_ids() -> None:
+    assert charger_ids("CP", 3) == ["CP0001", "CP0002", "CP0003"]
+    assert charger_ids("X", 2, start=9999) == ["X09999", "X10000"]
+
+
+async def test_simulator_main_runs_a_fleet_until_sigterm(tmp_path: Path) -> None:
+    devices = [charger(cp.lower(), cp) for cp in charger_ids("SIM", 2)]
+    async with central(devices) as cs:
+        out = tmp_path / "sim.out"
+        with out.open("wb") as fh:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "drivers.ocpp.simulator",
+                "--url",
+                cs.url,
+                "--count",
+                "2",
+                "--interval",
+                "0.1",
+                "--prefix",
+                "SIM",
+                "--version",
+                "2.0.1",
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+        try:
+            await wait_until(lambda: all(cs.ctx.samples_of(d.id) for d in devices), within=20)
+            assert all(cs.driver.status()[d.id]["connected"] for d in devices)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(proc.wait(), 15)
+        text = out.read_text()
+        assert code == 0, text
+        assert "simulating 2 OCPP 2.0.1 charger(s) SIM0001..SIM0002" in text
+        assert "SIM0001: boot Accepted" in text
+        assert "stopping" in text
+
+
+def test_hash_password_command_prints_a_usable_hash(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret\n"))
+    assert hash_password_main([]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert verify_password("s3cret", printed)
