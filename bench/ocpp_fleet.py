@@ -121,6 +121,7 @@ def _raise_fd_limit() -> None:
 
 
 def main() -> int:
+    """Run the benchmark (or, with --serve, the server side of it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--chargers", type=int, default=1000)
     p.add_argument("--interval", type=float, default=10.0, help="seconds between MeterValues")

@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES: dict[str, list[list[str]]] = {
     "modbus_fleet": [["--count", "100"], ["--count", "1000"]],
     "outbox_drain": [["--records", "1000000"]],
-    "kill9_soak": [["--cycles", "100"]],
+    "kill9_soak": [["--cycles", "100"], ["--flap", "60"]],
     "mbus_decode": [[]],
     "mbus_bus": [["--meters", "20"]],
     "ocpp_fleet": [["--chargers", "1000", "--interval", "10"]],

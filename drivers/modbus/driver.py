@@ -119,7 +119,8 @@ class ConnectionRunner:
                 pause = self.device_backoff[poller.device.id].next()
                 nxt = next_tick(phase_of(poller.device.id, interval), interval, now + pause)
             heapq.heappush(heap, (nxt, i))
-            if self.settings.transport == "tcp" and len(self.silent) == len(self.pollers):
+            if self.settings.transport == "tcp" and self._all_silent():
+                # A TCP peer that answers nobody is treated as a dead link and reopened.
                 raise ConnectionLost(f"no device answers on {self.settings.endpoint}")
         await asyncio.Event().wait()
 
@@ -153,6 +154,10 @@ class ConnectionRunner:
         if values:
             self.ctx.sample(Sample(dev.id, ts, values))
         return True
+
+    def _all_silent(self) -> bool:
+        active = [p.device.id for p in self.pollers if p.active]
+        return bool(active) and all(d in self.silent for d in active)
 
     def _set_state(self, device_id: str, state: DeviceState, error: str | None) -> None:
         if self.states.get(device_id) == state:

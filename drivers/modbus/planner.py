@@ -73,7 +73,7 @@ def plan(
             and s.table == table
             and s.start - end <= max_gap
             and max(end, s.end) - start <= max_registers
-            and not any((s.table, r) in avoid for r in range(end, s.start))
+            and not (avoid and any((s.table, r) in avoid for r in range(end, s.start)))
         )
         if fits:
             cur.append(i)

@@ -54,13 +54,20 @@ class Meter:
     """One simulated meter serving a profile's quantities with plausible values."""
 
     def __init__(
-        self, prof: Profile, unit: int = 1, seed: int = 0, clock: Clock = time.time
+        self,
+        prof: Profile,
+        unit: int = 1,
+        seed: int = 0,
+        clock: Clock = time.time,
+        record: bool = False,
     ) -> None:
         self.profile = prof
+        self.record = record
         self.unit = unit
         self.clock = clock
         self.faults = Faults()
         self.fixed: dict[str, float] = {}
+        # Every request, when asked to record (tests); a long-running fleet keeps only counts.
         self.requests: list[tuple[Table, int, int]] = []
         self.request_count = 0
         rnd = (zlib.crc32(f"{prof.name}:{unit}:{seed}".encode()) & 0xFFFF) / 0xFFFF
@@ -125,7 +132,7 @@ class Meter:
     def read(self, table: Table, start: int, count: int) -> list[int] | int | None:
         """Registers for a read request, an exception code, or None to stay silent."""
         self.request_count += 1
-        if len(self.requests) < 10_000:
+        if self.record:
             self.requests.append((table, start, count))
         if self.faults.silent:
             return None
@@ -177,14 +184,20 @@ def serve_pdu(meter: Meter, pdu: bytes) -> bytes | None:
 class _TcpSession(asyncio.Protocol):
     """One client connection to a simulated TCP port (MBAP framing)."""
 
-    def __init__(self, meters: dict[int, Meter]) -> None:
+    def __init__(self, meters: dict[int, Meter], sessions: set[_TcpSession]) -> None:
         self.meters = meters
+        self.sessions = sessions
         self.buf = b""
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.sessions.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sessions.discard(self)
+        self.transport = None
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -275,16 +288,14 @@ class Simulator:
         self.endpoints: list[Endpoint] = []
         self._servers: list[asyncio.Server] = []
         self._slaves: list[_RtuSlave] = []
-        self._sessions: list[_TcpSession] = []
+        self._sessions: set[_TcpSession] = set()
 
     async def add_tcp(self, meters: Sequence[Meter], port: int = 0) -> int:
         """Serve these meters (by unit id) on one TCP port; returns the port."""
         table = {m.unit: m for m in meters}
 
         def factory() -> _TcpSession:
-            s = _TcpSession(table)
-            self._sessions.append(s)
-            return s
+            return _TcpSession(table, self._sessions)
 
         server = await asyncio.get_running_loop().create_server(
             factory, self.host, port, reuse_address=True, backlog=1024
@@ -305,10 +316,9 @@ class Simulator:
 
     def drop_connections(self) -> None:
         """Close every open TCP client connection now."""
-        for s in self._sessions:
+        for s in list(self._sessions):
             if s.transport is not None:
                 s.transport.abort()
-        self._sessions.clear()
 
     async def stop(self) -> None:
         """Stop serving and release ports and pseudo-terminals."""

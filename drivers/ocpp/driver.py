@@ -86,6 +86,9 @@ class OcppDriver:
             process_request=gate.process_request,
             max_size=cfg.max_message_size,
             ping_interval=PING_INTERVAL,
+            # permessage-deflate costs ~50 KiB and CPU per charger; on a local network
+            # the bandwidth it saves does not matter.
+            compression=None,
             close_timeout=CLOSE_TIMEOUT,
         )
         sockets = list(server.sockets)

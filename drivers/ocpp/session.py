@@ -38,6 +38,9 @@ frame_log = logging.getLogger("edged.ocpp.frames")
 frame_log.setLevel(logging.WARNING)
 
 
+_WARN_REJECTED = 10
+
+
 def _now() -> str:
     return iso(time.time())
 
@@ -56,6 +59,7 @@ class _Guarded:
     _connection: ServerConnection
     _call_lock: Any
     _response_queue: Any
+    _rejected = 0
 
     # Provided by the ocpp ChargePoint base class this is mixed into.
     _send: Callable[[str], Awaitable[None]]
@@ -75,8 +79,15 @@ class _Guarded:
             frame = frames.parse(raw, self.version)
         except frames.FrameRejected as e:
             self.hub.ctx.count("frame_rejected", self.device_id)
-            log.warning(
-                "frame rejected device=%s code=%s reason=%s", self.device_id, e.code, e.description
+            self._rejected += 1
+            # A broken charger can send garbage in a loop: warn a few times, then count only.
+            level = logging.WARNING if self._rejected <= _WARN_REJECTED else logging.DEBUG
+            log.log(
+                level,
+                "frame rejected device=%s code=%s reason=%s",
+                self.device_id,
+                e.code,
+                e.description[:200],
             )
             if e.reply:
                 await self._send(frames.call_error(e.unique_id, e.code, e.description))
@@ -151,6 +162,7 @@ class CentralSession16(_Guarded, ChargePoint16):  # type: ignore[misc]  # ocpp i
     def on_boot_notification(
         self, charge_point_vendor: str, charge_point_model: str, **kw: Any
     ) -> Any:
+        """Accept the charger and keep its vendor, model and firmware."""
         st = self.state
         st.vendor, st.model = charge_point_vendor, charge_point_model
         st.firmware = kw.get("firmware_version")
@@ -168,15 +180,18 @@ class CentralSession16(_Guarded, ChargePoint16):  # type: ignore[misc]  # ocpp i
 
     @on("Heartbeat")
     def on_heartbeat(self, **kw: Any) -> Any:
+        """Answer with the current time."""
         return result16.Heartbeat(current_time=_now())
 
     @on("StatusNotification")
     def on_status_notification(self, connector_id: int, status: str, **kw: Any) -> Any:
+        """Keep the connector status."""
         self.state.connectors[_int(connector_id)] = status
         return result16.StatusNotification()
 
     @on("Authorize")
     def on_authorize(self, id_tag: str, **kw: Any) -> Any:
+        """Check the id tag against the local list."""
         return result16.Authorize(id_tag_info={"status": self._tag_status(id_tag)})
 
     def _tag_status(self, id_tag: str) -> str:
@@ -186,6 +201,7 @@ class CentralSession16(_Guarded, ChargePoint16):  # type: ignore[misc]  # ocpp i
     def on_start_transaction(
         self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **kw: Any
     ) -> Any:
+        """Open a transaction with a new id (1.6)."""
         tx_id = self.hub.new_transaction_id()
         status = self._tag_status(id_tag)
         if status == "Accepted":
@@ -205,6 +221,7 @@ class CentralSession16(_Guarded, ChargePoint16):  # type: ignore[misc]  # ocpp i
     def on_stop_transaction(
         self, transaction_id: int, meter_stop: int, timestamp: str, **kw: Any
     ) -> Any:
+        """Close the transaction; its final reading becomes a sample (1.6)."""
         tx = self.state.transactions.pop(str(transaction_id), None)
         extra = {"transaction_id": str(transaction_id)}
         data = kw.get("transaction_data") or []
@@ -237,6 +254,7 @@ class CentralSession16(_Guarded, ChargePoint16):  # type: ignore[misc]  # ocpp i
 
     @on("MeterValues")
     def on_meter_values(self, connector_id: int, meter_value: list[Any], **kw: Any) -> Any:
+        """Turn the meter values into samples."""
         tx_id = kw.get("transaction_id")
         extra = {"connector": str(_int(connector_id))}
         if tx_id is not None:
@@ -259,6 +277,7 @@ class CentralSession201(_Guarded, ChargePoint201):  # type: ignore[misc]  # ocpp
 
     @on("BootNotification")
     def on_boot_notification(self, charging_station: dict[str, Any], reason: str, **kw: Any) -> Any:
+        """Accept the charger and keep its vendor, model and firmware."""
         st = self.state
         st.vendor = charging_station.get("vendor_name")
         st.model = charging_station.get("model")
@@ -278,12 +297,14 @@ class CentralSession201(_Guarded, ChargePoint201):  # type: ignore[misc]  # ocpp
 
     @on("Heartbeat")
     def on_heartbeat(self, **kw: Any) -> Any:
+        """Answer with the current time."""
         return result201.Heartbeat(current_time=_now())
 
     @on("StatusNotification")
     def on_status_notification(
         self, connector_status: str, evse_id: int, connector_id: int, **kw: Any
     ) -> Any:
+        """Keep the connector status."""
         self.state.connectors[_int(evse_id)] = connector_status
         return result201.StatusNotification()
 
@@ -293,6 +314,7 @@ class CentralSession201(_Guarded, ChargePoint201):  # type: ignore[misc]  # ocpp
 
     @on("Authorize")
     def on_authorize(self, id_token: dict[str, Any], **kw: Any) -> Any:
+        """Check the id tag against the local list."""
         return result201.Authorize(id_token_info=self._token_info(id_token))
 
     @on("TransactionEvent")
@@ -305,6 +327,7 @@ class CentralSession201(_Guarded, ChargePoint201):  # type: ignore[misc]  # ocpp
         transaction_info: dict[str, Any],
         **kw: Any,
     ) -> Any:
+        """Track the transaction and turn its meter values into samples."""
         tx_id = str(transaction_info.get("transaction_id"))
         evse = kw.get("evse") or {}
         token = kw.get("id_token")
@@ -334,6 +357,7 @@ class CentralSession201(_Guarded, ChargePoint201):  # type: ignore[misc]  # ocpp
 
     @on("MeterValues")
     def on_meter_values(self, evse_id: int, meter_value: list[Any], **kw: Any) -> Any:
+        """Turn the meter values into samples."""
         samples = meter.samples(self.device_id, meter_value, {"evse": str(_int(evse_id))})
         self._update_energy(self.state, None, samples)
         self.hub.deliver(self.device_id, samples)
@@ -341,10 +365,12 @@ class CentralSession201(_Guarded, ChargePoint201):  # type: ignore[misc]  # ocpp
 
     @on("NotifyEvent")
     def on_notify_event(self, **kw: Any) -> Any:
+        """Acknowledge a device model event."""
         return result201.NotifyEvent()
 
     @on("SecurityEventNotification")
     def on_security_event(self, type: str, **kw: Any) -> Any:
+        """Log a security event."""
         log.warning("security event device=%s type=%s", self.device_id, type)
         return result201.SecurityEventNotification()
 

@@ -91,6 +91,8 @@ class SimCharger:
             "MeterValueSampleInterval": str(int(config.interval)),
         }
         self._cp: Any = None
+        self._seq = -1
+        """TransactionEvent sequence number (2.0.1)."""
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- electrical model ------------------------------------------------------------------
@@ -341,7 +343,7 @@ class SimCharger:
         self.meter_values_sent += 1
 
     def _tx_event(self, event: str, trigger: str, meter_value: list[Any] | None) -> Any:
-        self._seq = getattr(self, "_seq", -1) + 1
+        self._seq += 1
         info: dict[str, Any] = {"transaction_id": self.transaction_id}
         if event == "Ended":
             info["stopped_reason"] = "Remote"

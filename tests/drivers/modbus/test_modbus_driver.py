@@ -179,7 +179,7 @@ async def test_scattered_registers_are_read_in_the_minimum_number_of_requests(
 ) -> None:
     path = tmp_path / "scattered.toml"
     path.write_text(SCATTERED)
-    meter = Meter(profile.load(path))
+    meter = Meter(profile.load(path), record=True)
     ctx = RecordingContext()
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
@@ -205,7 +205,7 @@ async def test_exception_response_disables_only_its_point(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     prof = profile.load(profile.shipped()["eastron_sdm630"])
-    meter = Meter(prof)
+    meter = Meter(prof, record=True)
     meter.faults.refuse("input", [0x46, 0x47])  # frequency
     ctx = RecordingContext()
     caplog.set_level(logging.WARNING, logger="drivers.modbus")
@@ -228,8 +228,12 @@ async def test_exception_response_disables_only_its_point(
     assert len(warnings) == 1
     assert "device=m1 quantity=frequency" in warnings[0]
     assert "register=70" in warnings[0]
-    # The search for the bad point is not repeated: later polls use the refined plan.
-    assert per_poll_after <= 8
+    # The search is not repeated: later polls read the rest in as few requests as the
+    # profile's limits allow without touching the refused registers.
+    assert per_poll_after == 5
+    last_poll = meter.requests[-5:]
+    assert sorted(last_poll) == [("input", 0, 36), ("input", 52, 12), ("input", 72, 8),
+                                 ("input", 200, 6), ("input", 224, 2)]  # fmt: skip
 
 
 async def test_silent_meter_does_not_delay_another_connection() -> None:
@@ -337,7 +341,7 @@ async def test_energy_grows_with_power_over_time() -> None:
 
 async def test_rtu_over_a_pseudo_terminal() -> None:
     prof = profile.load(profile.shipped()["carlo_gavazzi_em24"])
-    m3, m9 = Meter(prof, unit=3), Meter(prof, unit=9)
+    m3, m9 = Meter(prof, unit=3, record=True), Meter(prof, unit=9)
     m9.fixed["power_active"] = 4321.5
     ctx = RecordingContext()
     async with Simulator() as sim:
@@ -365,3 +369,25 @@ async def test_serial_port_that_cannot_be_opened_is_offline(tmp_path: Path) -> N
         await ctx.wait_for(lambda: ctx.last_state("r") == DeviceState.OFFLINE)
     assert ctx.samples == []
     assert "cannot connect" in (ctx.states[-1][2] or "")
+
+
+async def test_refused_unmapped_register_splits_the_request_and_disables_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "scattered.toml"
+    path.write_text(SCATTERED)
+    meter = Meter(profile.load(path), record=True)
+    meter.faults.refuse("holding", [3])  # inside the gap between the first two points
+    ctx = RecordingContext()
+    caplog.set_level(logging.WARNING, logger="drivers.modbus")
+    async with Simulator() as sim:
+        port = await sim.add_tcp([meter])
+        async with running(
+            conn(host="127.0.0.1", port=port), [dev("s1", str(path), poll_interval=0.05)], ctx
+        ):
+            await ctx.wait_for(lambda: len(ctx.samples) >= 3)
+    assert all(len(s.values) == 8 for s in ctx.samples)
+    assert not [r for r in caplog.records if "point disabled" in r.getMessage()]
+    last = meter.requests[-6:]
+    assert ("holding", 0, 2) in last and ("holding", 5, 2) in last
+    assert ("holding", 0, 7) not in last

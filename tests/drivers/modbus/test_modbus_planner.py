@@ -85,3 +85,10 @@ def test_greedy_plan_is_minimal_and_valid(
         assert _feasible(mine, r.start, r.end, max_registers, max_gap)
     assert sorted(i for r in reqs for i in r.points) == list(range(len(spans)))
     assert len(reqs) == _brute_force_minimum(spans, max_registers, max_gap)
+
+
+def test_avoided_registers_are_never_read_over() -> None:
+    spans = [Span("input", 0, 2), Span("input", 4, 2), Span("input", 8, 2)]
+    reqs = plan(spans, 125, 10, avoid={("input", 6)})
+    assert [(r.start, r.count) for r in reqs] == [(0, 6), (8, 2)]
+    assert [(r.start, r.count) for r in plan(spans, 125, 10, avoid={("holding", 6)})] == [(0, 10)]
