@@ -209,9 +209,12 @@ def main() -> int:
     print("OCPP fleet benchmark")
     print(
         f"  setup: {args.chargers} simulated OCPP {args.version} chargers in one process, "
-        f"MeterValues (11 sampled values) every {args.interval:g} s,"
+        f"MeterValues (10 sampled values) every {args.interval:g} s,"
     )
-    print("         central system (OcppDriver, schema validation inline) in its own process,")
+    print(
+        "         central system (OcppDriver: inline schema validation, no permessage-deflate)"
+        " in its own process,"
+    )
     print(
         f"         loopback WebSockets, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs ({platform.machine()}), shared machine"

@@ -29,7 +29,7 @@ from edged.control import ControlServer
 from edged.errors import ConfigError, EdgedError
 from edged.licensing import enforcement
 from edged.metrics import Metrics
-from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Record, Sample, Source
+from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Record, Sample, Source, Tier
 from edged.outbox import Outbox
 from edged.systemd import Notifier, Watchdog
 from edged.throttle import Throttle
@@ -100,9 +100,21 @@ def _admit(
 
 def _fingerprint(conn: ConnectionSpec, devices: Sequence[DeviceSpec]) -> object:
     """What a connection task depends on; an equal fingerprint means no restart on reload."""
+    # Tier, publish interval, labels and licence group matter to the pipeline, not to the
+    # driver: changing them must not drop a bus or disconnect chargers.
     return (
         dataclasses.replace(conn, source=_NO_SOURCE),
-        tuple(dataclasses.replace(d, source=_NO_SOURCE) for d in devices),
+        tuple(
+            dataclasses.replace(
+                d,
+                source=_NO_SOURCE,
+                cloud_licence=Tier.BASIC,
+                publish_interval=None,
+                labels={},
+                licence_group=None,
+            )
+            for d in devices
+        ),
     )
 
 
@@ -493,6 +505,10 @@ class Daemon:
                 await self.reload()
         await self.shutdown()
         return 0
+
+    def stop(self) -> None:
+        """Ask the daemon to stop (what SIGTERM does)."""
+        self._stop.set()
 
     async def reload(self) -> bool:
         """Validate the config anew and apply it; keep the old one if anything is wrong."""

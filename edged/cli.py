@@ -173,9 +173,12 @@ def _status(socket: Path, as_json: bool) -> int:
 
 
 def _ocpp(argv: list[str]) -> int:
-    from drivers.ocpp.cli import build_request
+    from drivers.ocpp.cli import build_request, hash_password_main
+
+    if argv[:1] == ["hash-password"]:
+        return hash_password_main(argv[1:])
     from edged.control import request
-    from edged.errors import ControlError
+    from edged.errors import ConfigError, ControlError
 
     ap = argparse.ArgumentParser(prog="edged ocpp", add_help=False)
     ap.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
@@ -190,6 +193,9 @@ def _ocpp(argv: list[str]) -> int:
     }
     try:
         reply = asyncio.run(request(_socket_path(known.config, known.socket), msg))
+    except ConfigError as exc:
+        print(f"edged: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
     except ControlError as exc:
         print(f"edged: {exc}", file=sys.stderr)
         return 1

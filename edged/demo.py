@@ -47,8 +47,16 @@ def _start(
 
 
 # Shown first when a record has them; other quantities fill up to four columns.
-_PREFERRED = ("energy_import", "power_active", "energy_heat", "volume", "power_thermal",
-              "flow_temperature", "state_of_charge", "current_import")
+_PREFERRED = (
+    "energy_import",
+    "power_active",
+    "energy_heat",
+    "volume",
+    "power_thermal",
+    "flow_temperature",
+    "state_of_charge",
+    "current_import",
+)
 
 
 def _summary(values: dict[str, dict[str, object]]) -> str:

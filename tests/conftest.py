@@ -79,9 +79,7 @@ class Broker:
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """A fresh mosquitto on a free loopback port."""
     if not os.path.exists(MOSQUITTO):
-        pytest.fail(
-            "mosquitto is missing: `make test` installs it, or apt-get install mosquitto"
-        )
+        pytest.fail("mosquitto is missing: `make test` installs it, or apt-get install mosquitto")
     b = Broker(free_port(), tmp_path)
     b.start()
     yield b

@@ -50,9 +50,7 @@ class MeterThread:
     def serve(self, units: Sequence[int]) -> tuple[int, dict[int, Meter]]:
         """Serve one meter per unit id on a new port; returns the port and the meters."""
         meters = {u: Meter(self._profile, unit=u, seed=u) for u in units}
-        fut = asyncio.run_coroutine_threadsafe(
-            self._sim.add_tcp(list(meters.values())), self._loop
-        )
+        fut = asyncio.run_coroutine_threadsafe(self._sim.add_tcp(list(meters.values())), self._loop)
         return fut.result(10), meters
 
     def close(self) -> None:

@@ -10,9 +10,7 @@ from edged import app
 from edged import config as configmod
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = sorted(
-    [ROOT / "config" / "edged.toml", *sorted((ROOT / "config").glob("*/*.toml"))]
-)
+SHIPPED = sorted([ROOT / "config" / "edged.toml", *sorted((ROOT / "config").glob("*/*.toml"))])
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT)) for p in SHIPPED])

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Broker, free_port
-from licences import grant_capacity
 
 from edged.systemd import Notifier, Watchdog
+from tests.conftest import Broker, free_port
+from tests.licences import grant_capacity
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def drain(sock: socket.socket) -> list[str]:
             return out
 
 
-async def receive(sock: socket.socket, count: int, timeout: float = 5.0) -> list[str]:  # noqa: ASYNC109
+async def receive(sock: socket.socket, count: int, timeout: float = 5.0) -> list[str]:
     """Wait (on the loop) until at least ``count`` datagrams have arrived."""
     got: list[str] = []
     deadline = asyncio.get_running_loop().time() + timeout
@@ -141,7 +141,7 @@ async def test_blocked_loop_sends_no_pings(notify_socket: tuple[socket.socket, s
         async def stuck() -> list[str]:
             drain(sock)
             # A blocking call on the loop: exactly what the watchdog must catch.
-            time.sleep(0.3)  # noqa: ASYNC251
+            time.sleep(0.3)
             return drain(sock)
 
         assert await asyncio.create_task(stuck()) == []

@@ -10,8 +10,12 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from conftest import Broker, subscribe
-from uplink_helpers import (
+
+from edged.config import MqttConfig
+from edged.outbox import Outbox
+from edged.uplink import Uplink, backoff_delay, describe_error
+from tests.conftest import Broker, subscribe
+from tests.uplink_helpers import (
     KEEP_USER,
     durable_subscriber,
     mqtt_config,
@@ -19,10 +23,6 @@ from uplink_helpers import (
     record,
     wait_until,
 )
-
-from edged.config import MqttConfig
-from edged.outbox import Outbox
-from edged.uplink import Uplink, backoff_delay, describe_error
 
 
 @contextlib.asynccontextmanager
@@ -184,7 +184,7 @@ async def test_outbox_limit_during_outage_drops_exactly_the_oldest(
 async def test_connect_failure_is_one_clear_line_and_keeps_retrying(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from conftest import free_port
+    from tests.conftest import free_port
 
     caplog.set_level(logging.INFO, logger="edged.uplink")
     cfg = mqtt_config(free_port())
@@ -259,7 +259,7 @@ def _cert_pair(
 @pytest.fixture
 def tls_broker(broker: Broker, tmp_path: Path) -> tuple[Broker, int, Path]:
     """The broker with an extra TLS listener that requires client certificates."""
-    from conftest import free_port, wait_port
+    from tests.conftest import free_port, wait_port
 
     pki = tmp_path / "pki"
     pki.mkdir()

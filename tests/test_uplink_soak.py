@@ -11,12 +11,12 @@ import resource
 from pathlib import Path
 
 import pytest
-from conftest import Broker, subscribe
-from uplink_child import kill_cycles
-from uplink_helpers import mqtt_config, record, wait_until
 
 from edged.outbox import Outbox
 from edged.uplink import Uplink
+from tests.conftest import Broker, subscribe
+from tests.uplink_child import kill_cycles
+from tests.uplink_helpers import mqtt_config, record, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -385,7 +385,9 @@ async def _serve(args: argparse.Namespace) -> None:
 def main(argv: list[str]) -> int:
     """``edged sim modbus``: serve simulated meters until SIGINT or SIGTERM."""
     ap = argparse.ArgumentParser(
-        prog="edged sim modbus", description="Serve simulated Modbus meters."
+        prog="edged sim modbus",
+        description="Serve simulated Modbus meters until SIGINT or SIGTERM "
+        "(SIGUSR1 prints the number of requests served).",
     )
     ap.add_argument(
         "--profile",

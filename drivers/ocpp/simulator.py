@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
 from drivers.ocpp._lib import (
@@ -141,6 +141,7 @@ class SimCharger:
             cls = _SimSession16 if cfg.version == "1.6" else _SimSession201
             self._cp = cls(cfg.charge_point_id, ws, self)
             flow = asyncio.create_task(self._flow())
+            flow.add_done_callback(self._flow_ended)
             try:
                 await self._cp.start()
             except ConnectionClosed:
@@ -151,6 +152,14 @@ class SimCharger:
                     task.cancel()
                 self.booted.clear()
                 self.connection = None
+
+    def _flow_ended(self, task: asyncio.Task[None]) -> None:
+        # A refused boot or a timed-out call ends the flow; reconnecting starts it over.
+        if task.cancelled() or task.exception() is None:
+            return
+        self.say(f"{self.config.charge_point_id}: {task.exception()!r}; closing the connection")
+        if self.connection is not None:
+            self.spawn(self.connection.close())
 
     async def close(self) -> None:
         """Close the WebSocket (the charger goes away)."""
@@ -637,9 +646,14 @@ class Fleet:
                     f"{charger.config.charge_point_id}: refused with HTTP {e.response.status_code}"
                 )
                 delay = min(delay * 2, 60.0)
-            except (OSError, ConnectionClosed, TimeoutError) as e:
+            except (OSError, ConnectionClosed, TimeoutError, InvalidHandshake) as e:
                 self.say(f"{charger.config.charge_point_id}: connection failed: {e}")
                 delay = min(delay * 2, 30.0)
+            except Exception as e:
+                # One charger's surprise must not end the whole fleet.
+                log.exception("simulated charger failed cp=%s", charger.config.charge_point_id)
+                self.say(f"{charger.config.charge_point_id}: failed: {e!r}")
+                delay = min(delay * 2, 60.0)
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
 
     async def run(self) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from licence_helpers import Clock
 
 from edged.licensing.store import LicenceStore
 from edged.licensing.testing import fake_install_code, store_trusting_test_key
+from tests.licensing.licence_helpers import Clock
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import types
 from pathlib import Path
 
 import pytest
-from licence_helpers import TEST_KEY
 
 from edged.licensing import issue
 from edged.licensing.cli import main
+from tests.licensing.licence_helpers import TEST_KEY
 
 
 @pytest.fixture(autouse=True)

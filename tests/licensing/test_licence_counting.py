@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from licence_helpers import DAY, T0
 
 from edged.licensing.counting import capacity_at, plan_admission, units_needed
 from edged.licensing.licence import Licence, LicenceKind
 from edged.model import DeviceSpec
+from tests.licensing.licence_helpers import DAY, T0
 
 
 def dev(i: int | str, group: str | None = None) -> DeviceSpec:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from licence_helpers import DAY, T0
 
 from edged.licensing.licence import Licence, LicenceKind
 from edged.licensing.release import RELEASE_KIND, RELEASE_VERSION, covers
+from tests.licensing.licence_helpers import DAY, T0
 
 END = T0 + 365 * DAY  # 2027-11-23T12:00Z
 

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from licence_helpers import DAY, T0, TEST_KEY, Clock
 
 from edged.errors import LicenceError
 from edged.licensing import receipt
@@ -20,6 +19,7 @@ from edged.licensing.testing import (
     issue_test_licence,
     store_trusting_test_key,
 )
+from tests.licensing.licence_helpers import DAY, T0, TEST_KEY, Clock
 
 
 def _trial(code: str, lid: str = "L-TRIAL", issued: float = T0) -> bytes:

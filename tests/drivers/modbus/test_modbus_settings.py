@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import conn, dev
 
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.settings import connection
 from edged.errors import ConfigError
+from tests.drivers.modbus.helpers import conn, dev
 
 
 def test_tcp_defaults_and_endpoint() -> None:

@@ -93,10 +93,10 @@ def charger(device_id: str, address: str | None = None, **settings: Any) -> Devi
 
 @contextlib.asynccontextmanager
 async def central(
-    devices: list[DeviceSpec], scheme: str = "ws", **settings: Any
+    devices: list[DeviceSpec], scheme: str = "ws", port: int | None = None, **settings: Any
 ) -> AsyncIterator[Central]:
-    """Run an OcppDriver on a free port until the block ends."""
-    port = free_port()
+    """Run an OcppDriver (on a free port unless given) until the block ends."""
+    port = port or free_port()
     conn_settings: Mapping[str, Any] = {"host": "127.0.0.1", "port": port, **settings}
     conn = ConnectionSpec(name="cs", driver="ocpp", settings=conn_settings)
     driver = OcppDriver()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from ocpp_helpers import central, charger, running, wait_until
 
 from drivers.ocpp.errors import ChargerNotConnected, CommandError, UnknownCharger
 from edged.model import DeviceState
+from tests.drivers.ocpp.ocpp_helpers import central, charger, running, wait_until
 
 
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])

@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ocpp_helpers import free_port, running, wait_until
 
 from drivers.ocpp.simulator import SimCharger, SimConfig
 from tests.conftest import Broker, subscribe, wait_port
 from tests.daemon import Proc, edged, write_config
+from tests.drivers.ocpp.ocpp_helpers import free_port, running, wait_until
 
 pytestmark = pytest.mark.slow
 

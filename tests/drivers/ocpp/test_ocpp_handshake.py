@@ -13,7 +13,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from ocpp_helpers import central, charger, running, wait_until
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
@@ -22,6 +21,7 @@ from drivers.ocpp.driver import hash_password
 from drivers.ocpp.passwords import verify_password
 from edged.errors import ConfigError
 from edged.model import ConnectionSpec, DeviceState
+from tests.drivers.ocpp.ocpp_helpers import central, charger, running, wait_until
 
 # One hash for the whole module: scrypt is slow on purpose.
 SECRET = "correct horse battery"

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ocpp_helpers import Central, central, charger, running, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from edged.model import DeviceState
+from tests.drivers.ocpp.ocpp_helpers import Central, central, charger, running, wait_until
 
 HEARTBEAT = '[2,"hb-1","Heartbeat",{}]'
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
-from ocpp_helpers import central, charger, running, wait_until
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from edged.model import DeviceState
+from tests.drivers.ocpp.ocpp_helpers import central, charger, running, wait_until
 
 
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
@@ -36,5 +41,69 @@ async def test_charger_boots_transacts_and_meter_values_become_samples(version: 
             assert sample.attrs["context"] == "Sample.Periodic"
             assert sample.attrs["transaction_id"] == sim.transaction_id
             await wait_until(lambda: cs.driver.status()["ev1"]["transaction"]["energy_wh"] > 0)
+            json.dumps(cs.driver.status())  # JSON-ready for the control socket
         await wait_until(lambda: cs.ctx.last_state("ev1") is DeviceState.OFFLINE)
         assert cs.driver.status()["ev1"]["connected"] is False
+
+
+@pytest.mark.parametrize(
+    ("version", "request_for", "status_of"),
+    [
+        (
+            "1.6",
+            lambda tag: {"idTag": tag},
+            lambda payload: payload["idTagInfo"]["status"],
+        ),
+        (
+            "2.0.1",
+            lambda tag: {"idToken": {"idToken": tag, "type": "ISO14443"}},
+            lambda payload: payload["idTokenInfo"]["status"],
+        ),
+    ],
+)
+async def test_authorize_uses_the_local_id_tag_list(
+    version: str, request_for: Any, status_of: Any
+) -> None:
+    sub = Subprotocol("ocpp1.6" if version == "1.6" else "ocpp2.0.1")
+    async with (
+        central([charger("ev1", "CP1")], id_tags=["GOOD"]) as cs,
+        connect(f"{cs.url}/CP1", subprotocols=[sub]) as ws,
+    ):
+        for tag, expected in (("GOOD", "Accepted"), ("STOLEN", "Invalid")):
+            await ws.send(json.dumps([2, tag, "Authorize", request_for(tag)]))
+            reply = json.loads(await ws.recv())
+            assert reply[:2] == [3, tag]
+            assert status_of(reply[2]) == expected
+
+
+async def test_refused_id_tag_starts_no_transaction() -> None:
+    async with central([charger("ev1", "CP1")], id_tags=["GOOD"]) as cs:
+        sim = cs.sim("CP1", "1.6", interval=0.05, id_tag="STOLEN")
+        async with running(sim):
+            await wait_until(
+                lambda: cs.driver.status()["ev1"]["connectors"].get("1") == "Available"
+            )
+            await wait_until(lambda: len(cs.ctx.samples_of("ev1")) >= 2)
+            assert sim.transaction_id is None
+            assert cs.driver.status()["ev1"]["transaction"] is None
+            assert cs.ctx.last_value("ev1", "power_active") == 0.0
+
+
+async def test_stop_transaction_reports_the_final_reading() -> None:
+    async with central([charger("ev1", "CP1")]) as cs:
+        sim = cs.sim("CP1", "1.6", interval=0.05)
+        async with running(sim):
+            await sim.charging.wait()
+            await wait_until(lambda: len(cs.ctx.samples_of("ev1")) >= 2)
+            tx = sim.transaction_id
+            await cs.driver.command("ev1", "remote_stop", {})
+            await wait_until(
+                lambda: any(
+                    s.attrs.get("context") == "Transaction.End" for s in cs.ctx.samples_of("ev1")
+                )
+            )
+            final = next(
+                s for s in cs.ctx.samples_of("ev1") if s.attrs.get("context") == "Transaction.End"
+            )
+            assert final.attrs["transaction_id"] == tx
+            assert final.values["energy_import"] == pytest.approx(sim.energy_wh, abs=1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -12,11 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from ocpp_helpers import central, charger, wait_until
 
 from drivers.ocpp.cli import hash_password_main
 from drivers.ocpp.passwords import verify_password
-from drivers.ocpp.simulator import charger_ids
+from drivers.ocpp.simulator import Fleet, SimConfig, charger_ids
+from tests.drivers.ocpp.ocpp_helpers import central, charger, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -70,3 +71,23 @@ def test_hash_password_command_prints_a_usable_hash(
     assert hash_password_main([]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert verify_password("s3cret", printed)
+
+
+async def test_fleet_reconnects_after_the_central_system_restarts() -> None:
+    ids = charger_ids("F", 2)
+    devices = [charger(cp.lower(), cp) for cp in ids]
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}"
+    fleet = Fleet([SimConfig(url=url, charge_point_id=cp, interval=0.05) for cp in ids])
+    task = asyncio.create_task(fleet.run())
+    try:
+        async with central(devices, port=port) as first:
+            await wait_until(lambda: all(first.ctx.samples_of(d.id) for d in devices), within=20)
+        await wait_until(lambda: fleet.connected == 0)
+        async with central(devices, port=port) as second:
+            await wait_until(lambda: all(second.ctx.samples_of(d.id) for d in devices), within=20)
+            assert fleet.connected == 2
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -8,13 +8,13 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ocpp_helpers import charger
 
 from drivers.ocpp import frames, meter
 from drivers.ocpp.cli import build_request
 from drivers.ocpp.driver import OcppDriver
 from edged.errors import ConfigError
 from edged.model import QUANTITIES, ConnectionSpec, unit_of
+from tests.drivers.ocpp.ocpp_helpers import charger
 
 # -- frames ---------------------------------------------------------------------------------
 
