@@ -118,6 +118,24 @@ def _fingerprint(conn: ConnectionSpec, devices: Sequence[DeviceSpec]) -> object:
     )
 
 
+async def _cancel_and_wait(tasks: Sequence[asyncio.Task[None]], timeout: float = 3.0) -> None:
+    """Cancel tasks and wait until they have ended.
+
+    Cancels again while waiting: on Python 3.11 ``asyncio.wait_for`` can swallow a
+    cancellation that races with the completion of what it waits for (pymodbus nests
+    it in connect), and a task that survived its cancel would go on polling the bus.
+    """
+    pending = {t for t in tasks if not t.done()}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.2)
+        if pending and time.monotonic() > deadline:
+            log.error("tasks did not stop tasks=%s", ",".join(t.get_name() for t in pending))
+            return
+
+
 @dataclass
 class DeviceStatus:
     """Live state of one device, for status and metrics."""
@@ -185,6 +203,7 @@ class Daemon:
         self._control: ControlServer | None = None
         self._last_tick = time.monotonic()
         self._licence_poke = asyncio.Event()
+        self._tier_gauges_for: Plan | None = None
 
     # -- pipeline -----------------------------------------------------------------
 
@@ -262,11 +281,33 @@ class Daemon:
         if self.plan is not None:
             self.metrics.set_gauge("licence_capacity", self.plan.licence_total)
             self.metrics.set_gauge("licence_used", self.plan.licence_used)
+            if self._tier_gauges_for is not self.plan:
+                self._set_tier_gauges(self.plan)
         counts = {s: 0 for s in DeviceState}
         for st in self.devices.values():
             counts[st.state] += 1
         for state, n in counts.items():
             self.metrics.set_gauge("devices", n, state=state.value)
+
+    def _set_tier_gauges(self, plan: Plan) -> None:
+        """Account tier, interval in force and each device's cloud licence (1 = the current)."""
+        status = tiers.tier_status(plan.config)
+        for tier in Tier:
+            self.metrics.set_gauge(
+                "account_tier",
+                1.0 if tier.value == status["account_tier"] else 0.0,
+                tier=tier.value,
+            )
+        self.metrics.set_gauge("account_tier_interval", float(status["interval"]))
+        for dev in plan.config.devices:
+            for tier in Tier:
+                self.metrics.set_gauge(
+                    "device_cloud_licence",
+                    1.0 if dev.cloud_licence is tier else 0.0,
+                    device=dev.id,
+                    tier=tier.value,
+                )
+        self._tier_gauges_for = plan
 
     def healthy(self) -> bool:
         """True while the loop ticks and the uplink task is alive (watchdog condition)."""
@@ -303,7 +344,7 @@ class Daemon:
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, 60.0)
 
-    def _apply(self, plan: Plan) -> None:
+    async def _apply(self, plan: Plan) -> None:
         """Start, keep or restart connection tasks so they match the plan."""
         by_conn: dict[str, list[DeviceSpec]] = {n: [] for n in plan.config.connections}
         for dev in plan.admitted:
@@ -313,12 +354,15 @@ class Daemon:
             for name, conn in plan.config.connections.items()
             if by_conn[name]
         }
+        stopping = []
         for name in list(self.connections):
             run = self.connections[name]
             if wanted.get(name) != run.fingerprint:
                 log.info("stopping connection connection=%s", name)
-                run.task.cancel()
+                stopping.append(run.task)
                 del self.connections[name]
+        # The old task must be gone before a new one opens the same bus.
+        await _cancel_and_wait(stopping)
         old = self.devices
         self.devices = {}
         for dev in plan.config.devices:
@@ -392,7 +436,7 @@ class Daemon:
                 ",".join(dropped) or "-",
                 ",".join(added) or "-",
             )
-            self._apply(
+            await self._apply(
                 dataclasses.replace(
                     plan,
                     admitted=result.admitted,
@@ -479,7 +523,7 @@ class Daemon:
         except OSError as exc:
             log.error("control socket unavailable path=%s error=%s", cfg.control.socket, exc)
             self._control = None
-        self._apply(plan)
+        await self._apply(plan)
         self._tasks.append(asyncio.create_task(self._tick(), name="tick"))
         self._tasks.append(asyncio.create_task(self._licence_watch(), name="licences"))
         self._tasks.append(
@@ -523,7 +567,7 @@ class Daemon:
                     "reload: [mqtt] and [outbox] changes need a restart; keeping the old "
                     "settings for them"
                 )
-            self._apply(plan)
+            await self._apply(plan)
             self._licence_poke.set()
             log.info(
                 "reloaded config=%s devices=%d unlicensed=%d",
@@ -545,9 +589,7 @@ class Daemon:
         """Stop polling, flush everything durable, give the uplink a moment, exit."""
         self.notifier.notify("STOPPING=1")
         log.info("stopping")
-        for run in self.connections.values():
-            run.task.cancel()
-        await asyncio.gather(*(r.task for r in self.connections.values()), return_exceptions=True)
+        await _cancel_and_wait([r.task for r in self.connections.values()])
         self.connections.clear()
         if self.throttle is not None and self.outbox is not None:
             self._emit(self.throttle.flush())

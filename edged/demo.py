@@ -24,6 +24,38 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "config" / "demo"
 
 
+# The simulated site: two electricity meters behind one Modbus TCP gateway, a heat meter
+# behind an M-Bus-to-TCP converter (paced at 2400 baud) and an OCPP 2.0.1 charger.
+MODBUS_SIM = (
+    "sim",
+    "modbus",
+    "--profile",
+    "eastron_sdm630",
+    "--count",
+    "2",
+    "--units-per-port",
+    "2",
+    "--port",
+    "15020",
+)
+MBUS_SIM = ("sim", "mbus", "--tcp-port", "15100", "--slaves", "1", "--baud", "2400")
+OCPP_SIM = (
+    "sim",
+    "ocpp",
+    "--url",
+    "ws://127.0.0.1:19000",
+    "--count",
+    "1",
+    "--prefix",
+    "CP",
+    "--version",
+    "2.0.1",
+    "--interval",
+    "2",
+    "--quiet",
+)
+
+
 def _edged(*args: str) -> list[str]:
     return [sys.executable, "-m", "edged.cli", *args]
 
@@ -66,35 +98,55 @@ def _summary(values: dict[str, dict[str, object]]) -> str:
     for name in names[:4]:
         v = values[name]
         unit = f" {v['unit']}" if v.get("unit") else ""
-        parts.append(f"{name}={v['value']:g}{unit}")
+        parts.append(f"{name}={v['value']:.10g}{unit}")
     return ", ".join(parts)
 
 
+def _show(topic: str, raw: bytes, start: float) -> bool:
+    """Print one message; True when it was a record."""
+    if not raw.startswith(b"{"):
+        print(f"{topic}: {raw.decode(errors='replace')}", flush=True)
+        return False
+    body = json.loads(raw)
+    if "values" not in body:
+        print(f"{topic}: {body}", flush=True)
+        return False
+    print(
+        f"+{time.monotonic() - start:5.1f}s {body['device']:<8} seq={body['seq']:<5} "
+        f"{_summary(body['values'])}",
+        flush=True,
+    )
+    return True
+
+
 async def _watch(port: int, duration: float | None, start: float) -> int:
+    """Print what arrives at the broker until the duration is over (reconnecting if dropped)."""
     import aiomqtt
 
     seen = 0
-    async with aiomqtt.Client("127.0.0.1", port, identifier="edged-demo-viewer") as client:
-        await client.subscribe("edged/#", qos=1)
-        async with asyncio.timeout(duration):
-            async for msg in client.messages:
-                topic = str(msg.topic)
-                raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
-                if not raw.startswith(b"{"):
-                    print(f"{topic}: {raw.decode(errors='replace')}")
-                    continue
-                body = json.loads(raw)
-                if "values" not in body:
-                    print(f"{topic}: {body}")
-                    continue
-                seen += 1
-                vals = _summary(body["values"])
-                print(
-                    f"+{time.monotonic() - start:5.1f}s {body['device']:<8} seq={body['seq']:<5} "
-                    f"{vals}",
-                    flush=True,
+    async with asyncio.timeout(duration):
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    "127.0.0.1", port, identifier=f"edged-demo-viewer-{os.getpid()}"
+                ) as client:
+                    await client.subscribe("edged/#", qos=1)
+                    async for msg in client.messages:
+                        raw = msg.payload if isinstance(msg.payload, bytes) else b""
+                        seen += _show(str(msg.topic), raw, start)
+            except aiomqtt.MqttError as exc:
+                print(f"demo: viewer lost the broker ({exc}); reconnecting", flush=True)
+                await asyncio.sleep(0.5)
+
+
+def _ports_free(ports: tuple[int, ...]) -> None:
+    """Refuse to start when another demo (or anything) holds the demo's ports."""
+    for port in ports:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                raise SystemExit(
+                    f"demo: port {port} on 127.0.0.1 is in use (is another demo running?)"
                 )
-    return seen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     args = ap.parse_args(argv)
     start = time.monotonic()
+    _ports_free((18830, 15020, 15100, 19000))
     var = DEMO / "var"
     shutil.rmtree(var, ignore_errors=True)
     var.mkdir(parents=True)
@@ -117,30 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         procs.append(_start([mosq, "-c", str(var / "mosquitto.conf")], logs / "mosquitto.log"))
         _wait_port(18830)
-        procs.append(
-            _start(
-                _edged(
-                    "sim",
-                    "modbus",
-                    "--profile",
-                    "eastron_sdm630",
-                    "--count",
-                    "2",
-                    "--units-per-port",
-                    "2",
-                    "--port",
-                    "15020",
-                ),
-                logs / "sim-modbus.log",
-            )
-        )
+        procs.append(_start(_edged(*MODBUS_SIM), logs / "sim-modbus.log"))
+        procs.append(_start(_edged(*MBUS_SIM), logs / "sim-mbus.log"))
         _wait_port(15020)
+        _wait_port(15100)
         subprocess.run(
             _edged("license", "demo-trial", "--dir", str(var / "licences")),
             check=True,
             env={**os.environ, **env},
         )
         procs.append(_start(_edged("run", "-c", str(DEMO / "edged.toml")), logs / "edged.log", env))
+        _wait_port(19000)
+        procs.append(_start(_edged(*OCPP_SIM), logs / "sim-ocpp.log"))
         print(
             f"demo: broker 127.0.0.1:18830, logs in {logs}; readings follow (Ctrl-C stops)",
             flush=True,

@@ -33,13 +33,20 @@ PREFIX = "edged_"
 # LAN) to seconds (M-Bus at 300 baud, timeouts).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-HELP: dict[str, str] = {
-    "polls": "Polls started, per driver and device.",
-    "poll_errors": "Polls that failed (timeout, connection lost, exception reply).",
+COUNTER_HELP: dict[str, str] = {
+    "poll": "Polls completed, per driver and device.",
+    "poll_error": "Polls that failed (timeout, connection lost, exception reply).",
     "frame_rejected": "Frames or messages rejected as malformed.",
+    "meter_values": "Meter value messages received from chargers.",
     "samples": "Samples handed to the pipeline.",
+    "samples_rejected": "Samples for devices not on the connection that produced them.",
+    "values_rejected": "Non-finite values dropped from samples.",
     "records": "Records written to the outbox.",
+}
+HISTOGRAM_HELP: dict[str, str] = {
     "poll": "Duration of one poll of one device.",
+}
+HELP: dict[str, str] = {
     "outbox_depth": "Records waiting in the outbox.",
     "outbox_bytes": "Bytes used by records waiting in the outbox.",
     "outbox_dropped": "Records dropped because the outbox was full (since start).",
@@ -50,6 +57,8 @@ HELP: dict[str, str] = {
     "licence_used": "Devices counted against the capacity licences.",
     "devices": "Configured devices per state.",
     "account_tier_interval": "Publish interval of the cloud account tier, in seconds.",
+    "account_tier": "1 for the cloud account tier in force (the lowest of any metering point).",
+    "device_cloud_licence": "1 for the cloud licence tier of each device.",
 }
 
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
@@ -86,7 +95,7 @@ class Metrics:
         if counter is None:
             counter = Counter(
                 PREFIX + name,
-                HELP.get(name, f"Count of {name} events."),
+                COUNTER_HELP.get(name, f"Count of {name} events."),
                 ("driver", "device"),
                 registry=self.registry,
             )
@@ -100,7 +109,7 @@ class Metrics:
         if histogram is None:
             histogram = Histogram(
                 PREFIX + name + "_seconds",
-                HELP.get(name, f"Duration of {name}."),
+                HISTOGRAM_HELP.get(name, f"Duration of {name}."),
                 ("driver",),
                 buckets=LATENCY_BUCKETS,
                 registry=self.registry,

@@ -31,6 +31,7 @@ class Notifier:
         self._watchdog_usec = watchdog_usec
         self._watchdog_pid = watchdog_pid
         self._sock: socket.socket | None = None
+        self._failing = False
         if self._address is None and address:
             log.warning("unsupported notify socket address=%s notifications disabled", address)
 
@@ -67,7 +68,14 @@ class Notifier:
                 self._sock.setblocking(False)
             self._sock.sendto(payload, self._address)
         except OSError as exc:
-            log.warning("sd_notify failed states=%s error=%s", ",".join(states), exc)
+            # Once per episode: a stalled manager would otherwise get a line per ping.
+            if not self._failing:
+                log.warning("sd_notify failed states=%s error=%s", ",".join(states), exc)
+            self._failing = True
+        else:
+            if self._failing:
+                log.info("sd_notify works again")
+            self._failing = False
 
     def watchdog_interval(self) -> float | None:
         """Seconds between watchdog pings (half of ``WATCHDOG_USEC``), or None if not asked."""

@@ -6,7 +6,9 @@ import asyncio
 import json
 import signal
 import socket
+import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -199,25 +201,68 @@ async def test_systemd_notifications_over_real_socket(
     sock.close()
 
 
-async def test_status_over_control_socket(tmp_path: Path, broker: Broker, modbus_sim: int) -> None:
-    cfg = write_config(
-        tmp_path, modbus_body(modbus_sim, count=2), mqtt_port=broker.port, capacity=2
-    )  # gateway + 1 device: m2 is unlicensed
+async def test_status_and_metrics_show_online_offline_and_unlicensed(
+    tmp_path: Path, broker: Broker, modbus_sim: int
+) -> None:
+    dead_port = free_port()  # nothing listens here: that meter is offline
+    metrics_port = free_port()
+    body = f"""
+[connections.attic]
+driver = "modbus"
+transport = "tcp"
+host = "127.0.0.1"
+port = {dead_port}
+timeout = 0.3
+
+[[devices]]
+id = "dead"
+connection = "attic"
+address = 1
+profile = "eastron_sdm630"
+cloud_licence = "limited"
+""" + modbus_body(modbus_sim, count=2)
+    # gateway + 2 devices: "dead" and m1 are admitted, m2 (last in config order) is not
+    cfg = write_config(tmp_path, body, mqtt_port=broker.port, capacity=3)
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "50-metrics.toml").write_text(
+        f"[metrics]\nenabled = true\nport = {metrics_port}\n"
+    )
     daemon = Proc(
         edged("run", "-c", str(cfg)), tmp_path / "daemon.log", env={"EDGED_TRUST_TEST_KEYS": "1"}
     )
     try:
-        daemon.wait_for("starting connection")
-        await asyncio.sleep(1.5)
-        import subprocess
-
+        daemon.wait_for("starting connection connection=panel")
+        await asyncio.sleep(2.0)
         out = subprocess.run(
             edged("status", "-c", str(cfg), "--json"), capture_output=True, text=True, timeout=30
         )
         assert out.returncode == 0, out.stderr
         status = json.loads(out.stdout)
         states = {d["id"]: d["state"] for d in status["devices"]}
-        assert states == {"m1": "online", "m2": "unlicensed"}
-        assert status["licence"] == {"used": 2, "total": 2}
+        assert states == {"dead": "offline", "m1": "online", "m2": "unlicensed"}
+        dead = next(d for d in status["devices"] if d["id"] == "dead")
+        assert dead["last_error"]
+        assert status["licence"] == {"used": 3, "total": 3}
+        assert status["tier"]["account_tier"] == "limited"
+        assert status["uplink"]["connected"] is True
+        assert status["outbox"]["dropped"] == 0
+        human = subprocess.run(
+            edged("status", "-c", str(cfg)), capture_output=True, text=True, timeout=30
+        )
+        assert human.returncode == 0 and "unlicensed" in human.stdout and "offline" in human.stdout
+
+        def fetch() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+                return r.read().decode()
+
+        text = await asyncio.to_thread(fetch)
+        for state, n in (("online", 1), ("offline", 1), ("unlicensed", 1)):
+            assert f'edged_devices{{state="{state}"}} {n}.0' in text, text
+        assert "edged_licence_used 3.0" in text and "edged_licence_capacity 3.0" in text
+        assert 'edged_account_tier{tier="limited"} 1.0' in text
+        assert "edged_account_tier_interval 60.0" in text
+        assert 'edged_device_cloud_licence{device="m1",tier="professional"} 1.0' in text
+        assert "edged_uplink_connected 1.0" in text
+        assert 'edged_samples_total{device="m1",driver="modbus"}' in text
     finally:
         assert daemon.stop() == 0

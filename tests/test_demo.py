@@ -25,6 +25,6 @@ def test_demo_shows_readings_within_ten_seconds() -> None:
     ]
     assert readings, res.stdout + res.stderr
     devices = {dev for _, dev in readings}
-    assert {"grid", "pv"} <= devices, devices
+    assert {"grid", "pv", "heat", "charger"} <= devices, devices
     first = {dev: min(t for t, d in readings if d == dev) for dev in devices}
     assert all(t <= 10.0 for t in first.values()), first

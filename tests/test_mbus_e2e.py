@@ -1,0 +1,198 @@
+"""M-Bus end to end: `edged sim mbus` over TCP, the real daemon, mosquitto.
+
+The simulator runs as its own process at 2400 baud with line-rate pacing, like an
+M-Bus-to-Ethernet converter in front of a bus of heat meters. Three meters are read by
+primary address, one by secondary address, and one configured primary address has no
+meter behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Broker, Collector, subscribe
+from tests.daemon import Proc, edged, write_config
+
+pytestmark = pytest.mark.slow
+
+TRUST = {"EDGED_TRUST_TEST_KEYS": "1"}
+GW = "edged/gw-test"
+PRIMARY = ("heat-1", "heat-2", "heat-3")
+SECONDARY = "heat-4"
+LIVE = (*PRIMARY, SECONDARY)
+GHOST = "heat-ghost"
+GHOST_ADDRESS = 42
+
+# What a generated heat meter of the simulator starts at and adds on every read.
+ENERGY_START_WH, ENERGY_STEP_WH = 1_000_000, 1234
+VOLUME_START_L, VOLUME_STEP_L = 250_000, 17
+
+# Canonical quantity -> unit, as the generated telegrams carry them (energy in Wh,
+# volume in litres, power in W, flow in l/h, temperatures in 0.01 °C).
+EXPECTED_UNITS = {
+    "energy_heat": "Wh",
+    "volume": "m3",
+    "power_thermal": "W",
+    "volume_flow": "m3/h",
+    "flow_temperature": "°C",
+    "return_temperature": "°C",
+}
+
+
+@dataclass(frozen=True)
+class MBusSim:
+    """A running `edged sim mbus`: its TCP port and the addresses it printed."""
+
+    port: int
+    secondary: dict[int, str]  # primary address -> secondary address
+
+
+@pytest.fixture
+def mbus_sim(tmp_path: Path) -> Iterator[MBusSim]:
+    sim = Proc(
+        edged("sim", "mbus", "--tcp-port", "0", "--slaves", "4", "--baud", "2400"),
+        tmp_path / "sim.log",
+    )
+    try:
+        sim.wait_for(lambda t: "primary   4" in t, timeout=20)
+        text = sim.text()
+        where = re.search(r"at 2400 baud on tcp 127\.0\.0\.1:(\d+)", text)
+        assert where, text
+        secondary = {
+            int(p): s for p, s in re.findall(r"primary\s+(\d+)\s+secondary ([0-9A-F]{16})", text)
+        }
+        assert sorted(secondary) == [1, 2, 3, 4], text
+        yield MBusSim(int(where.group(1)), secondary)
+    finally:
+        assert sim.stop() == 0
+
+
+def mbus_body(sim: MBusSim) -> str:
+    devices = [(dev, str(n + 1)) for n, dev in enumerate(PRIMARY)]
+    devices.append((SECONDARY, f'"{sim.secondary[4]}"'))
+    devices.append((GHOST, str(GHOST_ADDRESS)))
+    return f"""
+[connections.plant-room]
+driver = "mbus"
+transport = "tcp"
+host = "127.0.0.1"
+port = {sim.port}
+baudrate = 2400
+timeout = 0.4
+""" + "".join(
+        f"""
+[[devices]]
+id = "{dev}"
+connection = "plant-room"
+address = {address}
+poll_interval = 2
+cloud_licence = "professional"
+"""
+        for dev, address in devices
+    )
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Wait (without blocking the loop) until predicate() is true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def status(cfg: Path) -> dict[str, Any]:
+    """`edged status --json` of the running daemon, through its control socket."""
+    proc = await asyncio.create_subprocess_exec(
+        *edged("status", "-c", str(cfg), "--json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **TRUST},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def records(col: Collector, dev_id: str) -> list[dict[str, Any]]:
+    return col.json(f"{GW}/{dev_id}")
+
+
+def reads_behind(record: dict[str, Any]) -> int:
+    """How many reads of its meter a record's energy value says have happened."""
+    steps, rest = divmod(round(record["values"]["energy_heat"]["value"]) - ENERGY_START_WH, 1234)
+    assert rest == 0, record
+    return steps
+
+
+async def test_heat_meters_publish_canonical_records_and_a_missing_slave_is_offline(
+    tmp_path: Path, broker: Broker, mbus_sim: MBusSim
+) -> None:
+    cfg = write_config(tmp_path, mbus_body(mbus_sim), mqtt_port=broker.port)
+    async with subscribe(broker.port, f"{GW}/#") as col:
+        daemon = Proc(edged("run", "-c", str(cfg)), tmp_path / "daemon.log", env=TRUST)
+        try:
+            await col.wait_for(lambda c: all(len(records(c, d)) >= 2 for d in LIVE), timeout=25)
+            st = await status(cfg)
+            by_id = {d["id"]: d for d in st["devices"]}
+            assert {d: by_id[d]["state"] for d in LIVE} == dict.fromkeys(LIVE, "online")
+            assert by_id[GHOST]["state"] == "offline"
+            assert "no answer" in by_id[GHOST]["last_error"]
+            assert by_id[GHOST]["last_sample_age"] is None
+            assert st["licence"] == {"used": 6, "total": 10}  # gateway + 5 configured meters
+
+            # The missing slave does not stop the bus: every live meter keeps publishing.
+            counts = {d: len(records(col, d)) for d in LIVE}
+            await col.wait_for(
+                lambda c: all(len(records(c, d)) >= counts[d] + 2 for d in LIVE), timeout=20
+            )
+            st = await status(cfg)
+            assert {d["id"]: d["state"] for d in st["devices"]} == {
+                **dict.fromkeys(LIVE, "online"),
+                GHOST: "offline",
+            }
+        finally:
+            assert daemon.stop() == 0
+
+    assert records(col, GHOST) == []
+    log = daemon.text()
+    assert re.search(
+        rf"mbus poll failed device={GHOST} address={GHOST_ADDRESS} error=no answer", log
+    ), log[-3000:]
+    assert f"device state device={GHOST} state=offline" in log
+
+    for dev in LIVE:
+        recs = records(col, dev)
+        seqs = [r["seq"] for r in recs]
+        assert seqs == sorted(set(seqs)), (dev, seqs)  # strictly increasing, no duplicates
+        for r in recs:
+            assert r["device"] == dev and r["window"] == 1.0
+            values = r["values"]
+            assert {q: v["unit"] for q, v in values.items()} == EXPECTED_UNITS, (dev, r)
+            # Counters carry their last value; gauges add mean/min/max over the window.
+            assert "mean" not in values["energy_heat"] and "mean" not in values["volume"]
+            for gauge in ("power_thermal", "volume_flow", "flow_temperature"):
+                assert {"mean", "min", "max", "n"} <= set(values[gauge]), (dev, gauge)
+            # Energy and volume come from the same read: both say how many reads were made.
+            n = reads_behind(r)
+            assert n >= 1
+            volume_l = VOLUME_START_L + n * VOLUME_STEP_L
+            assert values["volume"]["value"] == pytest.approx(volume_l / 1000), (dev, r)
+            assert 5000.0 <= values["power_thermal"]["value"] <= 5600.0
+            assert values["volume_flow"]["value"] == pytest.approx(0.85, abs=0.005)
+            assert 65.12 - 1e-6 <= values["flow_temperature"]["value"] <= 65.21 + 1e-6
+            assert values["return_temperature"]["value"] == pytest.approx(40.21)
+        # Each record is a newer read of the meter than the one before.
+        reads = [reads_behind(r) for r in recs]
+        assert reads == sorted(set(reads)), (dev, reads)
