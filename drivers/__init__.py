@@ -40,6 +40,8 @@ class Driver(Protocol):
     """A protocol driver."""
 
     name: str
+    # Drivers that serve devices instead of polling them (OCPP) set ``polled = False``
+    # as a class attribute; the supervisor then never reports their silence as stale.
 
     def endpoint(self, connection: ConnectionSpec) -> str:
         """The identity of the physical bus or socket (two connections may not share one)."""

@@ -38,6 +38,8 @@ from edged.uplink import Uplink
 log = logging.getLogger("edged.app")
 
 Clock = Callable[[], float]
+# Slack on top of the poll interval before a silent polled device is reported stale (s).
+STALE_GRACE = 2.0
 _NO_SOURCE = Source(None, "")
 
 
@@ -118,7 +120,7 @@ def _fingerprint(conn: ConnectionSpec, devices: Sequence[DeviceSpec]) -> object:
     )
 
 
-async def _cancel_and_wait(tasks: Sequence[asyncio.Task[None]], timeout: float = 3.0) -> None:
+async def _cancel_and_wait(tasks: Sequence[asyncio.Task[None]], patience: float = 3.0) -> None:
     """Cancel tasks and wait until they have ended.
 
     Cancels again while waiting: on Python 3.11 ``asyncio.wait_for`` can swallow a
@@ -126,7 +128,7 @@ async def _cancel_and_wait(tasks: Sequence[asyncio.Task[None]], timeout: float =
     it in connect), and a task that survived its cancel would go on polling the bus.
     """
     pending = {t for t in tasks if not t.done()}
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience
     while pending:
         for task in pending:
             task.cancel()
@@ -263,9 +265,24 @@ class Daemon:
                 self._emit(self.throttle.due(now))
                 for dev_id in self.throttle.stale_devices(now):
                     st = self.devices.get(dev_id)
-                    if st is not None and st.state is DeviceState.ONLINE:
+                    if st is not None and st.state is DeviceState.ONLINE and self._overdue(st, now):
+                        log.info("device state device=%s state=stale", dev_id)
                         st.state = DeviceState.STALE
             self._refresh_gauges()
+
+    def _overdue(self, st: DeviceStatus, now: float) -> bool:
+        """True when a polled device has missed a poll it should have answered.
+
+        A window without a sample is not enough: a meter polled every minute on a
+        per-second tier has empty windows by design. Served devices (chargers) send
+        when they have something to say, so silence there is not staleness.
+        """
+        run = self.connections.get(st.spec.connection)
+        if run is None or not getattr(run.driver, "polled", True):
+            return False
+        if st.last_sample is None:
+            return True
+        return now - st.last_sample > 1.5 * st.spec.poll_interval + STALE_GRACE
 
     def _refresh_gauges(self) -> None:
         if self.outbox is not None:

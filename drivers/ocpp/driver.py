@@ -45,6 +45,8 @@ class OcppDriver:
     """Local OCPP central system; implements ``drivers.Driver`` and the command API."""
 
     name = "ocpp"
+    # Chargers send when they have something to report; the daemon does not poll them.
+    polled = False
 
     def __init__(self) -> None:
         self._statuses: dict[str, ChargerStatus] = {}
