@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import math
+import os
 import random
 import signal
 import time
@@ -26,7 +28,7 @@ from edged import config as configmod
 from edged import tiers
 from edged.config import Config
 from edged.control import ControlServer
-from edged.errors import ConfigError, EdgedError
+from edged.errors import EdgedError
 from edged.licensing import enforcement
 from edged.metrics import Metrics
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Record, Sample, Source, Tier
@@ -120,6 +122,28 @@ def _fingerprint(conn: ConnectionSpec, devices: Sequence[DeviceSpec]) -> object:
     )
 
 
+def _lock_outbox(outbox: Path) -> int:
+    """Hold an exclusive lock beside the outbox for the life of the process."""
+    lock = outbox.with_name(outbox.name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    except OSError as exc:
+        raise EdgedError(f"cannot create lock file {lock}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise EdgedError(
+            f"another edged (pid {holder}) is running on the outbox {outbox}; stop it first "
+            "or give this one its own [gateway] data_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 async def _cancel_and_wait(tasks: Sequence[asyncio.Task[None]], patience: float = 3.0) -> None:
     """Cancel tasks and wait until they have ended.
 
@@ -204,6 +228,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._control: ControlServer | None = None
         self._last_tick = time.monotonic()
+        self._lock_fd: int | None = None
         self._licence_poke = asyncio.Event()
         self._tier_gauges_for: Plan | None = None
 
@@ -242,6 +267,8 @@ class Daemon:
         st.state = state
         if error:
             st.last_error = error
+        elif state is DeviceState.ONLINE:
+            st.last_error = None
 
     def _emit(self, records: Sequence[Record]) -> None:
         assert self.outbox is not None
@@ -513,6 +540,9 @@ class Daemon:
         """Run until SIGTERM/SIGINT; return the exit code."""
         plan = self._load()
         cfg = plan.config
+        # Two daemons on one outbox would hand out the same sequence numbers twice, and the
+        # cloud would drop real records as duplicates: refuse before touching anything.
+        self._lock_fd = _lock_outbox(cfg.outbox.path)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -573,17 +603,36 @@ class Daemon:
 
     async def reload(self) -> bool:
         """Validate the config anew and apply it; keep the old one if anything is wrong."""
+        ok, _ = await self.reload_with_notes()
+        return ok
+
+    async def reload_with_notes(self) -> tuple[bool, list[str]]:
+        """Reload; return whether it was applied and what the operator should know."""
+        notes: list[str] = []
         mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={mono}")
         try:
             plan = await asyncio.to_thread(self._load)
             old = self.plan
             assert old is not None
-            if plan.config.mqtt != old.config.mqtt or plan.config.outbox != old.config.outbox:
-                log.warning(
-                    "reload: [mqtt] and [outbox] changes need a restart; keeping the old "
-                    "settings for them"
+            for section, new_value, old_value in (
+                ("mqtt", plan.config.mqtt, old.config.mqtt),
+                ("outbox", plan.config.outbox, old.config.outbox),
+                ("control", plan.config.control, old.config.control),
+                ("metrics", plan.config.metrics, old.config.metrics),
+            ):
+                if new_value != old_value:
+                    notes.append(
+                        f"[{section}] changed: takes effect at the next restart "
+                        "(systemctl restart edged)"
+                    )
+            notes.extend(plan.warnings)
+            if plan.unlicensed:
+                notes.append(
+                    f"not licensed (never polled): {', '.join(d.id for d in plan.unlicensed)}"
                 )
+            for note in notes:
+                log.warning("reload: %s", note)
             await self._apply(plan)
             self._licence_poke.set()
             log.info(
@@ -592,13 +641,10 @@ class Daemon:
                 len(plan.admitted),
                 len(plan.unlicensed),
             )
-            return True
-        except ConfigError as exc:
-            log.error("reload refused, still running the previous config: %s", exc)
-            return False
+            return True, notes
         except EdgedError as exc:
             log.error("reload refused, still running the previous config: %s", exc)
-            return False
+            return False, [str(exc)]
         finally:
             self.notifier.notify("READY=1")
 
@@ -682,7 +728,10 @@ class Daemon:
         if cmd == "status":
             return {"ok": True, "status": self.status()}
         if cmd == "reload":
-            return {"ok": await self.reload()}
+            ok, notes = await self.reload_with_notes()
+            if not ok:
+                return {"ok": False, "error": f"reload refused: {notes[0]}"}
+            return {"ok": True, "notes": notes}
         if cmd == "device":
             dev_id = str(request.get("device"))
             st = self.devices.get(dev_id)

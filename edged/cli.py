@@ -72,11 +72,37 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _socket_path(config: Path, socket: Path | None) -> Path:
+    """The daemon's control socket, read leniently from the config files.
+
+    Only ``[control] socket`` (and ``[gateway] data_dir`` for its default) matter here, so
+    a config that is broken elsewhere - say, right after a refused reload - still lets
+    the operator reach the daemon that keeps running on the previous one.
+    """
     if socket is not None:
         return socket
-    from edged import config as configmod
+    import tomllib
 
-    return configmod.load(config).control.socket
+    from edged import config as configmod
+    from edged.errors import ConfigError
+
+    if not config.is_file():
+        raise ConfigError(config, "", "file not found (or give --socket PATH)")
+    found: dict[str, str] = {}
+    for file in configmod.config_files(config):
+        try:
+            doc = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        for section, key in (("control", "socket"), ("gateway", "data_dir")):
+            value = doc.get(section, {}).get(key) if isinstance(doc.get(section), dict) else None
+            if isinstance(value, str):
+                found[f"{section}.{key}"] = value
+    base = config.parent
+    if "control.socket" in found:
+        path = Path(found["control.socket"])
+    else:
+        path = Path(found.get("gateway.data_dir", "/var/lib/edged")) / "control.sock"
+    return path if path.is_absolute() else (base / path).resolve()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             reply = asyncio.run(
                 request(_socket_path(args.config, args.socket), {"command": "reload"})
             )
-            print("reloaded" if reply.get("ok") else "reload refused: see the daemon's log")
-            return 0 if reply.get("ok") else 1
+            for note in reply.get("notes", []):
+                print(f"warning: {note}", file=sys.stderr)
+            print("reloaded")
+            return 0
     except ConfigError as exc:
         print(f"edged: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -145,7 +173,7 @@ def _check_config(path: Path, licence_dir: Path | None) -> int:
 def _run(path: Path, licence_dir: Path | None) -> int:
     from edged import app, logsetup
     from edged import config as configmod
-    from edged.errors import ConfigError
+    from edged.errors import ConfigError, EdgedError
 
     try:
         level = configmod.load(path).log_level
@@ -159,6 +187,9 @@ def _run(path: Path, licence_dir: Path | None) -> int:
     except ConfigError as exc:
         logging.getLogger("edged").error("config error: %s", exc)
         return EX_CONFIG
+    except EdgedError as exc:
+        logging.getLogger("edged").error("cannot start: %s", exc)
+        return 1
 
 
 def _status(socket: Path, as_json: bool) -> int:

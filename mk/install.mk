@@ -9,7 +9,11 @@
 
 PREFIX        ?= /opt/edged
 DESTDIR       ?=
-INSTALL_PYTHON ?= python3
+# The service user must be able to run the venv's interpreter: prefer the system Python
+# (a pyenv or user install under /root or /home is hidden by ProtectHome= and unreadable
+# for User=edged).
+INSTALL_PYTHON ?= $(shell /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null \
+                    && echo /usr/bin/python3 || echo python3)
 UNITDIR       ?= /lib/systemd/system
 SYSUSERSDIR   ?= /usr/lib/sysusers.d
 TMPFILESDIR   ?= /usr/lib/tmpfiles.d
@@ -29,6 +33,10 @@ install: install-venv install-files install-activate
 # Build from a clean copy of the sources: setuptools reuses a stale build/ directory in
 # the checkout (deleted modules would be shipped) and parallel builds would collide.
 install-venv:
+	@real=$$(readlink -f "$$(command -v $(INSTALL_PYTHON))"); case "$$real" in \
+	  /root/*|/home/*) echo "warning: $(INSTALL_PYTHON) is $$real: the edged service" \
+	    "(User=edged, ProtectHome=yes) cannot run it; install python3-venv and use" \
+	    "INSTALL_PYTHON=/usr/bin/python3" >&2;; esac
 	test -x $(INSTALL_ROOT)/bin/python || $(INSTALL_PYTHON) -m venv $(INSTALL_ROOT)
 	set -e; src=$$(mktemp -d); trap 'rm -rf "$$src"' EXIT; \
 	cp -R $(INSTALL_SRC) "$$src"/; \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -150,9 +151,26 @@ async def test_sighup_with_broken_config_keeps_running_old(
             await col.wait_for(lambda c: len(c.json()) >= n + 3)
             assert daemon.proc.poll() is None
             assert "devices[0].poll_interval" in daemon.text()
-            # a good config is then taken without restarting the unchanged connection
-            cfg.write_text(good + "\n[features]\nactions = false\n")
-            daemon.signal(signal.SIGHUP)
+            # the operator can still reach the daemon while the file on disk is broken
+            st = subprocess.run(
+                edged("status", "-c", str(cfg), "--json"), capture_output=True, text=True
+            )
+            assert st.returncode == 0, st.stderr
+            assert json.loads(st.stdout)["devices"][0]["state"] == "online"
+            refused = subprocess.run(
+                edged("reload", "-c", str(cfg)), capture_output=True, text=True
+            )
+            assert refused.returncode == 1
+            assert "reload refused" in refused.stderr and "poll_interval" in refused.stderr
+            # a good config is then taken without restarting the unchanged connection, and
+            # the CLI says what a reload cannot change
+            cfg.write_text(
+                good.replace("backoff_max = 1.0", "backoff_max = 2.0")
+                + "\n[features]\nactions = false\n"
+            )
+            ok = subprocess.run(edged("reload", "-c", str(cfg)), capture_output=True, text=True)
+            assert ok.returncode == 0, ok.stderr
+            assert "[mqtt] changed: takes effect at the next restart" in ok.stderr
             daemon.wait_for("reloaded config")
             assert daemon.text().count("starting connection connection=panel") == 1
         finally:
@@ -266,3 +284,32 @@ cloud_licence = "limited"
         assert 'edged_samples_total{device="m1",driver="modbus"}' in text
     finally:
         assert daemon.stop() == 0
+
+
+async def test_second_daemon_on_the_same_outbox_is_refused(
+    tmp_path: Path, broker: Broker, modbus_sim: int
+) -> None:
+    cfg = write_config(tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port)
+    # same data_dir, other control socket: only the outbox lock can tell them apart
+    other = tmp_path / "other.toml"
+    other.write_text(cfg.read_text().replace("control.sock", "control2.sock"))
+    first = Proc(
+        edged("run", "-c", str(cfg)), tmp_path / "first.log", env={"EDGED_TRUST_TEST_KEYS": "1"}
+    )
+    try:
+        first.wait_for("edged started")
+        res = subprocess.run(
+            edged("run", "-c", str(other)),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "EDGED_TRUST_TEST_KEYS": "1"},
+        )
+        assert res.returncode == 1
+        errors = [ln for ln in res.stderr.splitlines() if "ERROR" in ln]
+        assert len(errors) == 1, res.stderr
+        assert f"another edged (pid {first.proc.pid}) is running on the outbox" in errors[0]
+        assert "Traceback" not in res.stderr
+        assert first.proc.poll() is None
+    finally:
+        assert first.stop() == 0

@@ -166,6 +166,12 @@ BAD = {
         "expected one of",
     ),
     "bad device id": (BASE.replace('id = "m2"', 'id = "m 2/x"'), "devices[1].id", "letters"),
+    "ocpp certificate missing": (
+        BASE + '\n[connections.ch]\ndriver = "ocpp"\nport = 19999\ntls_cert = "certs/gw.pem"\n'
+        'tls_key = "certs/gw.key"\n',
+        "connections.ch.tls_cert",
+        "file not found",
+    ),
     "same bus twice": (
         BASE + '\n[connections.again]\ndriver = "modbus"\ntransport = "tcp"\n'
         'host = "127.0.0.1"\nport = 15020\n',

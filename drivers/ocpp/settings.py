@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from drivers.ocpp.passwords import is_password_hash
-from edged.model import ConnectionSpec, DeviceSpec
+from edged.model import ConnectionSpec, DeviceSpec, Options
 
 VERSIONS = ("1.6", "2.0.1")
 SUBPROTOCOLS: Mapping[str, str] = {"2.0.1": "ocpp2.0.1", "1.6": "ocpp1.6"}
@@ -44,6 +45,13 @@ class ServerSettings:
         return self.tls_cert is not None
 
 
+def _pem_file(opts: Options, key: str, value: str, base: Path) -> str:
+    path = Path(value) if Path(value).is_absolute() else (base / value).resolve()
+    if not path.is_file():
+        raise opts.error(key, f"file not found: {path}")
+    return str(path)
+
+
 def parse(connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> ServerSettings:
     """Validate the connection and device settings; raise ConfigError naming file and key."""
     opts = connection.options()
@@ -56,6 +64,12 @@ def parse(connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> ServerSe
     if (tls_cert is None) != (tls_key is None):
         missing = "tls_key" if tls_key is None else "tls_cert"
         raise opts.error(missing, "tls_cert and tls_key must be given together")
+    # Relative paths are relative to the file that names them (systemd starts us in /).
+    base = Path(connection.source.file).parent if connection.source.file else Path.cwd()
+    if tls_cert is not None:
+        tls_cert = _pem_file(opts, "tls_cert", tls_cert, base)
+    if tls_key is not None:
+        tls_key = _pem_file(opts, "tls_key", tls_key, base)
     raw_tags = opts.raw("id_tags", None)
     id_tags: frozenset[str] | None = None
     if raw_tags is not None:

@@ -377,7 +377,10 @@ class SimCharger:
         if self.config.version == "1.6":
             res = await self._call(
                 call16.StartTransaction(
-                    connector_id=1, id_tag=id_tag, meter_start=int(self.energy_wh), timestamp=_now()
+                    connector_id=1,
+                    id_tag=id_tag,
+                    meter_start=round(self.energy_wh),
+                    timestamp=_now(),
                 )
             )
             if res.id_tag_info.get("status") != "Accepted":
@@ -402,7 +405,7 @@ class SimCharger:
         if self.config.version == "1.6":
             await self._call(
                 call16.StopTransaction(
-                    meter_stop=int(self.energy_wh),
+                    meter_stop=round(self.energy_wh),
                     timestamp=_now(),
                     transaction_id=int(tx),
                     reason="Remote",

@@ -333,6 +333,14 @@ class LicenceStore:
                 )
             if lic.valid_until is not None and (lic.id in state.expired or lic.expired_at(now)):
                 raise LicenceError(f"licence {lic.id} expired on {iso_time(lic.valid_until)}")
+            if lic.issued > now + self._tolerance:
+                # Its issue date would move the remembered time forward and expire every
+                # other licence: a wrong gateway clock or a mis-dated licence, never valid.
+                raise LicenceError(
+                    f"licence {lic.id} is issued in the future ({iso_time(lic.issued)}; gateway "
+                    f"time {iso_time(now)}): check the gateway clock or ask for a corrected "
+                    "licence"
+                )
             earlier_trials = [t for t in state.trials if t != lic.id]
             if lic.kind == "trial" and earlier_trials:
                 raise LicenceError(

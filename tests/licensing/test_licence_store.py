@@ -245,3 +245,17 @@ def test_activation_interrupted_before_the_file_was_written_can_be_repeated(
     assert _statuses(store)["L-T1"] == ("invalid", "licence file is missing")
     store.activate(data)
     assert store.capacity().capacity == 5
+
+
+def test_licence_issued_far_in_the_future_is_refused_and_harms_nothing(
+    store: LicenceStore, code: str, clock: Clock
+) -> None:
+    store.activate(_trial(code))
+    future = issue_test_licence(
+        TEST_KEY, code, "capacity", capacity=3, issued=T0 + 3 * 365 * DAY, licence_id="L-FUT"
+    )
+    with pytest.raises(LicenceError, match="L-FUT is issued in the future"):
+        store.activate(future)
+    # the trial keeps counting from the real clock: the remembered time did not jump ahead
+    assert store.capacity().capacity == 5
+    assert _statuses(store)["L-TRIAL"][0] == "valid"
