@@ -162,6 +162,13 @@ def _check_config(path: Path, licence_dir: Path | None) -> int:
         return EX_CONFIG
     for w in plan.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if plan.unlicensed:
+        print(
+            f"warning: {len(plan.unlicensed)} device(s) not licensed and never polled: "
+            f"{', '.join(d.id for d in plan.unlicensed)} (capacity {plan.licence_total}, "
+            "gateway included; see `edged license show`)",
+            file=sys.stderr,
+        )
     print(
         f"{path}: OK ({len(cfg.files)} file(s), {len(cfg.connections)} connection(s), "
         f"{len(plan.admitted)} device(s) licensed, {len(plan.unlicensed)} unlicensed; "

@@ -7,6 +7,7 @@ name and unit; drivers convert into them so nothing downstream guesses units.
 from __future__ import annotations
 
 import builtins
+import difflib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -176,7 +177,10 @@ class Options:
         if key in self._data:
             return self._data[key]
         if default is _MISSING:
-            raise self._source.error(key, "required key is missing")
+            # A typo of a required key is reported as missing; name the likely culprit.
+            near = difflib.get_close_matches(key, [k for k in self._data if k not in self._read])
+            hint = f" (is {near[0]!r} a typo of {key!r}?)" if near else ""
+            raise self._source.error(key, f"required key is missing{hint}")
         return default
 
     def error(self, key: builtins.str, message: str) -> ConfigError:
@@ -247,9 +251,14 @@ class Options:
         """Reject keys that were configured but never read."""
         unknown = sorted(set(self._data) - self._read)
         if unknown:
-            raise self.error(
-                unknown[0], f"unknown key (known here: {', '.join(sorted(self._read))})"
-            )
+            near = difflib.get_close_matches(unknown[0], sorted(self._read))
+            if near:
+                known = f"did you mean {near[0]!r}?"
+            elif self._read:
+                known = f"known here: {', '.join(sorted(self._read))}"
+            else:
+                known = "no driver-specific keys are known here"
+            raise self.error(unknown[0], f"unknown key ({known})")
 
 
 def _typename(v: object) -> str:
@@ -360,13 +369,18 @@ class Record:
             "device": self.device_id,
             "seq": self.seq,
             "ts": iso(self.window_start),
-            "window": self.window_length,
+            "window": _number(self.window_length),
             "values": values,
         }
 
     def to_payload(self) -> bytes:
         """The MQTT payload bytes of this record."""
         return json.dumps(self.to_body(), separators=(",", ":"), allow_nan=False).encode()
+
+
+def _number(x: float) -> float | int:
+    """Whole numbers as integers in JSON (a window of 900 s, not 900.0)."""
+    return int(x) if x.is_integer() else x
 
 
 def iso(ts: float) -> str:

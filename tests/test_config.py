@@ -172,6 +172,11 @@ BAD = {
         "connections.ch.tls_cert",
         "file not found",
     ),
+    "typo of a required key": (
+        BASE.replace('profile = "eastron_sdm630"\ncloud', 'profil = "eastron_sdm630"\ncloud'),
+        "devices[0].profile",
+        "is 'profil' a typo of 'profile'?",
+    ),
     "same bus twice": (
         BASE + '\n[connections.again]\ndriver = "modbus"\ntransport = "tcp"\n'
         'host = "127.0.0.1"\nport = 15020\n',

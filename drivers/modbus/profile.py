@@ -51,7 +51,10 @@ class Point:
     def value(self, registers: Sequence[int]) -> float:
         """The canonical value of this point from its raw registers."""
         raw = codec.decode(registers, self.type, self.word_order, self.byte_order)
-        return (raw * self.scale + self.offset) * self.factor
+        value = (raw * self.scale + self.offset) * self.factor
+        # 15 significant digits drop the binary noise of decimal scales (2316 * 0.1 gives
+        # 231.60000000000002); counters below 10**15 keep every digit.
+        return float(f"{value:.15g}")
 
     def raw(self, canonical: float) -> float:
         """The raw register number that holds a canonical value (inverse of ``value``)."""

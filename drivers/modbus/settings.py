@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,9 +100,11 @@ def device(dev: DeviceSpec) -> DeviceSettings:
     if isinstance(addr, bool) or not isinstance(addr, int) or not 1 <= addr <= 247:
         raise src.error("address", f"Modbus unit id must be an integer 1-247, got {addr!r}")
     if not dev.profile:
+        near = difflib.get_close_matches("profile", list(dev.settings))
+        hint = f"is {near[0]!r} a typo of 'profile'? " if near else ""
         raise src.error(
             "profile",
-            "required key is missing (a shipped profile name or a "
+            f"required key is missing ({hint}a shipped profile name or a "
             f".toml path; shipped: {', '.join(profiles.shipped())})",
         )
     base = Path(src.file).parent if src.file else None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 from typing import Any
 
@@ -137,5 +136,5 @@ def hash_password_main(argv: list[str]) -> int:
     if not password:
         sys.stderr.write("edged ocpp hash-password: empty password\n")
         return 2
-    sys.stdout.write(json.dumps(hash_password(password)) + "\n")
+    sys.stdout.write(hash_password(password) + "\n")
     return 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import os
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -69,8 +69,11 @@ def test_hash_password_command_prints_a_usable_hash(
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret\n"))
     assert hash_password_main([]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr().out.strip()
     assert verify_password("s3cret", printed)
+    # what the docs say to do with it: paste it between the quotes of password_hash
+    doc = tomllib.loads(f'password_hash = "{printed}"\n')
+    assert verify_password("s3cret", doc["password_hash"])
 
 
 async def test_fleet_reconnects_after_the_central_system_restarts() -> None:
