@@ -317,6 +317,9 @@ class Daemon:
             self.metrics.set_gauge("outbox_depth", s.depth)
             self.metrics.set_gauge("outbox_bytes", s.bytes)
             self.metrics.set_gauge("outbox_dropped", s.dropped)
+            self.metrics.set_gauge(
+                "outbox_oldest_age", 0.0 if s.oldest is None else max(0.0, self.clock() - s.oldest)
+            )
         if self.uplink is not None:
             u = self.uplink.stats()
             self.metrics.set_gauge("uplink_connected", 1.0 if u.connected else 0.0)
@@ -433,6 +436,13 @@ class Daemon:
                 conn.driver,
                 len(devs),
             )
+            # Series exist from the start, so rate() alerts see 0 rather than nothing.
+            for dev in devs:
+                events: tuple[str, ...] = ("samples", "records")
+                if getattr(drv, "polled", True):
+                    events += ("poll", "poll_error")
+                for event in events:
+                    self.metrics.count(event, conn.driver, dev.id, 0)
             task = asyncio.create_task(self._supervise(conn, drv, devs), name=f"connection:{name}")
             self.connections[name] = _Running(fp, task, drv, tuple(d.id for d in devs))
         if plan.unlicensed:
@@ -688,7 +698,9 @@ class Daemon:
                     "connection": st.spec.connection,
                     "state": st.state.value,
                     "cloud_licence": st.spec.cloud_licence.value,
-                    "interval": plan.intervals.get(dev_id) if plan else None,
+                    "interval": plan.intervals.get(dev_id)
+                    if plan and st.state is not DeviceState.UNLICENSED
+                    else None,
                     "last_sample_age": None
                     if st.last_sample is None
                     else round(now - st.last_sample, 1),

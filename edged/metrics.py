@@ -50,6 +50,7 @@ HELP: dict[str, str] = {
     "outbox_depth": "Records waiting in the outbox.",
     "outbox_bytes": "Bytes used by records waiting in the outbox.",
     "outbox_dropped": "Records dropped because the outbox was full (since start).",
+    "outbox_oldest_age": "Age of the oldest record waiting in the outbox, in seconds.",
     "uplink_connected": "1 while the MQTT uplink is connected.",
     "uplink_published": "Records published to the broker (since start).",
     "uplink_acked": "Records acknowledged by the broker (since start).",

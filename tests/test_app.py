@@ -282,6 +282,9 @@ cloud_licence = "limited"
         assert 'edged_device_cloud_licence{device="m1",tier="professional"} 1.0' in text
         assert "edged_uplink_connected 1.0" in text
         assert 'edged_samples_total{device="m1",driver="modbus"}' in text
+        # error series exist from the start, so alerts on their rate see 0, not nothing
+        assert 'edged_poll_error_total{device="m1",driver="modbus"} 0.0' in text
+        assert "edged_outbox_oldest_age" in text
     finally:
         assert daemon.stop() == 0
 
