@@ -36,7 +36,7 @@ format: venv
 	$(BIN)/ruff format edged drivers tests bench
 	$(BIN)/ruff check --fix edged drivers tests bench
 
-test: venv mosquitto lint conformance
+test: venv mosquitto lint conformance check-unit
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 conformance: venv
