@@ -117,17 +117,32 @@ async def _read(args: argparse.Namespace) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SystemExit(f"edged mbus decode: cannot read {path}: {exc.strerror}") from exc
-    t = tg.decode_frame(tg.from_hex(text))
-    if args.json:
-        _out(json.dumps(tg.telegram_to_json(t), indent=2, default=str))
-    else:
-        _out(format_telegram(t))
-    return 0
+    """Decode each file; a frame that does not decode is reported and the rest go on."""
+    failed = 0
+    many = len(args.files) > 1
+    documents: list[dict[str, object]] = []
+    for name in args.files:
+        path = Path(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SystemExit(f"edged mbus decode: cannot read {path}: {exc.strerror}") from exc
+        try:
+            t = tg.decode_frame(tg.from_hex(text))
+        except EdgedError as exc:
+            sys.stderr.write(f"edged mbus decode: {path}: {exc}\n")
+            failed += 1
+            continue
+        if args.json:
+            doc = tg.telegram_to_json(t)
+            documents.append({"file": str(path), **doc} if many else doc)
+        else:
+            if many:
+                _out(f"== {path}")
+            _out(format_telegram(t))
+    if args.json and documents:
+        _out(json.dumps(documents if many else documents[0], indent=2, default=str))
+    return 1 if failed else 0
 
 
 def main(argv: list[str]) -> int:
@@ -144,8 +159,8 @@ def main(argv: list[str]) -> int:
     read.add_argument("address", help="primary address 0..250 or 16-hex-digit secondary address")
     _bus_options(read)
     read.add_argument("--json", action="store_true", help="print JSON")
-    decode = sub.add_parser("decode", help="decode a frame from a .hex file")
-    decode.add_argument("file", help="file with the frame as hex bytes")
+    decode = sub.add_parser("decode", help="decode frames from .hex files")
+    decode.add_argument("files", nargs="+", metavar="FILE", help="file with a frame as hex bytes")
     decode.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
     try:

@@ -21,7 +21,9 @@ from drivers.mbus.simulator import HeatMeter, Simulator, Slave
 from edged.errors import ConfigError
 from edged.model import QUANTITIES, ConnectionSpec, DeviceSpec, DeviceState, Sample, Source
 
-CORPUS = Path("/work/shared/conformance/mbus/test-frames")
+CORPUS = (
+    Path(__file__).resolve().parents[3].parent / "shared" / "conformance" / "mbus" / "test-frames"
+)
 EDG = manufacturer_value("EDG")
 
 

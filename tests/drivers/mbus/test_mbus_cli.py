@@ -11,7 +11,8 @@ import pytest
 from drivers.mbus.cli import main
 from drivers.mbus.simulator import Simulator, generated_slaves
 
-FRAME = Path("/work/shared/conformance/mbus/test-frames/kamstrup_multical_601.hex")
+CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "conformance" / "mbus"
+FRAME = CORPUS / "test-frames" / "kamstrup_multical_601.hex"
 
 
 def test_decode_prints_records_and_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -22,6 +23,17 @@ def test_decode_prints_records_and_json(capsys: pytest.CaptureFixture[str]) -> N
     data = json.loads(capsys.readouterr().out)
     assert data["header"]["manufacturer"] == "KAM"
     assert len(data["records"]) == 27
+
+
+def test_decode_several_files_reports_each_and_goes_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bad = CORPUS / "error-frames" / "too_short_header.hex"
+    assert main(["decode", str(FRAME), str(bad), "--json"]) == 1
+    out = capsys.readouterr()
+    docs = json.loads(out.out)
+    assert [d["file"] for d in docs] == [str(FRAME)]
+    assert "too_short_header.hex" in out.err
 
 
 def test_bad_arguments_exit_with_usage(capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,7 +25,9 @@ from drivers.mbus.simulator import (
 )
 from drivers.mbus.transport import transmit_time
 
-CORPUS = Path("/work/shared/conformance/mbus/test-frames")
+CORPUS = (
+    Path(__file__).resolve().parents[3].parent / "shared" / "conformance" / "mbus" / "test-frames"
+)
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS_FILES = sorted(CORPUS.glob("*.hex"))
 
