@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import functools
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -383,6 +384,8 @@ def _number(x: float) -> float | int:
     return int(x) if x.is_integer() else x
 
 
+# Every quantity of a record usually carries the same timestamp: format each one once.
+@functools.lru_cache(maxsize=4096)
 def iso(ts: float) -> str:
     """RFC 3339 UTC timestamp with milliseconds."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
