@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -107,6 +108,18 @@ def _socket_path(config: Path, socket: Path | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edged`` command."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # `edged license show | head`: the reader went away, which is not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in and args_in[0] in _DELEGATED:
         return _call(_DELEGATED[args_in[0]], args_in[1:])
