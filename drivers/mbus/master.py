@@ -230,7 +230,16 @@ class Master:
     async def read(self, address: Address, retries: int | None = None) -> Reading:
         """Read every telegram of one slave, toggling the FCB until no more records follow."""
         if isinstance(address, SecondaryAddress):
-            await self.select(address, retries)
+            try:
+                await self.select(address, retries)
+            except GarbledReply as exc:
+                if not address.is_wildcard:
+                    raise
+                # Several slaves acknowledging one select overlap on the line.
+                raise GarbledReply(
+                    f"{exc}: the wildcard address {address} matches several meters; give the "
+                    "full secondary address (edged mbus scan --secondary lists them)"
+                ) from None
             wire = fr.ADDR_NETWORK_LAYER
             # A fresh select restarts the slave's telegram sequence.
             self._fcb[address] = True

@@ -164,6 +164,11 @@ async def test_select_probe_tells_nothing_single_and_collision(small_bus: Bus) -
     assert await m.probe(SecondaryAddress("55500001", manufacturer_value("KAM"))) is Probe.NOTHING
 
 
+async def test_reading_a_wildcard_that_matches_several_meters_says_so(small_bus: Bus) -> None:
+    with pytest.raises(GarbledReply, match="matches several meters"):
+        await small_bus.master.read(SecondaryAddress("1234567F"), retries=0)
+
+
 # -- scans -------------------------------------------------------------------------------
 
 
