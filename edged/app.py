@@ -346,14 +346,12 @@ class Daemon:
                 tier=tier.value,
             )
         self.metrics.set_gauge("account_tier_interval", float(status["interval"]))
+        # One series per device (its current tier): a gateway may carry a thousand meters.
+        self.metrics.clear_gauge("device_cloud_licence")
         for dev in plan.config.devices:
-            for tier in Tier:
-                self.metrics.set_gauge(
-                    "device_cloud_licence",
-                    1.0 if dev.cloud_licence is tier else 0.0,
-                    device=dev.id,
-                    tier=tier.value,
-                )
+            self.metrics.set_gauge(
+                "device_cloud_licence", 1.0, device=dev.id, tier=dev.cloud_licence.value
+            )
         self._tier_gauges_for = plan
 
     def healthy(self) -> bool:

@@ -59,7 +59,7 @@ HELP: dict[str, str] = {
     "devices": "Configured devices per state.",
     "account_tier_interval": "Publish interval of the cloud account tier, in seconds.",
     "account_tier": "1 for the cloud account tier in force (the lowest of any metering point).",
-    "device_cloud_licence": "1 for the cloud licence tier of each device.",
+    "device_cloud_licence": "Cloud licence tier of each device (one series per device, value 1).",
 }
 
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
@@ -131,6 +131,12 @@ class Metrics:
         if names != known:
             raise ValueError(f"gauge {key} has labels {list(known)}, got {list(names)}")
         (gauge.labels(**labels) if known else gauge).set(value)
+
+    def clear_gauge(self, name: str) -> None:
+        """Drop every labelled series of a gauge (e.g. devices that left the config)."""
+        entry = self._gauges.get(metric_name(name))
+        if entry is not None and entry[1]:
+            entry[0].clear()
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format."""
