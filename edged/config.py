@@ -404,9 +404,10 @@ def _mqtt(o: Options, gw_id: str, base: Path) -> MqttConfig:
             files: dict[str, Path | None] = {}
             for key in ("ca_file", "cert_file", "key_file"):
                 v = t.str(key, None)
-                files[key] = _path(v, base) if v else None
-                if files[key] is not None and not files[key].is_file():  # type: ignore[union-attr]
-                    raise t.error(key, f"file not found: {files[key]}")
+                path = _path(v, base) if v else None
+                if path is not None and not path.is_file():
+                    raise t.error(key, f"file not found: {path}")
+                files[key] = path
             if (files["cert_file"] is None) != (files["key_file"] is None):
                 raise t.error("key_file", "cert_file and key_file go together")
             tls = TlsConfig(

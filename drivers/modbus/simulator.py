@@ -33,7 +33,7 @@ from drivers.modbus.planner import Table
 from drivers.modbus.profile import Point, Profile
 
 Clock = Callable[[], float]
-_TABLE_OF = {framing.READ_HOLDING: "holding", framing.READ_INPUT: "input"}
+_TABLE_OF: dict[int, Table] = {framing.READ_HOLDING: "holding", framing.READ_INPUT: "input"}
 
 
 @dataclass
@@ -173,7 +173,7 @@ def serve_pdu(meter: Meter, pdu: bytes) -> bytes | None:
         return framing.exception_reply(function, framing.ILLEGAL_DATA_VALUE)
     if start + count > 0x10000:
         return framing.exception_reply(function, framing.ILLEGAL_DATA_ADDRESS)
-    result = meter.read(table, start, count)  # type: ignore[arg-type]
+    result = meter.read(table, start, count)
     if result is None:
         return None
     if isinstance(result, int):
