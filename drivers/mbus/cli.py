@@ -67,13 +67,19 @@ def _bus_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, default=2, help="retries per request (default 2)")
 
 
+def _progress(text: str) -> None:
+    """Scan progress on stderr, so stdout stays the list of slaves."""
+    sys.stderr.write(f"scan: {text}\n")
+    sys.stderr.flush()
+
+
 async def _scan(args: argparse.Namespace) -> int:
     link = await _link_spec(args).open()
     try:
         master = Master(link, retries=args.retries, timeout=args.timeout)
         if args.secondary:
             mask = SecondaryAddress.parse(args.mask)
-            found = await master.scan_secondary(mask)
+            found = await master.scan_secondary(mask, progress=_progress)
             for a in found:
                 _out(
                     f"{a}  manufacturer {manufacturer_code(a.manufacturer)}"
@@ -81,7 +87,9 @@ async def _scan(args: argparse.Namespace) -> int:
                 )
             _out(f"{len(found)} slaves found")
             return 0
-        primaries = await master.scan_primary(range(args.first, args.last + 1), retries=0)
+        primaries = await master.scan_primary(
+            range(args.first, args.last + 1), retries=0, progress=_progress
+        )
         for address in primaries:
             try:
                 reading = await master.read(address)

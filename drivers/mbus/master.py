@@ -95,6 +95,7 @@ class Master:
         self.frame_gap = frame_gap if frame_gap is not None else 11 / self.baudrate
         self.max_telegrams = max_telegrams
         self.rejected = 0  # answers thrown away (garbled, unexpected, undecodable)
+        self._progress: Callable[[str], None] | None = None
         self._idle = idle if idle is not None else idle_gap(self.baudrate)
         self._fcb: dict[Address, bool] = {}
         self._quiet_at = 0.0
@@ -271,11 +272,17 @@ class Master:
     # -- scans ------------------------------------------------------------------------------
 
     async def scan_primary(
-        self, addresses: range = range(PRIMARY_MAX + 1), retries: int = 0
+        self,
+        addresses: range = range(PRIMARY_MAX + 1),
+        retries: int = 0,
+        progress: Callable[[str], None] | None = None,
     ) -> list[int]:
         """Primary addresses that acknowledge a SND_NKE (garbled answers are reported too)."""
         found: list[int] = []
-        for address in addresses:
+        for n, address in enumerate(addresses):
+            # A full scan takes about a minute at 2400 baud: say how far it got.
+            if progress is not None and n and n % 25 == 0:
+                progress(f"address {address} ({n}/{len(addresses)}), {len(found)} found so far")
             try:
                 await self.snd_nke(address, retries=retries)
             except NoReply:
@@ -285,9 +292,14 @@ class Master:
             found.append(address)
         return found
 
-    async def scan_secondary(self, mask: SecondaryAddress = WILDCARD) -> list[SecondaryAddress]:
+    async def scan_secondary(
+        self,
+        mask: SecondaryAddress = WILDCARD,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[SecondaryAddress]:
         """Every slave matching ``mask``, found by wildcard selects split on collisions."""
         found: list[SecondaryAddress] = []
+        self._progress = progress
         position = mask.id.find("F")
         if position < 0:
             if await self.probe(mask) is not Probe.NOTHING:
@@ -310,6 +322,8 @@ class Master:
                 if ident is not None:
                     log.info("mbus scan found address=%s", ident)
                     found.append(ident)
+                    if self._progress is not None:
+                        self._progress(f"found {ident} ({len(found)} so far)")
                     continue
             nxt = candidate.id.find("F", position + 1)
             if nxt < 0:

@@ -51,9 +51,11 @@ async def test_scan_and_read_a_simulated_bus(capsys: pytest.CaptureFixture[str])
         rc = await asyncio.to_thread(
             main, ["scan", "--secondary", "--mask", "1000000FFFFFFFFF", *bus]
         )
-        scanned = capsys.readouterr().out
-        rc_primary = await asyncio.to_thread(main, ["scan", *bus, "--last", "4"])
-        primary = capsys.readouterr().out
+        scanned_io = capsys.readouterr()
+        scanned = scanned_io.out
+        rc_primary = await asyncio.to_thread(main, ["scan", *bus, "--last", "30"])
+        primary_io = capsys.readouterr()
+        primary = primary_io.out
         rc_read = await asyncio.to_thread(main, ["read", "10000001FFFFFFFF", *bus])
         read = capsys.readouterr().out
         rc_dead = await asyncio.to_thread(main, ["read", "9", *bus, "--retries", "0"])
@@ -63,5 +65,8 @@ async def test_scan_and_read_a_simulated_bus(capsys: pytest.CaptureFixture[str])
     assert rc == rc_primary == rc_read == 0
     assert "3 slaves found" in scanned and "1000000114870104  manufacturer EDG" in scanned
     assert "primary   2  secondary 1000000114870104" in primary
+    # progress goes to stderr, so stdout stays the list of slaves
+    assert "scan: found 1000000114870104 (2 so far)" in scanned_io.err
+    assert "scan: address 25 (25/31), 3 found so far" in primary_io.err
     assert "telegram 2 of 2" in read and "id 10000001  manufacturer EDG" in read
     assert rc_dead == 1 and "no answer" in dead
