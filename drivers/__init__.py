@@ -42,6 +42,12 @@ class Driver(Protocol):
     name: str
     # Drivers that serve devices instead of polling them (OCPP) set ``polled = False``
     # as a class attribute; the supervisor then never reports their silence as stale.
+    #
+    # Optional: ``def update(self, connection: ConnectionSpec, devices: Sequence[DeviceSpec])
+    # -> bool`` applies a new device list to the running connection; False when it cannot
+    # (the supervisor then restarts the connection). Called on reload only when the
+    # connection spec itself (driver and settings) is unchanged and only its devices differ;
+    # afterwards samples and states of devices no longer on the list are rejected.
 
     def endpoint(self, connection: ConnectionSpec) -> str:
         """The identity of the physical bus or socket (two connections may not share one)."""

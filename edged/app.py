@@ -102,11 +102,19 @@ def _admit(
     return result.admitted, result.unlicensed, result.used, result.total
 
 
-def _fingerprint(conn: ConnectionSpec, devices: Sequence[DeviceSpec]) -> object:
+@dataclass(frozen=True)
+class _Fingerprint:
     """What a connection task depends on; an equal fingerprint means no restart on reload."""
+
+    connection: ConnectionSpec
+    devices: tuple[DeviceSpec, ...]
+
+
+def _fingerprint(conn: ConnectionSpec, devices: Sequence[DeviceSpec]) -> _Fingerprint:
+    """The connection spec and the driver's view of its devices, without source locations."""
     # Tier, publish interval, labels and licence group matter to the pipeline, not to the
     # driver: changing them must not drop a bus or disconnect chargers.
-    return (
+    return _Fingerprint(
         dataclasses.replace(conn, source=_NO_SOURCE),
         tuple(
             dataclasses.replace(
@@ -174,19 +182,25 @@ class DeviceStatus:
 
 @dataclass
 class _Running:
-    fingerprint: object
+    fingerprint: _Fingerprint
     task: asyncio.Task[None]
     driver: drivers.Driver
     devices: tuple[str, ...] = field(default_factory=tuple)
+    context: _Context | None = None
 
 
 class _Context:
     """The DriverContext handed to one connection."""
 
-    def __init__(self, daemon: Daemon, driver: str, devices: Sequence[str]):
+    def __init__(self, daemon: Daemon, driver: str, devices: Sequence[DeviceSpec]):
         self._daemon = daemon
         self._driver = driver
-        self._devices = frozenset(devices)
+        self.replace(devices)
+
+    def replace(self, devices: Sequence[DeviceSpec]) -> None:
+        """Serve a new device list: samples of devices no longer on it are rejected."""
+        self.specs = tuple(devices)
+        self._devices = frozenset(d.id for d in devices)
 
     def sample(self, sample: Sample) -> None:
         if sample.device_id not in self._devices:
@@ -362,14 +376,13 @@ class Daemon:
 
     # -- connections --------------------------------------------------------------
 
-    async def _supervise(
-        self, conn: ConnectionSpec, drv: drivers.Driver, devices: tuple[DeviceSpec, ...]
-    ) -> None:
+    async def _supervise(self, conn: ConnectionSpec, drv: drivers.Driver, ctx: _Context) -> None:
         """Run one connection; restart it with capped, jittered backoff if it fails."""
         delay = 1.0
-        ctx = _Context(self, conn.driver, [d.id for d in devices])
         while True:
             started = time.monotonic()
+            # The device list in force now: a driver may have taken a new one live.
+            devices = ctx.specs
             try:
                 await drv.run(conn, devices, ctx)
                 log.warning("connection ended connection=%s; restarting", conn.name)
@@ -399,13 +412,23 @@ class Daemon:
             for name, conn in plan.config.connections.items()
             if by_conn[name]
         }
+        served = {dev_id for run in self.connections.values() for dev_id in run.devices}
         stopping = []
         for name in list(self.connections):
             run = self.connections[name]
-            if wanted.get(name) != run.fingerprint:
-                log.info("stopping connection connection=%s", name)
-                stopping.append(run.task)
-                del self.connections[name]
+            fp = wanted.get(name)
+            if fp == run.fingerprint:
+                continue
+            conn = plan.config.connections.get(name)
+            if (
+                fp is not None
+                and conn is not None
+                and self._update_live(conn, by_conn[name], run, fp)
+            ):
+                continue
+            log.info("stopping connection connection=%s", name)
+            stopping.append(run.task)
+            del self.connections[name]
         # The old task must be gone before a new one opens the same bus.
         await _cancel_and_wait(stopping)
         old = self.devices
@@ -413,7 +436,14 @@ class Daemon:
         for dev in plan.config.devices:
             prev = old.get(dev.id)
             st = DeviceStatus(dev)
-            if prev is not None and dev.connection in self.connections:
+            # Only a device its still running connection served before keeps its state; one
+            # that joined a running connection live starts as provisioned like any new one.
+            if (
+                prev is not None
+                and dev.id in served
+                and dev.connection in self.connections
+                and prev.spec.connection == dev.connection
+            ):
                 st.state, st.last_sample, st.last_error = (
                     prev.state,
                     prev.last_sample,
@@ -434,15 +464,10 @@ class Daemon:
                 conn.driver,
                 len(devs),
             )
-            # Series exist from the start, so rate() alerts see 0 rather than nothing.
-            for dev in devs:
-                events: tuple[str, ...] = ("samples", "records")
-                if getattr(drv, "polled", True):
-                    events += ("poll", "poll_error")
-                for event in events:
-                    self.metrics.count(event, conn.driver, dev.id, 0)
-            task = asyncio.create_task(self._supervise(conn, drv, devs), name=f"connection:{name}")
-            self.connections[name] = _Running(fp, task, drv, tuple(d.id for d in devs))
+            self._zero_series(conn, drv, devs)
+            ctx = _Context(self, conn.driver, devs)
+            task = asyncio.create_task(self._supervise(conn, drv, ctx), name=f"connection:{name}")
+            self.connections[name] = _Running(fp, task, drv, tuple(d.id for d in devs), ctx)
         if plan.unlicensed:
             log.warning(
                 "devices not licensed (never polled) used=%d capacity=%d devices=%s",
@@ -453,6 +478,41 @@ class Daemon:
         if self.throttle is not None:
             self.throttle.set_intervals(dict(plan.intervals))
         self.plan = plan
+
+    def _zero_series(
+        self, conn: ConnectionSpec, drv: drivers.Driver, devices: Sequence[DeviceSpec]
+    ) -> None:
+        """Create the device's series at 0, so rate() alerts see 0 rather than nothing."""
+        for dev in devices:
+            events: tuple[str, ...] = ("samples", "records")
+            if getattr(drv, "polled", True):
+                events += ("poll", "poll_error")
+            for event in events:
+                self.metrics.count(event, conn.driver, dev.id, 0)
+
+    def _update_live(
+        self, conn: ConnectionSpec, devices: Sequence[DeviceSpec], run: _Running, fp: _Fingerprint
+    ) -> bool:
+        """Hand a changed device list to a running connection whose own spec is unchanged.
+
+        True when the driver took it and the task keeps running; False means restart.
+        """
+        update = getattr(run.driver, "update", None)
+        if run.context is None or update is None or fp.connection != run.fingerprint.connection:
+            return False
+        try:
+            applied = bool(update(conn, devices))
+        except Exception as exc:  # a driver bug costs a restart, not the reload
+            log.error("live update failed connection=%s error=%s", conn.name, exc, exc_info=True)
+            return False
+        if not applied:
+            return False
+        self._zero_series(conn, run.driver, [d for d in devices if d.id not in run.devices])
+        run.context.replace(devices)
+        run.fingerprint = fp
+        run.devices = tuple(d.id for d in devices)
+        log.info("updated connection connection=%s devices=%d", conn.name, len(devices))
+        return True
 
     # -- licences -----------------------------------------------------------------
 

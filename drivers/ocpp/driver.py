@@ -30,6 +30,7 @@ from drivers.ocpp.hub import Hub
 from drivers.ocpp.passwords import hash_password
 from drivers.ocpp.session import Session, make_session
 from drivers.ocpp.state import ChargerStatus
+from edged.errors import EdgedError
 from edged.model import ConnectionSpec, DeviceSpec
 
 log = logging.getLogger("edged.ocpp")
@@ -37,6 +38,7 @@ log = logging.getLogger("edged.ocpp")
 # WebSocket pings find dead TCP connections; OCPP heartbeats are too slow for that.
 PING_INTERVAL = 60.0
 CLOSE_TIMEOUT = 5.0
+REMOVED = "removed from configuration"
 
 __all__ = ["OcppDriver", "hash_password"]
 
@@ -52,6 +54,10 @@ class OcppDriver:
         self._statuses: dict[str, ChargerStatus] = {}
         self._sessions: dict[str, Session] = {}
         self._hubs: dict[str, Hub] = {}
+        # The hub and gate of each listening connection, so update() can swap their settings.
+        self._servers: dict[str, tuple[Hub, Gate]] = {}
+        # Close handshakes in flight; held so the tasks are not collected before they end.
+        self._closing: set[asyncio.Task[None]] = set()
         self.bound_port: int | None = None
         """The port actually listened on (useful when configured as 0)."""
 
@@ -72,8 +78,16 @@ class OcppDriver:
         hub = Hub(cfg, ctx, self._statuses)
         for charger in cfg.chargers.values():
             self._hubs[charger.device_id] = hub
-        tls = await asyncio.to_thread(_tls_context, cfg) if cfg.tls else None
         gate = Gate(cfg)
+        self._servers[connection.name] = (hub, gate)
+        try:
+            await self._listen(hub, gate)
+        finally:
+            del self._servers[connection.name]
+
+    async def _listen(self, hub: Hub, gate: Gate) -> None:
+        cfg = hub.settings
+        tls = await asyncio.to_thread(_tls_context, cfg) if cfg.tls else None
 
         async def handler(ws: ServerConnection) -> None:
             await self._serve(hub, ws)
@@ -109,15 +123,83 @@ class OcppDriver:
             server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT)
-            for charger in cfg.chargers.values():
+            # The charger list in force now, which update() may have changed since the start.
+            for charger in hub.settings.chargers.values():
                 self._sessions.pop(charger.device_id, None)
-                if self._statuses[charger.device_id].connected:
+                if hub.status(charger.device_id).connected:
                     hub.offline(charger.device_id, "server stopped")
+
+    def update(self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> bool:
+        """Apply a new charger list to the running server; False when it cannot."""
+        try:
+            cfg = settings.parse(connection, devices)
+        except EdgedError as exc:
+            log.error("charger list not applied connection=%s error=%s", connection.name, exc)
+            return False
+        server = self._servers.get(connection.name)
+        if server is None:
+            # Between two runs (restarting after a failure): the next run gets the new list
+            # from the supervisor; only forget the chargers that are gone.
+            wanted = {(c.device_id, c.charge_point_id) for c in cfg.chargers.values()}
+            for device_id, st in list(self._statuses.items()):
+                if (device_id, st.charge_point_id) not in wanted:
+                    del self._statuses[device_id]
+                    self._hubs.pop(device_id, None)
+            return True
+        hub, gate = server
+        old = hub.settings
+        if _listening(old) != _listening(cfg):
+            return False
+        before = {c.device_id: c.charge_point_id for c in old.chargers.values()}
+        after = {c.device_id: c.charge_point_id for c in cfg.chargers.values()}
+        # A charger whose charge point id changed is a different charger on the wire.
+        removed = [dev for dev, cp in before.items() if after.get(dev) != cp]
+        added = [dev for dev, cp in after.items() if before.get(dev) != cp]
+        for device_id in removed:
+            self._drop(hub, device_id)
+        # Password and version changes need no action: the gate checks them at the next
+        # connection, and a charger's running session never looks at them again.
+        hub.replace_settings(cfg, removed)
+        gate.settings = cfg
+        for device_id in added:
+            self._hubs[device_id] = hub
+        log.info(
+            "ocpp chargers updated connection=%s chargers=%d added=%s removed=%s",
+            connection.name,
+            len(cfg.chargers),
+            ",".join(added) or "-",
+            ",".join(removed) or "-",
+        )
+        return True
+
+    def _drop(self, hub: Hub, device_id: str) -> None:
+        """Close a removed charger's session and report it offline."""
+        self._hubs.pop(device_id, None)
+        session = self._sessions.pop(device_id, None)
+        if session is not None:
+            log.info("charger disconnected device=%s %s", device_id, REMOVED)
+            self._close_later(session._connection, REMOVED)
+        if hub.status(device_id).connected:
+            hub.offline(device_id, REMOVED)
+
+    def _close_later(self, ws: ServerConnection, reason: str) -> None:
+        # Closing may wait for a dead peer; nothing else should wait for that.
+        task = asyncio.create_task(ws.close(1000, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closed)
+
+    def _closed(self, task: asyncio.Task[None]) -> None:
+        self._closing.discard(task)
+        _ignore_result(task)
 
     async def _serve(self, hub: Hub, ws: ServerConnection) -> None:
         assert ws.request is not None
         cp = charge_point_id(ws.request.path)
-        charger = hub.settings.chargers[cp]
+        charger = hub.settings.chargers.get(cp)
+        if charger is None:
+            # Removed from the configuration after its handshake was accepted.
+            await ws.close(1000, REMOVED)
+            return
         device_id = charger.device_id
         version = version_of(ws.subprotocol)
         session = make_session(hub, device_id, version, ws)
@@ -125,9 +207,7 @@ class OcppDriver:
         self._sessions[device_id] = session
         if old is not None:
             log.info("charger reconnected, old session replaced device=%s", device_id)
-            # Closing may wait for a dead peer; the new session must not wait for that.
-            task = asyncio.create_task(old._connection.close(1000, "replaced by a new connection"))
-            task.add_done_callback(_ignore_result)
+            self._close_later(old._connection, "replaced by a new connection")
         remote = _remote(ws)
         log.info("charger connected device=%s version=%s remote=%s", device_id, version, remote)
         hub.online(device_id, version, remote)
@@ -182,6 +262,11 @@ def _tls_context(cfg: settings.ServerSettings) -> ssl.SSLContext:
     assert cfg.tls_cert is not None
     ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
     return ctx
+
+
+def _listening(cfg: settings.ServerSettings) -> tuple[object, ...]:
+    """The settings the listening socket was opened with (a change needs a new socket)."""
+    return (cfg.host, cfg.port, cfg.tls_cert, cfg.tls_key, cfg.max_message_size)
 
 
 def _remote(ws: ServerConnection) -> str | None:

@@ -52,6 +52,8 @@ class Gate:
     """The ``process_request`` and ``select_subprotocol`` hooks of the server."""
 
     def __init__(self, settings: ServerSettings):
+        # Replaced as a whole when the charger list changes at reload (OcppDriver.update);
+        # a hook never awaits between its reads, so it sees one list, old or new.
         self.settings = settings
 
     def charger(self, path: str) -> ChargerSettings | None:

@@ -32,6 +32,16 @@ class Hub:
         # the clock keeps them from repeating across restarts.
         self._tx_ids = itertools.count(int(time.time()) % 1_000_000_000)
 
+    def replace_settings(self, settings: ServerSettings, removed: Iterable[str]) -> None:
+        """Serve a new charger list: forget removed chargers, add statuses for new ones."""
+        for device_id in removed:
+            self.statuses.pop(device_id, None)
+        self.settings = settings
+        for charger in settings.chargers.values():
+            self.statuses.setdefault(
+                charger.device_id, ChargerStatus(charger.device_id, charger.charge_point_id)
+            )
+
     def status(self, device_id: str) -> ChargerStatus:
         """The state of a configured charger."""
         return self.statuses[device_id]
@@ -47,7 +57,10 @@ class Hub:
 
     def seen(self, device_id: str) -> None:
         """A frame arrived from the charger."""
-        self.statuses[device_id].last_seen = time.time()
+        # A charger removed at reload may still send a frame while its socket closes.
+        st = self.statuses.get(device_id)
+        if st is not None:
+            st.last_seen = time.time()
 
     def deliver(self, device_id: str, samples: Iterable[Sample]) -> int:
         """Hand samples to the daemon; returns how many."""
