@@ -224,7 +224,14 @@ def format_summary(
         warn = f" (WARNING: ends in {m.days_left(ev.now)} days)" if m.warning_days else ""
         lines.append(f"maintenance    until {iso_time(m.end)}{warn}")
     result = covers(RELEASE_VERSION, RELEASE_DATE, RELEASE_KIND, ev.genuine())
-    state = "covered" if result.covered else "NOT covered"
+    # Coverage decides whether this version may be installed as an upgrade; a running
+    # gateway keeps working either way, so say what it means instead of alarming.
+    state = (
+        "covered by maintenance"
+        if result.covered
+        else "not covered by maintenance (it runs; upgrading to it needs a maintenance or "
+        "upgrade licence)"
+    )
     lines.append(f"this release   {RELEASE_VERSION} ({RELEASE_KIND}, {RELEASE_DATE}): {state}")
     return lines
 
