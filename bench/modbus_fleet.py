@@ -20,10 +20,8 @@ import asyncio
 import contextlib
 import os
 import platform
-import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,45 +34,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from procstat import (  # noqa: E402
+    cpu_model,
+    cpu_seconds,
+    free_port,
+    raise_nofile,
+    status_kb,
+)
+
 from drivers.modbus.driver import ModbusDriver  # noqa: E402
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Sample, Source  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def raise_nofile() -> None:
-    """Lift the open-files soft limit to the hard limit (1,000 meters need ~2,000 fds)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def vm_hwm_mb(pid: int) -> float:
     """Peak resident set size of a process, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+    return status_kb(pid, "VmHWM") / 1024
 
 
 @dataclass

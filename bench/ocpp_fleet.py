@@ -13,17 +13,16 @@ import argparse
 import asyncio
 import os
 import platform
-import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from procstat import cpu_seconds, free_port, raise_nofile, status_kb
+
 ROOT = Path(__file__).resolve().parents[1]
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # -- server role: the driver in a process of its own ----------------------------------------
@@ -74,25 +73,6 @@ async def _serve(port: int, chargers: int, prefix: str) -> None:
 # -- bench role -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def _status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 class _Tail:
     """The last status line a child printed."""
 
@@ -115,11 +95,6 @@ class _Tail:
         return out
 
 
-def _raise_fd_limit() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def main() -> int:
     """Run the benchmark (or, with --serve, the server side of it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -130,13 +105,13 @@ def main() -> int:
     p.add_argument("--connect-timeout", type=float, default=180.0)
     p.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
-    _raise_fd_limit()
+    raise_nofile()
     prefix = "CP"
     if args.serve:
         asyncio.run(_serve(args.serve, args.chargers, prefix))
         return 0
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(port), "--chargers", str(args.chargers)],
@@ -153,7 +128,7 @@ def main() -> int:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit("server did not start")
             time.sleep(0.1)
-        idle_rss = _status_kb(server.pid, "VmRSS")
+        idle_rss = status_kb(server.pid, "VmRSS")
         sim = subprocess.Popen(
             [
                 sys.executable,
@@ -176,22 +151,22 @@ def main() -> int:
             cwd=ROOT,
         )
         t0 = time.monotonic()
-        cpu0 = _cpu_seconds(server.pid)
+        cpu0 = cpu_seconds(server.pid)
         deadline = t0 + args.connect_timeout
         while tail.values().get("online", 0) < args.chargers:
             if time.monotonic() > deadline or sim.poll() is not None:
                 raise SystemExit(f"only {tail.values().get('online')} chargers connected")
             time.sleep(0.2)
         connect_s = time.monotonic() - t0
-        connect_cpu = _cpu_seconds(server.pid) - cpu0
+        connect_cpu = cpu_seconds(server.pid) - cpu0
         # Let every charger reach its steady meter-value rhythm before measuring.
         time.sleep(args.interval + 2)
-        s0, c0, w0 = tail.values().get("samples", 0), _cpu_seconds(server.pid), time.monotonic()
+        s0, c0, w0 = tail.values().get("samples", 0), cpu_seconds(server.pid), time.monotonic()
         time.sleep(args.measure)
-        s1, c1, w1 = tail.values().get("samples", 0), _cpu_seconds(server.pid), time.monotonic()
+        s1, c1, w1 = tail.values().get("samples", 0), cpu_seconds(server.pid), time.monotonic()
         online = tail.values().get("online", 0)
-        rss = _status_kb(server.pid, "VmRSS")
-        hwm = _status_kb(server.pid, "VmHWM")
+        rss = status_kb(server.pid, "VmRSS")
+        hwm = status_kb(server.pid, "VmHWM")
     finally:
         procs: list[subprocess.Popen[bytes] | subprocess.Popen[str] | None] = [sim, server]
         for proc in procs:

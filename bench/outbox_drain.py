@@ -24,19 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from procstat import free_port
+
 from edged.config import MqttConfig
 from edged.model import Reading, Record
 from edged.outbox import Outbox
 from edged.uplink import Uplink
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def start_broker(workdir: Path, port: int) -> subprocess.Popen[bytes]:

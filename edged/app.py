@@ -13,9 +13,7 @@ import contextlib
 import dataclasses
 import fcntl
 import logging
-import math
 import os
-import random
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +33,7 @@ from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Record, Sample,
 from edged.outbox import Outbox
 from edged.systemd import Notifier, Watchdog
 from edged.throttle import Throttle
+from edged.timing import Backoff
 from edged.uplink import Uplink
 
 log = logging.getLogger("edged.app")
@@ -79,14 +78,7 @@ def check(config: Config, *, licence_dir: Path | None = None, now: float | None 
         endpoints[ep] = name
         instances[name] = drv
     tiers.check_features(config)
-    account = tiers.account_tier(config)
-    intervals: dict[str, float] = {}
-    warnings: list[str] = []
-    for dev in config.devices:
-        interval, warning = tiers.publish_interval(dev, account)
-        intervals[dev.id] = interval
-        if warning:
-            warnings.append(warning)
+    intervals, warnings = tiers.publish_intervals(config)
     admitted, unlicensed, used, total = _admit(config, licence_dir, now)
     return Plan(config, instances, admitted, unlicensed, intervals, tuple(warnings), used, total)
 
@@ -249,13 +241,10 @@ class Daemon:
     # -- pipeline -----------------------------------------------------------------
 
     def on_sample(self, driver: str, sample: Sample) -> None:
-        """A driver produced a sample: account for it and hand it to the throttle."""
-        values = {k: v for k, v in sample.values.items() if math.isfinite(v)}
-        if len(values) != len(sample.values):
-            self.metrics.count(
-                "values_rejected", driver, sample.device_id, len(sample.values) - len(values)
-            )
-            sample = dataclasses.replace(sample, values=values)
+        """A driver produced a sample: account for it and hand it to the throttle.
+
+        The throttle drops (and counts) non-finite values and late samples itself.
+        """
         st = self.devices.get(sample.device_id)
         if st is not None:
             st.last_sample = sample.timestamp
@@ -263,7 +252,7 @@ class Daemon:
                 st.state = DeviceState.ONLINE
                 st.last_error = None
         self.metrics.count("samples", driver, sample.device_id)
-        if self.throttle is not None and values:
+        if self.throttle is not None:
             self.throttle.add(sample)
 
     def on_state(self, device_id: str, state: DeviceState, error: str | None) -> None:
@@ -298,9 +287,11 @@ class Daemon:
 
     async def _tick(self) -> None:
         """Close due throttle windows, refresh gauges and stale marks."""
+        ticks = 0
         while True:
             await asyncio.sleep(0.2)
             self._last_tick = time.monotonic()
+            ticks += 1
             now = self.clock()
             if self.throttle is not None:
                 self._emit(self.throttle.due(now))
@@ -309,7 +300,9 @@ class Daemon:
                     if st is not None and st.state is DeviceState.ONLINE and self._overdue(st, now):
                         log.info("device state device=%s state=stale", dev_id)
                         st.state = DeviceState.STALE
-            self._refresh_gauges()
+            # Gauges walk every device: once a second is plenty for a scraper.
+            if ticks % 5 == 1:
+                self._refresh_gauges()
 
     def _overdue(self, st: DeviceStatus, now: float) -> bool:
         """True when a polled device has missed a poll it should have answered.
@@ -326,6 +319,11 @@ class Daemon:
         return now - st.last_sample > 1.5 * st.spec.poll_interval + STALE_GRACE
 
     def _refresh_gauges(self) -> None:
+        """Copy the pipeline's state into the metrics gauges."""
+        if self.throttle is not None:
+            dropped = self.throttle.counts()
+            for what in ("late", "nonfinite", "unknown"):
+                self.metrics.set_gauge("throttle_dropped", dropped[what], reason=what)
         if self.outbox is not None:
             s = self.outbox.stats()
             self.metrics.set_gauge("outbox_depth", s.depth)
@@ -378,7 +376,7 @@ class Daemon:
 
     async def _supervise(self, conn: ConnectionSpec, drv: drivers.Driver, ctx: _Context) -> None:
         """Run one connection; restart it with capped, jittered backoff if it fails."""
-        delay = 1.0
+        backoff = Backoff(initial=1.0, maximum=60.0)
         while True:
             started = time.monotonic()
             # The device list in force now: a driver may have taken a new one live.
@@ -398,9 +396,8 @@ class Daemon:
                 for d in devices:
                     self.on_state(d.id, DeviceState.OFFLINE, str(exc))
             if time.monotonic() - started > 60:
-                delay = 1.0
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, 60.0)
+                backoff.reset()  # it ran for a while: this is a new failure, not a loop
+            await asyncio.sleep(backoff.next())
 
     async def _apply(self, plan: Plan) -> None:
         """Start, keep or restart connection tasks so they match the plan."""
@@ -597,16 +594,17 @@ class Daemon:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def _load(self) -> Plan:
-        cfg = configmod.load(self.config_path)
+    def _load(self, cfg: Config | None = None) -> Plan:
+        """Validate ``cfg`` (read from the config path when not given) into a plan."""
+        cfg = cfg if cfg is not None else configmod.load(self.config_path)
         plan = check(cfg, licence_dir=self.licence_dir, now=self.clock())
         for w in plan.warnings:
             log.warning("%s", w)
         return plan
 
-    async def run(self) -> int:
-        """Run until SIGTERM/SIGINT; return the exit code."""
-        plan = self._load()
+    async def run(self, config: Config | None = None) -> int:
+        """Run until SIGTERM/SIGINT; return the exit code (``config``: already loaded)."""
+        plan = self._load(config)
         cfg = plan.config
         # Two daemons on one outbox would hand out the same sequence numbers twice, and the
         # cloud would drop real records as duplicates: refuse before touching anything.

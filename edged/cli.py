@@ -128,51 +128,46 @@ def _main(argv: list[str] | None) -> int:
             print(f"usage: edged sim {{{','.join(_SIMULATORS)}}} ...", file=sys.stderr)
             return 2
         return _call(_SIMULATORS[args_in[1]], args_in[2:])
-    if args_in and args_in[0] == "ocpp":
-        return _ocpp(args_in[1:])
-    args = _parser().parse_args(args_in)
-    from edged.errors import ConfigError, ControlError, EdgedError
+    from edged.errors import ConfigError, EdgedError
 
+    # One place turns errors into what the operator sees: a config error is one line
+    # and exit 78, anything else edged reports (no daemon, refused reload) exit 1.
     try:
-        if args.cmd == "check-config":
-            return _check_config(args.config, args.licence_dir)
-        if args.cmd == "run":
-            return _run(args.config, args.licence_dir)
-        if args.cmd == "status":
-            return _status(_socket_path(args.config, args.socket), args.json)
-        if args.cmd == "reload":
-            from edged.control import request
-
-            reply = asyncio.run(
-                request(_socket_path(args.config, args.socket), {"command": "reload"})
-            )
-            for note in reply.get("notes", []):
-                print(f"warning: {note}", file=sys.stderr)
-            print("reloaded")
-            return 0
+        if args_in and args_in[0] == "ocpp":
+            return _ocpp(args_in[1:])
+        return _command(_parser().parse_args(args_in))
     except ConfigError as exc:
         print(f"edged: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    except ControlError as exc:
-        print(f"edged: {exc}", file=sys.stderr)
-        return 1
     except EdgedError as exc:
         print(f"edged: {exc}", file=sys.stderr)
         return 1
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.cmd == "check-config":
+        return _check_config(args.config, args.licence_dir)
+    if args.cmd == "run":
+        return _run(args.config, args.licence_dir)
+    if args.cmd == "status":
+        return _status(_socket_path(args.config, args.socket), args.json)
+    if args.cmd == "reload":
+        from edged.control import request
+
+        reply = asyncio.run(request(_socket_path(args.config, args.socket), {"command": "reload"}))
+        for note in reply.get("notes", []):
+            print(f"warning: {note}", file=sys.stderr)
+        print("reloaded")
+        return 0
     return 2
 
 
 def _check_config(path: Path, licence_dir: Path | None) -> int:
     from edged import app
     from edged import config as configmod
-    from edged.errors import ConfigError
 
-    try:
-        cfg = configmod.load(path)
-        plan = app.check(cfg, licence_dir=licence_dir)
-    except ConfigError as exc:
-        print(f"edged: config error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+    cfg = configmod.load(path)
+    plan = app.check(cfg, licence_dir=licence_dir)
     for w in plan.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if plan.unlicensed:
@@ -195,15 +190,11 @@ def _run(path: Path, licence_dir: Path | None) -> int:
     from edged import config as configmod
     from edged.errors import ConfigError, EdgedError
 
-    try:
-        level = configmod.load(path).log_level
-    except ConfigError as exc:
-        print(f"edged: config error: {exc}", file=sys.stderr)
-        return EX_CONFIG
-    logsetup.setup(level)
+    cfg = configmod.load(path)
+    logsetup.setup(cfg.log_level)
     daemon = app.Daemon(path, licence_dir=licence_dir)
     try:
-        return asyncio.run(daemon.run())
+        return asyncio.run(daemon.run(cfg))
     except ConfigError as exc:
         logging.getLogger("edged").error("config error: %s", exc)
         return EX_CONFIG
@@ -229,7 +220,6 @@ def _ocpp(argv: list[str]) -> int:
     if argv[:1] == ["hash-password"]:
         return hash_password_main(argv[1:])
     from edged.control import request
-    from edged.errors import ConfigError, ControlError
 
     ap = argparse.ArgumentParser(prog="edged ocpp", add_help=False)
     ap.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
@@ -242,17 +232,8 @@ def _ocpp(argv: list[str]) -> int:
         "name": body["command"],
         "args": body.get("args", {}),
     }
-    try:
-        reply = asyncio.run(request(_socket_path(known.config, known.socket), msg))
-    except ConfigError as exc:
-        print(f"edged: config error: {exc}", file=sys.stderr)
-        return EX_CONFIG
-    except ControlError as exc:
-        print(f"edged: {exc}", file=sys.stderr)
-        return 1
-    if not reply.get("ok"):
-        print(f"edged: {reply.get('error')}", file=sys.stderr)
-        return 1
+    # A refusal ({"ok": false}) arrives as a ControlError from request().
+    reply = asyncio.run(request(_socket_path(known.config, known.socket), msg))
     print(json.dumps(reply.get("result"), indent=2, default=str))
     return 0
 

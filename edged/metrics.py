@@ -40,7 +40,6 @@ COUNTER_HELP: dict[str, str] = {
     "meter_values": "Meter value messages received from chargers.",
     "samples": "Samples handed to the pipeline.",
     "samples_rejected": "Samples for devices not on the connection that produced them.",
-    "values_rejected": "Non-finite values dropped from samples.",
     "records": "Records written to the outbox.",
 }
 HISTOGRAM_HELP: dict[str, str] = {
@@ -50,6 +49,7 @@ HELP: dict[str, str] = {
     "outbox_depth": "Records waiting in the outbox.",
     "outbox_bytes": "Bytes used by records waiting in the outbox.",
     "outbox_dropped": "Records dropped because the outbox was full (since start).",
+    "throttle_dropped": "Samples or values the throttle dropped: late, non-finite, unknown device.",
     "outbox_oldest_age": "Age of the oldest record waiting in the outbox, in seconds.",
     "uplink_connected": "1 while the MQTT uplink is connected.",
     "uplink_published": "Records published to the broker (since start).",

@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import math
-import random
 import ssl
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
 from edged.config import MqttConfig
 from edged.errors import UplinkError
 from edged.outbox import Outbox, Stored
+from edged.timing import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ class UplinkStats:
 class _Event:
     topic: str
     payload: bytes
-
-
-def backoff_delay(
-    attempt: int, initial: float, maximum: float, rand: Callable[[], float] = random.random
-) -> float:
-    """Capped exponential backoff with jitter: in [cap/2, cap], cap = initial * 2**attempt."""
-    cap = min(maximum, initial * (2.0 ** min(attempt, 30)))
-    return float(cap * (0.5 + rand() / 2))
 
 
 def describe_error(exc: BaseException) -> str:

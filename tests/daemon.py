@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -58,9 +59,29 @@ class Proc:
         return self.proc.returncode
 
 
+# The daemon and CLI trust the committed TEST licence key only with this (from a checkout).
+TRUST = {"EDGED_TRUST_TEST_KEYS": "1"}
+
+
 def edged(*args: str) -> list[str]:
     """Command line of the edged CLI in this interpreter."""
     return [sys.executable, "-m", "edged.cli", *args]
+
+
+def modbus_sim_cmd(port: int, *, meters: int = 2, profile: str = "eastron_sdm630") -> list[str]:
+    """`edged sim modbus` serving ``meters`` units (ids 1..meters) of a profile on one port."""
+    return edged(
+        "sim",
+        "modbus",
+        "--profile",
+        profile,
+        "--count",
+        str(meters),
+        "--units-per-port",
+        str(meters),
+        "--port",
+        str(port),
+    )
 
 
 def write_config(
@@ -99,3 +120,16 @@ def write_config(
     if capacity:
         grant_capacity(lic, capacity)
     return cfg
+
+
+async def run_edged(*args: str) -> tuple[int, str, str]:
+    """Run an `edged` command without blocking the loop; returns code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *edged(*args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **TRUST},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker, free_port, subscribe, wait_port
-from tests.daemon import Proc, edged, write_config
+from tests.daemon import Proc, edged, modbus_sim_cmd, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -50,18 +50,7 @@ timeout = 0.5
 def modbus_sim(tmp_path: Path):
     port = free_port()
     sim = Proc(
-        edged(
-            "sim",
-            "modbus",
-            "--profile",
-            "eastron_sdm630",
-            "--count",
-            "2",
-            "--units-per-port",
-            "2",
-            "--port",
-            str(port),
-        ),
+        modbus_sim_cmd(port),
         tmp_path / "sim.log",
     )
     wait_port(port)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import threading
@@ -26,12 +25,11 @@ from drivers.modbus.simulator import Meter, Simulator
 from edged.licensing.install_code import install_code
 from edged.licensing.testing import SOURCE_TEST_KEY, issue_test_licence
 from tests.conftest import Broker, Collector, subscribe
-from tests.daemon import Proc, edged, write_config
+from tests.daemon import TRUST, Proc, edged, run_edged, write_config
 from tests.licences import grant_trial
 
 pytestmark = pytest.mark.slow
 
-TRUST = {"EDGED_TRUST_TEST_KEYS": "1"}
 GW = "edged/gw-test"
 
 
@@ -110,19 +108,6 @@ async def wait_log(daemon: Proc, needle: str, timeout: float = 20.0) -> None:
         return needle in daemon.text()
 
     await until(seen, f"{needle!r} in the daemon log", timeout)
-
-
-async def run_edged(*args: str) -> tuple[int, str, str]:
-    """Run an `edged` command without blocking the loop; returns code, stdout, stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        *edged(*args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **TRUST},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def status(cfg: Path) -> dict[str, Any]:

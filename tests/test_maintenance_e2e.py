@@ -8,7 +8,6 @@ line and as an event on `edged/<gateway>/events`.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -20,11 +19,10 @@ import pytest
 from edged.licensing.licence import Licence
 from edged.licensing.testing import SOURCE_TEST_KEY, issue_test_licence, store_trusting_test_key
 from tests.conftest import Broker, Collector, subscribe
-from tests.daemon import Proc, edged, write_config
+from tests.daemon import TRUST, Proc, edged, run_edged, write_config
 
 pytestmark = pytest.mark.slow
 
-TRUST = {"EDGED_TRUST_TEST_KEYS": "1"}
 GW = "edged/gw-test"
 DAY = 86400.0
 
@@ -50,19 +48,6 @@ def grant_maintenance(directory: Path, ends_in: float) -> Licence:
         licence_id="L-E2E-MAINT",
     )
     return store.activate(data)
-
-
-async def run_edged(*args: str) -> tuple[int, str, str]:
-    """Run an `edged` command without blocking the loop; returns code, stdout, stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        *edged(*args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **TRUST},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def wait_log(daemon: Proc, needle: str, timeout: float = 20.0) -> None:

@@ -24,7 +24,7 @@ import pytest
 from edged.app import Daemon
 from edged.model import Sample, iso
 from tests.conftest import Broker, Collector, free_port, subscribe, wait_port
-from tests.daemon import Proc, edged, write_config
+from tests.daemon import Proc, edged, modbus_sim_cmd, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -53,18 +53,7 @@ async def test_professional_publishes_one_aligned_record_per_device_per_second(
 ) -> None:
     sim_port = free_port()
     sim = Proc(
-        edged(
-            "sim",
-            "modbus",
-            "--profile",
-            "eastron_sdm630",
-            "--count",
-            "2",
-            "--units-per-port",
-            "2",
-            "--port",
-            str(sim_port),
-        ),
+        modbus_sim_cmd(sim_port),
         tmp_path / "sim.log",
     )
     devices = "".join(

@@ -22,6 +22,7 @@ from drivers.mbus.master import Master
 from drivers.mbus.transport import BAUDRATES, PARITIES, LineSettings, Link, LinkSpec
 from edged.errors import ConnectionLost, DecodeError, DeviceTimeout
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Sample
+from edged.timing import Backoff, next_tick
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class MBusDriver:
         # Profiles are files: read them off the event loop.
         configs = await asyncio.to_thread(lambda: [parse_device(d) for d in devices])
         meters = [_Meter(c, loop.time()) for c in configs]
-        backoff = RECONNECT_MIN
+        backoff = Backoff(initial=RECONNECT_MIN, maximum=RECONNECT_MAX)
         while True:
             try:
                 link = await bus.link.open()
@@ -150,10 +151,9 @@ class MBusDriver:
                 log.warning("mbus open failed bus=%s error=%s", bus.link.endpoint, exc)
                 for m in meters:
                     self._set_state(ctx, m, DeviceState.OFFLINE, str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RECONNECT_MAX)
+                await asyncio.sleep(backoff.next())
                 continue
-            backoff = RECONNECT_MIN
+            backoff.reset()
             try:
                 await self._poll_forever(link, bus, meters, ctx)
             except ConnectionLost as exc:
@@ -162,7 +162,7 @@ class MBusDriver:
                     self._set_state(ctx, m, DeviceState.OFFLINE, str(exc))
             finally:
                 await link.close()
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(backoff.next())
 
     async def _poll_forever(
         self, link: Link, bus: BusConfig, meters: list[_Meter], ctx: DriverContext
@@ -177,12 +177,8 @@ class MBusDriver:
             if wait > 0:
                 await asyncio.sleep(wait)
             await self._poll(master, meter, ctx)
-            interval = meter.config.poll_interval
-            meter.due += interval
-            now = loop.time()
-            if meter.due <= now:
-                # Fell behind (slow bus or dead meters): skip missed polls, keep the phase.
-                meter.due += ((now - meter.due) // interval + 1) * interval
+            # Fell behind (slow bus or dead meters)? Missed polls are skipped, the phase kept.
+            meter.due = next_tick(meter.due, meter.config.poll_interval, loop.time())
 
     async def _poll(self, master: Master, meter: _Meter, ctx: DriverContext) -> None:
         loop = asyncio.get_running_loop()

@@ -19,9 +19,9 @@ from drivers.modbus import settings as cfg
 from drivers.modbus.link import Link
 from drivers.modbus.poller import DevicePoller
 from drivers.modbus.settings import ConnectionSettings
-from drivers.modbus.timing import Backoff, next_tick, phase_of
 from edged.errors import ConnectionLost, DecodeError, TransientError
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Sample
+from edged.timing import Backoff, next_tick, phase_of
 
 log = logging.getLogger(__name__)
 

@@ -44,6 +44,9 @@ log = logging.getLogger("edged.ocpp.sim")
 frame_log = logging.getLogger("edged.ocpp.sim.frames")
 frame_log.setLevel(logging.WARNING)
 
+# Messages a TriggerMessage may ask the simulated charger for (both OCPP versions).
+TRIGGERABLE = ("BootNotification", "Heartbeat", "MeterValues", "StatusNotification")
+
 NOMINAL_VOLTAGE = 230.0
 PHASES = 3
 BATTERY_WH = 60_000.0
@@ -497,12 +500,7 @@ class _SimSession16(ChargePoint16):  # type: ignore[misc]  # ocpp is untyped
 
     @on("TriggerMessage")
     def on_trigger_message(self, requested_message: str, **kw: Any) -> Any:
-        ok = requested_message in (
-            "BootNotification",
-            "Heartbeat",
-            "MeterValues",
-            "StatusNotification",
-        )
+        ok = requested_message in TRIGGERABLE
         return result16.TriggerMessage(status="Accepted" if ok else "NotImplemented")
 
     @after("TriggerMessage")
@@ -589,12 +587,7 @@ class _SimSession201(ChargePoint201):  # type: ignore[misc]  # ocpp is untyped
 
     @on("TriggerMessage")
     def on_trigger_message(self, requested_message: str, **kw: Any) -> Any:
-        ok = requested_message in (
-            "BootNotification",
-            "Heartbeat",
-            "MeterValues",
-            "StatusNotification",
-        )
+        ok = requested_message in TRIGGERABLE
         return result201.TriggerMessage(status="Accepted" if ok else "NotImplemented")
 
     @after("TriggerMessage")

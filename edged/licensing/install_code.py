@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
 from edged.errors import LicenceError
+from edged.licensing.gateway_key import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,7 @@ def machine_identity(directory: Path, sources: Sequence[Path] = MACHINE_ID_FILES
         raise LicenceError(f"cannot read {generated}: {exc}") from None
     directory.mkdir(parents=True, exist_ok=True)
     value = secrets.token_hex(16)
-    tmp = generated.with_suffix(".tmp")
-    tmp.write_text(value + "\n", encoding="ascii")
-    os.replace(tmp, generated)
+    write_atomic(generated, (value + "\n").encode("ascii"), 0o640)
     log.warning("no machine id found; generated one path=%s", generated)
     return value
 

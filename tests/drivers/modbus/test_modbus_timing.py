@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.modbus.timing import Backoff, next_tick, phase_of
+from edged.timing import Backoff, next_tick, phase_of
 
 
 def test_grid_does_not_drift_and_skips_missed_ticks() -> None:

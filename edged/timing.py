@@ -1,4 +1,9 @@
-"""Poll timing: a drift-free monotonic tick grid and a capped, jittered backoff."""
+"""Timing shared by the supervisor, the drivers and the uplink.
+
+A drift-free monotonic tick grid for polls, and one capped, jittered exponential
+backoff for everything that reconnects (a bus, a connection task, the MQTT session),
+so the reconnect policy lives apart from the connections that use it.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,18 @@ def phase_of(device_id: str, interval: float) -> float:
     return (zlib.crc32(device_id.encode()) % 10_000) / 10_000 * interval
 
 
+def capped(attempt: int, initial: float, maximum: float, factor: float = 2.0) -> float:
+    """The un-jittered delay of an attempt: ``initial * factor**attempt``, at most ``maximum``."""
+    return min(maximum, initial * factor ** min(attempt, 64))
+
+
+def backoff_delay(
+    attempt: int, initial: float, maximum: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Capped exponential backoff with jitter: in [cap/2, cap], cap = initial * 2**attempt."""
+    return capped(attempt, initial, maximum) * (0.5 + rand() / 2)
+
+
 class Backoff:
     """Exponential backoff with jitter, capped at ``maximum`` seconds."""
 
@@ -43,7 +60,7 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next attempt (grows until the cap)."""
-        base = min(self.maximum, self.initial * self.factor**self.attempt)
+        base = capped(self.attempt, self.initial, self.maximum, self.factor)
         self.attempt += 1
         return base * (1 - self.jitter * self.rand())
 
