@@ -137,10 +137,11 @@ def start_broker(mosquitto: str, conf: Path) -> subprocess.Popen[bytes]:
 
 def install_bench_licence(directory: Path, devices: int) -> None:
     """A capacity licence for the fleet (plus the gateway), signed with the source test key."""
-    from edged.licensing.testing import SOURCE_TEST_KEY, install_test_licence
+    from tests.licensing.issuing import install_test_licence
+    from tests.licensing.licence_helpers import TEST_KEY
 
     directory.mkdir(parents=True, exist_ok=True)
-    install_test_licence(directory, SOURCE_TEST_KEY, "capacity", capacity=devices + 1, days=2)
+    install_test_licence(directory, TEST_KEY, "capacity", capacity=devices + 1, days=2)
 
 
 def start_daemon(edged: str, config: Path, work: Path) -> subprocess.Popen[bytes]:
@@ -196,7 +197,7 @@ async def run_inprocess(sims: list[SimProcess], args: argparse.Namespace) -> dic
             poll_interval=1.0,
             source=Source(None, "devices"),
         )
-        tasks.append(asyncio.create_task(driver.run(conn, [dev], ctx)))
+        tasks.append(asyncio.create_task(driver.run(driver.configure(conn, [dev]), ctx)))
     try:
         result = await measure(sims, os.getpid(), args.warmup, args.duration, None)
         result["online"] = len(ctx.online)

@@ -61,7 +61,7 @@ async def _serve(port: int, chargers: int, prefix: str) -> None:
     ]
     ctx = _CountingContext()
     driver = OcppDriver()
-    task = asyncio.create_task(driver.run(conn, devices, ctx))
+    task = asyncio.create_task(driver.run(driver.configure(conn, devices), ctx))
     while True:
         await asyncio.sleep(1.0)
         if task.done():

@@ -4,37 +4,80 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from edged import __version__
+from edged import __version__, api
+from edged.api import CliCommand, Command, DriverCommand, SimulatorCommand
 
 DEFAULT_CONFIG = Path("/etc/edged/edged.toml")
 EX_CONFIG = 78  # sysexits EX_CONFIG: systemd and installers know it as "configuration error"
 
-# Groups whose arguments belong to a module of their own (each has main(argv) -> int).
-_DELEGATED = {
-    "license": "edged.licensing.cli:main",
-    "mbus": "drivers.mbus.cli:main",
-}
-_SIMULATORS = {
-    "modbus": "drivers.modbus.simulator:main",
-    "mbus": "drivers.mbus.simulator:main",
-    "ocpp": "drivers.ocpp.simulator:main",
-}
+CORE_COMMANDS = ("run", "check-config", "status", "reload", "license", "sim")
 
 
-def _call(target: str, argv: list[str]) -> int:
-    module, _, attr = target.partition(":")
-    fn = getattr(importlib.import_module(module), attr)
-    return int(fn(argv))
+def _driver_clis() -> dict[str, CliCommand]:
+    """``edged <protocol> …`` of every driver that has one (built-in or by entry point)."""
+    out: dict[str, CliCommand] = {}
+    for name, drv in api.all_drivers().items():
+        if isinstance(drv, api.HasCli) and name not in CORE_COMMANDS:
+            out[name] = drv.cli()
+    return out
 
 
-def _parser() -> argparse.ArgumentParser:
+def _simulators() -> dict[str, SimulatorCommand]:
+    """``edged sim <protocol> …`` of every driver that ships a simulator."""
+    return {
+        name: drv.simulator()
+        for name, drv in api.all_drivers().items()
+        if isinstance(drv, api.HasSimulator)
+    }
+
+
+def _sim(argv: list[str]) -> int:
+    sims = _simulators()
+    p = argparse.ArgumentParser(
+        prog="edged sim",
+        description="Run a simulated device that speaks a driver's protocol "
+        "(for tests, the demo and benchmarks).",
+    )
+    sub = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    for name, sim in sims.items():
+        sub.add_parser(name, help=sim.help, add_help=False)
+    if argv and argv[0] in sims:
+        return int(sims[argv[0]].main(argv[1:]))
+    p.parse_args(argv)  # prints help or a usage error and exits
+    return 2
+
+
+class _ControlLink:
+    """``edged.api.DaemonLink`` over the daemon's control socket."""
+
+    def command(
+        self, command: Command, *, config: Path | None = None, socket: Path | None = None
+    ) -> Any:
+        """Send a driver command to the running daemon; return the driver's result."""
+        from edged.control import request
+        from edged.errors import EdgedError
+
+        if not isinstance(command, DriverCommand):
+            raise EdgedError(f"{type(command).__name__} cannot be sent from the command line")
+        msg = {
+            "command": "device",
+            "device": command.device_id,
+            "name": command.name,
+            "args": dict(command.args),
+        }
+        # A refusal ({"ok": false}) arrives as a ControlError from request().
+        reply = asyncio.run(request(_socket_path(config or DEFAULT_CONFIG, socket), msg))
+        return reply.get("result")
+
+
+def _parser(clis: dict[str, CliCommand]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edged", description="Edge daemon for energy gateways.")
     p.add_argument("--version", action="version", version=f"edged {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -56,18 +99,19 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     s.add_argument("--socket", type=Path, default=None, help="control socket (default from config)")
     s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument("--values", action="store_true", help="show each device's last values")
+    s.add_argument("device", nargs="?", metavar="DEVICE", help="show one device and its values")
 
     rl = sub.add_parser("reload", help="ask the running daemon to reload its configuration")
     rl.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     rl.add_argument("--socket", type=Path, default=None)
 
-    o = sub.add_parser("ocpp", help="command a charger through the running daemon", add_help=False)
-    o.add_argument("args", nargs=argparse.REMAINDER)
-
-    sim = sub.add_parser("sim", help="run a device simulator (modbus, mbus, ocpp)", add_help=False)
+    lic = sub.add_parser("license", help="licences: install code, activate, show", add_help=False)
+    lic.add_argument("args", nargs=argparse.REMAINDER)
+    sim = sub.add_parser("sim", help="run a device simulator", add_help=False)
     sim.add_argument("args", nargs=argparse.REMAINDER)
-    for name in _DELEGATED:
-        d = sub.add_parser(name, help=f"{name} tools", add_help=False)
+    for name, cli in clis.items():
+        d = sub.add_parser(name, help=cli.help, add_help=False)
         d.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
@@ -121,21 +165,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
-    if args_in and args_in[0] in _DELEGATED:
-        return _call(_DELEGATED[args_in[0]], args_in[1:])
+    if args_in and args_in[0] == "license":
+        from edged.licensing import cli as licence_cli
+
+        return licence_cli.main(args_in[1:])
     if args_in and args_in[0] == "sim":
-        if len(args_in) < 2 or args_in[1] not in _SIMULATORS:
-            print(f"usage: edged sim {{{','.join(_SIMULATORS)}}} ...", file=sys.stderr)
-            return 2
-        return _call(_SIMULATORS[args_in[1]], args_in[2:])
+        return _sim(args_in[1:])
     from edged.errors import ConfigError, EdgedError
 
     # One place turns errors into what the operator sees: a config error is one line
     # and exit 78, anything else edged reports (no daemon, refused reload) exit 1.
     try:
-        if args_in and args_in[0] == "ocpp":
-            return _ocpp(args_in[1:])
-        return _command(_parser().parse_args(args_in))
+        if args_in and args_in[0] not in CORE_COMMANDS and not args_in[0].startswith("-"):
+            clis = _driver_clis()
+            if args_in[0] in clis:
+                return int(clis[args_in[0]].main(args_in[1:], _ControlLink()))
+            return _command(_parser(clis).parse_args(args_in))
+        return _command(_parser(_driver_clis() if _wants_help(args_in) else {}).parse_args(args_in))
     except ConfigError as exc:
         print(f"edged: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -150,7 +196,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.cmd == "run":
         return _run(args.config, args.licence_dir)
     if args.cmd == "status":
-        return _status(_socket_path(args.config, args.socket), args.json)
+        return _status(_socket_path(args.config, args.socket), args.json, args.values, args.device)
     if args.cmd == "reload":
         from edged.control import request
 
@@ -163,11 +209,11 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _check_config(path: Path, licence_dir: Path | None) -> int:
-    from edged import app
     from edged import config as configmod
+    from edged.provisioning import provision
 
     cfg = configmod.load(path)
-    plan = app.check(cfg, licence_dir=licence_dir)
+    plan = provision(cfg, licence_dir=licence_dir)
     for w in plan.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if plan.unlicensed:
@@ -203,10 +249,13 @@ def _run(path: Path, licence_dir: Path | None) -> int:
         return 1
 
 
-def _status(socket: Path, as_json: bool) -> int:
+def _status(socket: Path, as_json: bool, values: bool, device: str | None) -> int:
     from edged.control import format_status, request
 
-    reply = asyncio.run(request(socket, {"command": "status"}))
+    msg: dict[str, Any] = {"command": "status", "values": values}
+    if device is not None:
+        msg["device"] = device
+    reply = asyncio.run(request(socket, msg))
     if as_json:
         print(json.dumps(reply.get("status", reply), indent=2))
     else:
@@ -214,28 +263,9 @@ def _status(socket: Path, as_json: bool) -> int:
     return 0
 
 
-def _ocpp(argv: list[str]) -> int:
-    from drivers.ocpp.cli import build_request, hash_password_main
-
-    if argv[:1] == ["hash-password"]:
-        return hash_password_main(argv[1:])
-    from edged.control import request
-
-    ap = argparse.ArgumentParser(prog="edged ocpp", add_help=False)
-    ap.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
-    ap.add_argument("--socket", type=Path, default=None)
-    known, rest = ap.parse_known_args(argv)
-    body = build_request(rest)
-    msg = {
-        "command": "device",
-        "device": body["device"],
-        "name": body["command"],
-        "args": body.get("args", {}),
-    }
-    # A refusal ({"ok": false}) arrives as a ControlError from request().
-    reply = asyncio.run(request(_socket_path(known.config, known.socket), msg))
-    print(json.dumps(reply.get("result"), indent=2, default=str))
-    return 0
+def _wants_help(argv: list[str]) -> bool:
+    """True when argparse is going to print the top-level help or usage."""
+    return not argv or argv[0] in ("-h", "--help")
 
 
 if __name__ == "__main__":

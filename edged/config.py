@@ -18,8 +18,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from edged.api import Options
 from edged.errors import ConfigError
-from edged.model import ConnectionSpec, DeviceSpec, Options, Source, Tier
+from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MEDIA = (

@@ -219,9 +219,31 @@ def format_status(status: Mapping[str, Any]) -> str:
 
     devices = status.get("devices")
     if isinstance(devices, Sequence) and not isinstance(devices, str):
+        rows = [d for d in devices if isinstance(d, Mapping)]
         out.append("")
-        out.extend(_device_table([d for d in devices if isinstance(d, Mapping)]))
+        out.extend(_device_table(rows))
+        for dev in rows:
+            if isinstance(dev.get("values"), Mapping):
+                out.append("")
+                out.extend(_value_lines(dev))
     return "\n".join(out) + "\n"
+
+
+def _value_lines(dev: Mapping[str, Any]) -> list[str]:
+    """A device's last values: quantity, value with unit, and how old it is."""
+    values = dev["values"]
+    if not values:
+        return [f"{dev.get('id')}: no values yet"]
+    lines = [f"{dev.get('id')}:"]
+    width = max(len(str(name)) for name in values)
+    for name, v in values.items():
+        if not isinstance(v, Mapping):
+            continue
+        unit = f" {v['unit']}" if v.get("unit") else ""
+        age = v.get("age")
+        when = f"  ({_duration(float(age))} ago)" if isinstance(age, int | float) else ""
+        lines.append(f"  {str(name).ljust(width)}  {v.get('value')}{unit}{when}")
+    return lines
 
 
 def _headline(status: Mapping[str, Any]) -> str:

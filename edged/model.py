@@ -6,11 +6,7 @@ name and unit; drivers convert into them so nothing downstream guesses units.
 
 from __future__ import annotations
 
-import builtins
-import difflib
 import functools
-import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -149,137 +145,6 @@ class Source:
         return ConfigError(self.file, path, message)
 
 
-_MISSING: Any = object()
-
-
-class Options:
-    """Typed, located access to a driver-specific settings table.
-
-    Drivers read their own keys through this so every mistake names file, key and
-    line; ``finish()`` rejects keys nobody read.
-    """
-
-    def __init__(self, data: Mapping[builtins.str, Any], source: Source):
-        self._data = data
-        self._source = source
-        self._read: set[builtins.str] = set()
-
-    @property
-    def source(self) -> Source:
-        """Where these options were configured."""
-        return self._source
-
-    def has(self, key: builtins.str) -> builtins.bool:
-        """True when the key was configured."""
-        return key in self._data
-
-    def _get(self, key: builtins.str, default: Any) -> Any:
-        self._read.add(key)
-        if key in self._data:
-            return self._data[key]
-        if default is _MISSING:
-            # A typo of a required key is reported as missing; name the likely culprit.
-            near = difflib.get_close_matches(key, [k for k in self._data if k not in self._read])
-            hint = f" (is {near[0]!r} a typo of {key!r}?)" if near else ""
-            raise self._source.error(key, f"required key is missing{hint}")
-        return default
-
-    def error(self, key: builtins.str, message: str) -> ConfigError:
-        """A located error for one of these keys."""
-        return self._source.error(key, message)
-
-    def str(self, key: builtins.str, default: Any = _MISSING) -> Any:
-        """A string option."""
-        v = self._get(key, default)
-        if v is not default and not isinstance(v, str):
-            raise self.error(key, f"expected a string, got {_typename(v)}")
-        return v
-
-    def int(
-        self,
-        key: builtins.str,
-        default: Any = _MISSING,
-        *,
-        min: builtins.int | None = None,
-        max: builtins.int | None = None,
-    ) -> Any:
-        """An integer option within an optional range."""
-        v = self._get(key, default)
-        if v is default:
-            return v
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.error(key, f"expected an integer, got {_typename(v)}")
-        _check_range(self, key, v, min, max)
-        return v
-
-    def float(
-        self,
-        key: builtins.str,
-        default: Any = _MISSING,
-        *,
-        min: builtins.float | None = None,
-        max: builtins.float | None = None,
-    ) -> Any:
-        """A number option within an optional range."""
-        v = self._get(key, default)
-        if v is default:
-            return v
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise self.error(key, f"expected a number, got {_typename(v)}")
-        _check_range(self, key, v, min, max)
-        return float(v)
-
-    def bool(self, key: builtins.str, default: Any = _MISSING) -> Any:
-        """A boolean option."""
-        v = self._get(key, default)
-        if v is not default and not isinstance(v, bool):
-            raise self.error(key, f"expected true or false, got {_typename(v)}")
-        return v
-
-    def choice(self, key: builtins.str, choices: tuple[Any, ...], default: Any = _MISSING) -> Any:
-        """One of a fixed set of values."""
-        v = self._get(key, default)
-        if v is not default and v not in choices:
-            allowed = ", ".join(repr(c) for c in choices)
-            raise self.error(key, f"expected one of {allowed}, got {v!r}")
-        return v
-
-    def raw(self, key: builtins.str, default: Any = _MISSING) -> Any:
-        """The value as TOML gave it, for the caller to check."""
-        return self._get(key, default)
-
-    def finish(self) -> None:
-        """Reject keys that were configured but never read."""
-        unknown = sorted(set(self._data) - self._read)
-        if unknown:
-            near = difflib.get_close_matches(unknown[0], sorted(self._read))
-            if near:
-                known = f"did you mean {near[0]!r}?"
-            elif self._read:
-                known = f"known here: {', '.join(sorted(self._read))}"
-            else:
-                known = "no driver-specific keys are known here"
-            raise self.error(unknown[0], f"unknown key ({known})")
-
-
-def _typename(v: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }.get(type(v), type(v).__name__)
-
-
-def _check_range(opts: Options, key: str, v: float, lo: float | None, hi: float | None) -> None:
-    if lo is not None and v < lo:
-        raise opts.error(key, f"must be at least {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise opts.error(key, f"must be at most {hi}, got {v}")
-
-
 def _freeze(m: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(m or {}))
 
@@ -289,17 +154,13 @@ class ConnectionSpec:
     """One physical connection (a TCP endpoint, a serial port, a listening socket).
 
     ``settings`` are the driver-specific keys of the ``[connections.NAME]`` table;
-    the driver validates them through ``Options``.
+    the driver validates them through ``edged.api.Options``.
     """
 
     name: str
     driver: str
     settings: Mapping[str, Any] = field(default_factory=lambda: _freeze(None))
     source: Source = Source(None, "")
-
-    def options(self) -> Options:
-        """Located access to the driver-specific settings."""
-        return Options(self.settings, self.source)
 
 
 @dataclass(frozen=True)
@@ -320,10 +181,6 @@ class DeviceSpec:
     labels: Mapping[str, str] = field(default_factory=lambda: _freeze(None))
     settings: Mapping[str, Any] = field(default_factory=lambda: _freeze(None))
     source: Source = Source(None, "")
-
-    def options(self) -> Options:
-        """Located access to the driver-specific settings of this device."""
-        return Options(self.settings, self.source)
 
 
 @dataclass(frozen=True)
@@ -357,31 +214,6 @@ class Record:
     window_length: float
     values: Mapping[str, Reading]
     seq: int = 0
-
-    def to_body(self) -> dict[str, Any]:
-        """The JSON-ready payload of this record (see README, "Payload")."""
-        values: dict[str, Any] = {}
-        for name, r in sorted(self.values.items()):
-            v: dict[str, Any] = {"value": r.last, "unit": unit_of(name), "ts": iso(r.ts)}
-            if r.mean is not None:
-                v.update(mean=r.mean, min=r.min, max=r.max, n=r.count)
-            values[name] = v
-        return {
-            "device": self.device_id,
-            "seq": self.seq,
-            "ts": iso(self.window_start),
-            "window": _number(self.window_length),
-            "values": values,
-        }
-
-    def to_payload(self) -> bytes:
-        """The MQTT payload bytes of this record."""
-        return json.dumps(self.to_body(), separators=(",", ":"), allow_nan=False).encode()
-
-
-def _number(x: float) -> float | int:
-    """Whole numbers as integers in JSON (a window of 900 s, not 900.0)."""
-    return int(x) if x.is_integer() else x
 
 
 # Every quantity of a record usually carries the same timestamp: format each one once.

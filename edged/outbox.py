@@ -37,6 +37,7 @@ from typing import Any
 
 from edged.errors import OutboxError
 from edged.model import Record
+from edged.payload import encode
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ class Outbox:
         device = record.device_id
         seq = self._seqs.get(device, 0) + 1
         try:
-            payload = dataclasses.replace(record, seq=seq).to_payload()
+            payload = encode(dataclasses.replace(record, seq=seq))
         except (TypeError, ValueError) as exc:
             raise OutboxError(f"record not serialisable device={device} error={exc}") from exc
         self._seqs[device] = seq

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import ssl
@@ -25,9 +24,11 @@ from dataclasses import dataclass
 import aiomqtt
 from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
 
+from edged import payload
 from edged.config import MqttConfig
 from edged.errors import UplinkError
 from edged.outbox import Outbox, Stored
+from edged.payload import OFFLINE, ONLINE
 from edged.timing import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,6 @@ PUBLISH_DEADLINE = 30.0
 """A publish without PUBACK for this long means the session is stuck: reconnect."""
 MAX_EVENTS = 1000
 """Events queued in memory while offline; beyond that the oldest are dropped (and logged)."""
-ONLINE = b"online"
-OFFLINE = b"offline"
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,6 @@ class Uplink:
         self.gateway_id = gateway_id
         self.outbox = outbox
         self._clock = clock
-        self._base = f"{cfg.topic_prefix}/{gateway_id}"
         self._events: deque[_Event] = deque()
         self._events_dropped = 0
         self._acks: list[int] = []
@@ -117,17 +115,17 @@ class Uplink:
 
     def topic(self, device_id: str) -> str:
         """The data topic of a device: <prefix>/<gateway-id>/<device-id>."""
-        return f"{self._base}/{device_id}"
+        return payload.data_topic(self.cfg.topic_prefix, self.gateway_id, device_id)
 
     @property
     def status_topic(self) -> str:
         """Retained online/offline status of this gateway."""
-        return f"{self._base}/status"
+        return payload.status_topic(self.cfg.topic_prefix, self.gateway_id)
 
     @property
     def events_topic(self) -> str:
         """Gateway events (licence warnings, outbox drops, ...)."""
-        return f"{self._base}/events"
+        return payload.events_topic(self.cfg.topic_prefix, self.gateway_id)
 
     def stats(self) -> UplinkStats:
         """Connection state and counters."""
@@ -141,10 +139,7 @@ class Uplink:
         Events are kept in memory (not in the outbox) until their PUBACK; while offline
         at most MAX_EVENTS are kept and the oldest are dropped with a warning.
         """
-        payload = json.dumps(
-            {"kind": kind, "ts": time.time(), **body}, separators=(",", ":"), default=str
-        ).encode()
-        self._events.append(_Event(self.events_topic, payload))
+        self._events.append(_Event(self.events_topic, payload.event(kind, body)))
         if len(self._events) > MAX_EVENTS:
             self._events.popleft()
             self._events_dropped += 1

@@ -203,9 +203,9 @@ def test_bad_config_is_one_located_line_and_exit_78(tmp_path: Path, case: str) -
 def test_error_names_line_number(tmp_path: Path) -> None:
     path = write(tmp_path, BASE.replace("port = 15020", "port = 70000"))
     with pytest.raises(ConfigError) as err:
-        from edged import app
+        from edged.provisioning import provision
 
-        app.check(configmod.load(path))
+        provision(configmod.load(path))
     lineno = path.read_text().splitlines().index("port = 70000") + 1
     assert err.value.line == lineno
     assert f"edged.toml:{lineno}:" in str(err.value)

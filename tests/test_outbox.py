@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edged import payload
 from edged.errors import OutboxError
 from edged.model import Reading, Record
 from edged.outbox import MIGRATIONS, Outbox
@@ -125,7 +126,7 @@ async def test_record_limit_drops_exactly_the_oldest_and_counts_them(
 
 
 async def test_byte_limit_drops_oldest(tmp_path: Path) -> None:
-    one = len(rec("x", 1).to_payload())
+    one = len(payload.encode(rec("x", 1)))
     box = await open_box(tmp_path / "o.sqlite", max_bytes=one * 10 + one // 2)
     for i in range(25):
         box.put(rec("x", i))

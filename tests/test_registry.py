@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import drivers
+from edged import api, cli
 from edged.errors import ConfigError
 from edged.model import Source
 
@@ -20,17 +20,41 @@ def third_party_driver(tmp_path: Path) -> Iterator[str]:
     (tmp_path / "acme_edged_driver.py").write_text(
         textwrap.dedent(
             """
+            from dataclasses import dataclass
+
+            from edged.api import CliCommand, SimulatorCommand
+
+
+            @dataclass(frozen=True)
+            class AcmeSettings:
+                endpoint: str
+
+
+            def acme_cli(argv, daemon):
+                print("acme cli", *argv)
+                return 0
+
+
+            def acme_sim(argv):
+                print("acme sim", *argv)
+                return 0
+
+
             class AcmeDriver:
                 name = "acme"
+                polled = True
 
-                def endpoint(self, connection):
-                    return "acme://" + connection.name
+                def configure(self, connection, devices):
+                    return AcmeSettings("acme://" + connection.name)
 
-                def check(self, connection, devices):
+                async def run(self, settings, ctx):
                     pass
 
-                async def run(self, connection, devices, ctx):
-                    pass
+                def cli(self):
+                    return CliCommand("acme meter tools", acme_cli)
+
+                def simulator(self):
+                    return SimulatorCommand("simulated acme meters", acme_sim)
             """
         )
     )
@@ -48,22 +72,59 @@ def third_party_driver(tmp_path: Path) -> Iterator[str]:
 
 def test_builtin_drivers_implement_the_protocol() -> None:
     for name in ("modbus", "mbus", "ocpp"):
-        drv = drivers.get(name)
-        assert isinstance(drv, drivers.Driver)
+        drv = api.get(name)
+        assert isinstance(drv, api.Driver)
         assert drv.name == name
 
 
 def test_entry_point_driver_is_found(third_party_driver: str) -> None:
-    assert third_party_driver in drivers.available()
-    drv = drivers.get(third_party_driver)
-    assert isinstance(drv, drivers.Driver)
+    assert third_party_driver in api.available()
+    drv = api.get(third_party_driver)
+    assert isinstance(drv, api.Driver)
     assert type(drv).__name__ == "AcmeDriver"
 
 
 def test_unknown_driver_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError) as err:
-        drivers.get("modbuss", Source("/etc/edged/edged.toml", "connections.panel.driver"))
+        api.get("modbuss", Source("/etc/edged/edged.toml", "connections.panel.driver"))
     text = str(err.value)
     assert "unknown driver 'modbuss'" in text
     assert "known: mbus, modbus, ocpp" in text
     assert "connections.panel.driver" in text
+
+
+def test_entry_point_driver_gets_its_subcommands_and_simulator(
+    third_party_driver: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    assert done.value.code == 0
+    top = capsys.readouterr().out
+    assert "acme meter tools" in top and "ocpp" in top and "mbus" in top
+    with pytest.raises(SystemExit) as done:
+        cli.main(["sim", "--help"])
+    assert done.value.code == 0
+    sims = capsys.readouterr().out
+    for name in ("acme", "modbus", "mbus", "ocpp"):
+        assert name in sims
+    assert "simulated acme meters" in sims
+    assert cli.main(["acme", "scan", "--all"]) == 0
+    assert capsys.readouterr().out == "acme cli scan --all\n"
+    assert cli.main(["sim", "acme", "--count", "2"]) == 0
+    assert capsys.readouterr().out == "acme sim --count 2\n"
+
+
+def test_a_driver_that_breaks_the_contract_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "broken_edged_driver.py").write_text("class Broken:\n    name = 'broken'\n")
+    info = tmp_path / "broken_edged_driver-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-edged-driver\nVersion: 1\n")
+    (info / "entry_points.txt").write_text("[edged.drivers]\nbroken = broken_edged_driver:Broken\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(ConfigError) as err:
+            api.get("broken", Source("/etc/edged/edged.toml", "connections.x.driver"))
+        assert "does not implement edged.api.Driver" in str(err.value)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("broken_edged_driver", None)

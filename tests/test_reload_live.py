@@ -12,7 +12,7 @@ import pytest
 
 from drivers.ocpp.driver import REMOVED
 from drivers.ocpp.simulator import SimCharger, SimConfig
-from edged.app import Daemon, _cancel_and_wait
+from edged.app import Daemon
 from edged.model import DeviceState, Sample
 from tests.conftest import wait_port
 from tests.daemon import write_config
@@ -55,9 +55,9 @@ async def test_device_list_changes_apply_to_the_running_connection(
     port = free_port()
     cfg = write_config(tmp_path, body(port, "1", "2"), mqtt_port=free_port())
     daemon = Daemon(cfg)
-    await daemon._apply(daemon._load())
+    await daemon.apply(daemon.load())
     try:
-        task = daemon.connections["chargers"].task
+        task = daemon.supervisor.connections["chargers"].task
         await asyncio.to_thread(wait_port, port, 20.0)
         sim = SimCharger(
             SimConfig(url=f"ws://127.0.0.1:{port}", charge_point_id="CP-1", interval=0.2)
@@ -70,9 +70,9 @@ async def test_device_list_changes_apply_to_the_running_connection(
 
             # ev2 leaves, ev3 joins: same task, ev1 keeps its state, ev3 starts provisioned.
             cfg.write_text(cfg.read_text().replace(body(port, "1", "2"), body(port, "1", "3")))
-            plan = daemon._load()
-            await daemon._apply(plan)
-            run = daemon.connections["chargers"]
+            plan = daemon.load()
+            await daemon.apply(plan)
+            run = daemon.supervisor.connections["chargers"]
             assert run.task is task and not task.done()
             assert run.devices == ("ev1", "ev3")
             assert state(daemon, "ev1") is DeviceState.ONLINE
@@ -85,14 +85,14 @@ async def test_device_list_changes_apply_to_the_running_connection(
 
             # The licence watcher takes ev1 out of service: its charger is closed live.
             ev1 = next(d for d in plan.admitted if d.id == "ev1")
-            await daemon._apply(
+            await daemon.apply(
                 dataclasses.replace(
                     plan,
                     admitted=tuple(d for d in plan.admitted if d.id != "ev1"),
                     unlicensed=(ev1,),
                 )
             )
-            assert daemon.connections["chargers"].task is task and not task.done()
+            assert daemon.supervisor.connections["chargers"].task is task and not task.done()
             await wait_until(sim_task.done)
             assert ws is not None and ws.close_reason == REMOVED
             assert state(daemon, "ev1") is DeviceState.UNLICENSED
@@ -102,4 +102,4 @@ async def test_device_list_changes_apply_to_the_running_connection(
             assert counter(daemon, "samples_rejected", "ev1") == before + 1
             assert daemon.devices["ev1"].last_sample != 1.0
     finally:
-        await _cancel_and_wait([r.task for r in daemon.connections.values()])
+        await daemon.supervisor.stop()

@@ -182,10 +182,10 @@ async def running(cfg: Path, clock: FakeClock) -> AsyncIterator[Daemon]:
 
 async def tick(daemon: Daemon) -> None:
     """Return once the daemon's tick loop has closed windows against the current clock."""
-    # The tick loop stamps _last_tick and reads the clock in one step, so a tick stamped
+    # The tick loop stamps last_tick and reads the clock in one step, so a tick stamped
     # after this call saw the clock as it is now.
-    seen = daemon._last_tick
-    await until(lambda: daemon._last_tick != seen, "a daemon tick")
+    seen = daemon.last_tick
+    await until(lambda: daemon.last_tick != seen, "a daemon tick")
 
 
 def feed(
@@ -193,7 +193,7 @@ def feed(
 ) -> None:
     """A sample as a driver would deliver it at ``ts`` on the injected clock."""
     clock.t = max(clock.t, ts)
-    daemon.on_sample("ocpp", Sample(dev, ts, {"energy_import": energy, "power_active": power}))
+    daemon.supervisor.on_sample("ocpp", Sample(dev, ts, {"energy_import": energy, "power_active": power}))
 
 
 def published(col: Collector, dev: str) -> list[dict[str, Any]]:
@@ -248,21 +248,21 @@ async def test_limited_and_basic_publish_one_aggregated_record_per_window(
         st = daemon.status()
         assert st["tier"]["account_tier"] == tier and st["tier"]["interval"] == length
         assert {d["id"]: d["interval"] for d in st["devices"]} == {"cp1": length, "cp2": length}
-        assert daemon.throttle is not None
+        assert daemon.windows is not None
 
         feed_window(daemon, clock, f0, length, 0)
         for dev, scale in (("cp1", 1.0), ("cp2", 2.0)):  # opens the next window early
             feed(daemon, clock, dev, f0 + length + 0.5, scale * 5000.0, scale * 999.0)
         clock.t = f0 + length + 1.0  # past the window's end, within the grace
         await tick(daemon)
-        assert daemon.throttle.counts()["records"] == 0
+        assert daemon.windows.counts()["records"] == 0
 
         clock.t = f0 + length + 2.5
         await tick(daemon)
         await col.wait_for(lambda c: all(len(published(c, d)) == 1 for d in ("cp1", "cp2")))
         for dev in ("cp1", "cp2"):  # too late for the closed window: dropped, not re-sent
             feed(daemon, clock, dev, f0 + length - 0.1, 7777.0, 7777.0)
-        assert daemon.throttle.counts()["late"] == 2
+        assert daemon.windows.counts()["late"] == 2
 
         second = f0 + length
         feed_window(daemon, clock, second, length, 1)

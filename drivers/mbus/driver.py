@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drivers import DriverContext
 from drivers.mbus.address import Address, parse_address
 from drivers.mbus.mapping import Profile, load_profile, map_telegrams
 from drivers.mbus.master import Master
 from drivers.mbus.transport import BAUDRATES, PARITIES, LineSettings, Link, LinkSpec
+from edged.api import CliCommand, DriverContext, Options, SimulatorCommand
 from edged.errors import ConnectionLost, DecodeError, DeviceTimeout
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Sample
 from edged.timing import Backoff, next_tick
@@ -53,7 +53,7 @@ class MeterConfig:
 
 def parse_connection(conn: ConnectionSpec) -> BusConfig:
     """Validate a ``[connections.NAME]`` table with ``driver = "mbus"``."""
-    opts = conn.options()
+    opts = Options.of(conn)
     kind = opts.choice("transport", ("serial", "tcp"), "serial")
     baudrate = opts.choice("baudrate", BAUDRATES, 2400)
     parity = opts.choice("parity", PARITIES, "E")
@@ -88,7 +88,7 @@ def resolve_profile(name: str, dev: DeviceSpec) -> Path:
 
 def parse_device(dev: DeviceSpec) -> MeterConfig:
     """Validate one ``[[devices]]`` entry of an M-Bus connection."""
-    opts = dev.options()
+    opts = Options.of(dev)
     opts.finish()
     if dev.address is None:
         raise dev.source.error(
@@ -111,38 +111,59 @@ class _Meter:
     last_error: str | None = field(default=None)
 
 
+@dataclass(frozen=True)
+class MBusSettings:
+    """A validated bus and its meters, as ``configure`` returns them."""
+
+    bus: BusConfig
+    meters: tuple[MeterConfig, ...]
+
+    @property
+    def endpoint(self) -> str:
+        """``serial:///dev/ttyUSB0`` or ``tcp://host:port``."""
+        return self.bus.link.endpoint
+
+
 class MBusDriver:
     """Driver for wired M-Bus meters behind a serial level converter or a TCP converter."""
 
     name = "mbus"
+    polled = True
 
     def __init__(self, wall: Callable[[], float] = time.time) -> None:
         self._wall = wall
 
-    def endpoint(self, connection: ConnectionSpec) -> str:
-        """``serial:///dev/ttyUSB0`` or ``tcp://host:port``."""
-        return parse_connection(connection).link.endpoint
-
-    def check(self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> None:
-        """Validate the connection and every device on it."""
-        parse_connection(connection)
+    def configure(self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> MBusSettings:
+        """Validate the connection and every meter on it (profiles loaded)."""
+        bus = parse_connection(connection)
         seen: dict[str, str] = {}
+        meters = []
         for dev in devices:
             meter = parse_device(dev)
             key = str(meter.address)
             if key in seen:
                 raise dev.source.error("address", f"already used by device {seen[key]!r}")
             seen[key] = dev.id
+            meters.append(meter)
+        return MBusSettings(bus, tuple(meters))
 
-    async def run(
-        self, connection: ConnectionSpec, devices: Sequence[DeviceSpec], ctx: DriverContext
-    ) -> None:
+    def cli(self) -> CliCommand:
+        """``edged mbus``: scan a bus, read and decode meters."""
+        from drivers.mbus import cli
+
+        return CliCommand("M-Bus tools: scan, read, decode", lambda argv, _daemon: cli.main(argv))
+
+    def simulator(self) -> SimulatorCommand:
+        """``edged sim mbus``: simulated M-Bus meters on a pseudo-terminal or TCP."""
+        from drivers.mbus import simulator
+
+        return SimulatorCommand("simulated M-Bus meters (pty or TCP)", simulator.main)
+
+    async def run(self, settings: MBusSettings, ctx: DriverContext) -> None:
         """Poll the bus until cancelled, reopening the link with backoff when it fails."""
-        bus = parse_connection(connection)
+        bus = settings.bus
         loop = asyncio.get_running_loop()
-        # Profiles are files: read them off the event loop.
-        configs = await asyncio.to_thread(lambda: [parse_device(d) for d in devices])
-        meters = [_Meter(c, loop.time()) for c in configs]
+        meters = [_Meter(c, loop.time()) for c in settings.meters]
         backoff = Backoff(initial=RECONNECT_MIN, maximum=RECONNECT_MAX)
         while True:
             try:

@@ -14,11 +14,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from drivers import DriverContext
 from drivers.modbus import settings as cfg
 from drivers.modbus.link import Link
 from drivers.modbus.poller import DevicePoller
-from drivers.modbus.settings import ConnectionSettings
+from drivers.modbus.settings import ConnectionSettings, ModbusSettings
+from edged.api import DriverContext, SimulatorCommand
 from edged.errors import ConnectionLost, DecodeError, TransientError
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Sample
 from edged.timing import Backoff, next_tick, phase_of
@@ -30,30 +30,25 @@ class ModbusDriver:
     """Modbus TCP / RTU polling driver."""
 
     name = "modbus"
+    polled = True
 
-    def endpoint(self, connection: ConnectionSpec) -> str:
-        """``tcp://host:port`` or ``serial:///dev/x`` of the connection."""
-        return cfg.connection(connection).endpoint
-
-    def check(self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> None:
+    def configure(
+        self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]
+    ) -> ModbusSettings:
         """Validate connection keys, device keys and that every profile exists and is valid."""
-        cfg.connection(connection)
-        cfg.devices(devices)
+        return cfg.configure(connection, devices)
 
-    async def run(
-        self, connection: ConnectionSpec, devices: Sequence[DeviceSpec], ctx: DriverContext
-    ) -> None:
+    async def run(self, settings: ModbusSettings, ctx: DriverContext) -> None:
         """Poll the devices of this connection until cancelled."""
-        # Profiles are files: validate and load them off the event loop.
-        settings, pollers = await asyncio.to_thread(_prepare, connection, devices)
-        runner = ConnectionRunner(connection.name, settings, pollers, ctx)
+        pollers = [DevicePoller(d) for d in settings.devices]
+        runner = ConnectionRunner(settings.name, settings.connection, pollers, ctx)
         await runner.run()
 
+    def simulator(self) -> SimulatorCommand:
+        """``edged sim modbus``: simulated meters over Modbus TCP or RTU."""
+        from drivers.modbus import simulator
 
-def _prepare(
-    connection: ConnectionSpec, devices: Sequence[DeviceSpec]
-) -> tuple[ConnectionSettings, list[DevicePoller]]:
-    return cfg.connection(connection), [DevicePoller(d) for d in cfg.devices(devices)]
+        return SimulatorCommand("simulated Modbus TCP/RTU meters", simulator.main)
 
 
 class ConnectionRunner:

@@ -19,8 +19,9 @@ from typing import Any
 from drivers.modbus import codec, units
 from drivers.modbus.codec import DataType, Order
 from drivers.modbus.planner import Span, Table
+from edged.api import Options
 from edged.errors import ConfigError
-from edged.model import QUANTITIES, Options, Source
+from edged.model import QUANTITIES, Source
 
 DEFAULT_MAX_REGISTERS = 125
 DEFAULT_MAX_GAP = 10

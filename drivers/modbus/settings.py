@@ -10,6 +10,7 @@ from typing import Literal
 
 from drivers.modbus import profile as profiles
 from drivers.modbus.profile import Profile
+from edged.api import Options
 from edged.model import ConnectionSpec, DeviceSpec
 
 Transport = Literal["tcp", "rtu"]
@@ -54,7 +55,7 @@ class DeviceSettings:
 
 def connection(conn: ConnectionSpec) -> ConnectionSettings:
     """Validate the ``[connections.NAME]`` keys of a Modbus connection."""
-    o = conn.options()
+    o = Options.of(conn)
     transport: Transport = o.choice("transport", ("tcp", "rtu"), "tcp")
     host, port, device = "", 0, ""
     baudrate, parity, stopbits, bytesize = 9600, "E", 1, 8
@@ -116,8 +117,27 @@ def device(dev: DeviceSpec) -> DeviceSettings:
             f"{', '.join(profiles.shipped())}; or a path to a .toml file)",
         )
     prof = profiles.load(path)
-    dev.options().finish()
+    Options.of(dev).finish()
     return DeviceSettings(dev.id, addr, prof, dev.poll_interval)
+
+
+@dataclass(frozen=True)
+class ModbusSettings:
+    """A validated Modbus connection and the meters on it, as ``configure`` returns them."""
+
+    name: str
+    connection: ConnectionSettings
+    devices: tuple[DeviceSettings, ...]
+
+    @property
+    def endpoint(self) -> str:
+        """Identity of the physical endpoint (two connections may not share one)."""
+        return self.connection.endpoint
+
+
+def configure(conn: ConnectionSpec, devs: Sequence[DeviceSpec]) -> ModbusSettings:
+    """Validate a connection and its devices, profiles loaded, once."""
+    return ModbusSettings(conn.name, connection(conn), tuple(devices(devs)))
 
 
 def devices(devs: Sequence[DeviceSpec]) -> list[DeviceSettings]:

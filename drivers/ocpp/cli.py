@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from drivers.ocpp.commands import TRIGGERS
 from drivers.ocpp.passwords import hash_password
+from edged.api import DaemonLink, DriverCommand
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -137,4 +140,19 @@ def hash_password_main(argv: list[str]) -> int:
         sys.stderr.write("edged ocpp hash-password: empty password\n")
         return 2
     sys.stdout.write(hash_password(password) + "\n")
+    return 0
+
+
+def main(argv: list[str], daemon: DaemonLink) -> int:
+    """``edged ocpp [-c CONFIG | --socket PATH] COMMAND CHARGER …``."""
+    if argv[:1] == ["hash-password"]:
+        return hash_password_main(argv[1:])
+    ap = argparse.ArgumentParser(prog="edged ocpp", add_help=False)
+    ap.add_argument("-c", "--config", type=Path, default=None)
+    ap.add_argument("--socket", type=Path, default=None)
+    known, rest = ap.parse_known_args(argv)
+    body = build_request(rest)
+    command = DriverCommand(body["device"], body["command"], body.get("args", {}))
+    result = daemon.command(command, config=known.config, socket=known.socket)
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     return 0

@@ -17,7 +17,6 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from drivers import DriverContext
 from drivers.ocpp import commands, settings
 from drivers.ocpp.errors import (
     ChargerNotConnected,
@@ -30,7 +29,16 @@ from drivers.ocpp.hub import Hub
 from drivers.ocpp.passwords import hash_password
 from drivers.ocpp.session import Session, make_session
 from drivers.ocpp.state import ChargerStatus
-from edged.errors import EdgedError
+from edged.api import (
+    CliCommand,
+    Command,
+    DriverCommand,
+    DriverContext,
+    SetChargingLimit,
+    SimulatorCommand,
+    StartCharging,
+    StopCharging,
+)
 from edged.model import ConnectionSpec, DeviceSpec
 
 log = logging.getLogger("edged.ocpp")
@@ -61,29 +69,35 @@ class OcppDriver:
         self.bound_port: int | None = None
         """The port actually listened on (useful when configured as 0)."""
 
-    def endpoint(self, connection: ConnectionSpec) -> str:
-        """``ocpp://host:port`` of the listening socket."""
-        opts = connection.options()
-        return f"ocpp://{opts.str('host', '0.0.0.0')}:{opts.int('port', 9000)}"
-
-    def check(self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> None:
+    def configure(
+        self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]
+    ) -> settings.ServerSettings:
         """Validate the server and charger settings."""
-        settings.parse(connection, devices)
+        return settings.parse(connection, devices)
 
-    async def run(
-        self, connection: ConnectionSpec, devices: Sequence[DeviceSpec], ctx: DriverContext
-    ) -> None:
+    def cli(self) -> CliCommand:
+        """``edged ocpp``: command a connected charger through the running daemon."""
+        from drivers.ocpp import cli
+
+        return CliCommand("command a charger through the running daemon", cli.main)
+
+    def simulator(self) -> SimulatorCommand:
+        """``edged sim ocpp``: simulated OCPP 1.6J / 2.0.1 chargers."""
+        from drivers.ocpp import simulator
+
+        return SimulatorCommand("simulated OCPP 1.6J / 2.0.1 chargers", simulator.main)
+
+    async def run(self, cfg: settings.ServerSettings, ctx: DriverContext) -> None:
         """Serve chargers until cancelled."""
-        cfg = settings.parse(connection, devices)
         hub = Hub(cfg, ctx, self._statuses)
         for charger in cfg.chargers.values():
             self._hubs[charger.device_id] = hub
         gate = Gate(cfg)
-        self._servers[connection.name] = (hub, gate)
+        self._servers[cfg.name] = (hub, gate)
         try:
             await self._listen(hub, gate)
         finally:
-            del self._servers[connection.name]
+            del self._servers[cfg.name]
 
     async def _listen(self, hub: Hub, gate: Gate) -> None:
         cfg = hub.settings
@@ -129,14 +143,9 @@ class OcppDriver:
                 if hub.status(charger.device_id).connected:
                     hub.offline(charger.device_id, "server stopped")
 
-    def update(self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> bool:
+    def update(self, cfg: settings.ServerSettings) -> bool:
         """Apply a new charger list to the running server; False when it cannot."""
-        try:
-            cfg = settings.parse(connection, devices)
-        except EdgedError as exc:
-            log.error("charger list not applied connection=%s error=%s", connection.name, exc)
-            return False
-        server = self._servers.get(connection.name)
+        server = self._servers.get(cfg.name)
         if server is None:
             # Between two runs (restarting after a failure): the next run gets the new list
             # from the supervisor; only forget the chargers that are gone.
@@ -165,7 +174,7 @@ class OcppDriver:
             self._hubs[device_id] = hub
         log.info(
             "ocpp chargers updated connection=%s chargers=%d added=%s removed=%s",
-            connection.name,
+            cfg.name,
             len(cfg.chargers),
             ",".join(added) or "-",
             ",".join(removed) or "-",
@@ -228,10 +237,10 @@ class OcppDriver:
         """JSON-ready state of every charger, by device id."""
         return {dev: st.to_dict() for dev, st in sorted(self._statuses.items())}
 
-    async def command(
-        self, device_id: str, name: str, args: Mapping[str, object]
-    ) -> dict[str, Any]:
+    async def command(self, command: Command) -> dict[str, Any]:
         """Send one command to a connected charger; return its answer as JSON-ready data."""
+        name, args = _request_of(command)
+        device_id = command.device_id
         if device_id not in self._statuses:
             raise UnknownCharger(f"{device_id!r} is not an OCPP charger of this gateway")
         session = self._sessions.get(device_id)
@@ -254,6 +263,26 @@ class OcppDriver:
             "ocpp_version": session.version,
             "result": commands.jsonable(response),
         }
+
+
+def _request_of(command: Command) -> tuple[str, Mapping[str, object]]:
+    """The OCPP command name and arguments that carry out a typed command."""
+    match command:
+        case DriverCommand(name=name, args=args):
+            return name, args
+        case SetChargingLimit(limit=limit, unit=unit, connector=connector):
+            limit_args: dict[str, object] = {"limit": limit, "unit": unit, "purpose": "tx_default"}
+            if connector is not None:
+                limit_args["connector"] = connector
+            return "set_charging_profile", limit_args
+        case StartCharging(id_tag=id_tag, connector=connector):
+            start_args: dict[str, object] = {"id_tag": id_tag}
+            if connector is not None:
+                start_args["connector"] = connector
+            return "remote_start", start_args
+        case StopCharging():
+            return "remote_stop", {}
+    raise CommandError(f"{type(command).__name__} is not a command an OCPP charger takes")
 
 
 def _tls_context(cfg: settings.ServerSettings) -> ssl.SSLContext:

@@ -7,9 +7,9 @@ import logging
 import time
 from collections.abc import Iterable
 
-from drivers import DriverContext
 from drivers.ocpp.settings import ServerSettings
 from drivers.ocpp.state import ChargerStatus
+from edged.api import DriverContext
 from edged.model import DeviceState, Sample
 
 log = logging.getLogger("edged.ocpp")

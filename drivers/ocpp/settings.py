@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.ocpp.passwords import is_password_hash
-from edged.model import ConnectionSpec, DeviceSpec, Options
+from edged.api import Options
+from edged.model import ConnectionSpec, DeviceSpec
 
 VERSIONS = ("1.6", "2.0.1")
 SUBPROTOCOLS: Mapping[str, str] = {"2.0.1": "ocpp2.0.1", "1.6": "ocpp1.6"}
@@ -38,6 +39,13 @@ class ServerSettings:
     id_tags: frozenset[str] | None
     chargers: Mapping[str, ChargerSettings]
     """Chargers by charge point id."""
+    name: str = ""
+    """The connection's name in the configuration."""
+
+    @property
+    def endpoint(self) -> str:
+        """``ocpp://host:port`` of the listening socket."""
+        return f"ocpp://{self.host}:{self.port}"
 
     @property
     def tls(self) -> bool:
@@ -54,7 +62,7 @@ def _pem_file(opts: Options, key: str, value: str, base: Path) -> str:
 
 def parse(connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> ServerSettings:
     """Validate the connection and device settings; raise ConfigError naming file and key."""
-    opts = connection.options()
+    opts = Options.of(connection)
     host = opts.str("host", "0.0.0.0")
     port = opts.int("port", 9000, min=1, max=65535)
     heartbeat = opts.int("heartbeat_interval", 300, min=1, max=86400)
@@ -99,6 +107,7 @@ def parse(connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> ServerSe
         auth=auth,
         id_tags=id_tags,
         chargers=chargers,
+        name=connection.name,
     )
 
 
@@ -109,7 +118,7 @@ def _cp_id(dev: DeviceSpec) -> str:
 def _chargers(devices: Sequence[DeviceSpec]) -> dict[str, ChargerSettings]:
     chargers: dict[str, ChargerSettings] = {}
     for dev in devices:
-        opts = dev.options()
+        opts = Options.of(dev)
         cp = _cp_id(dev)
         if not cp or "/" in cp or len(cp) > 48:
             raise dev.source.error("address", f"invalid charge point id {cp!r}")

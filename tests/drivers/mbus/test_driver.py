@@ -12,18 +12,17 @@ from typing import Any
 
 import pytest
 
-from drivers import Driver
 from drivers.mbus import telegram as tg
 from drivers.mbus.address import SecondaryAddress, manufacturer_value
 from drivers.mbus.driver import PROFILE_DIR, MBusDriver, parse_connection
 from drivers.mbus.mapping import convert, load_profile, map_telegrams, parse_profile
 from drivers.mbus.simulator import HeatMeter, Simulator, Slave
+from edged.api import Driver
 from edged.errors import ConfigError
 from edged.model import QUANTITIES, ConnectionSpec, DeviceSpec, DeviceState, Sample, Source
+from tests.drivers.mbus import CORPUS
 
-CORPUS = (
-    Path(__file__).resolve().parents[3].parent / "shared" / "conformance" / "mbus" / "test-frames"
-)
+FRAMES = CORPUS / "test-frames"
 EDG = manufacturer_value("EDG")
 
 
@@ -91,7 +90,7 @@ async def run_until(
     done: Callable[[], bool],
     limit: float = 10.0,
 ) -> None:
-    task = asyncio.create_task(driver.run(connection, devices, ctx))
+    task = asyncio.create_task(driver.run(driver.configure(connection, devices), ctx))
     waiter = asyncio.create_task(ctx.until(done))
     try:
         async with asyncio.timeout(limit):
@@ -239,12 +238,12 @@ async def test_profile_picks_and_renames_records(tmp_path: Path) -> None:
 def test_check_and_endpoint() -> None:
     d = MBusDriver()
     serial = conn({"device": "/dev/ttyUSB0"})
-    assert d.endpoint(serial) == "serial:///dev/ttyUSB0"
+    assert d.configure(serial, []).endpoint == "serial:///dev/ttyUSB0"
     bus = parse_connection(serial)
     assert (bus.link.settings.baudrate, bus.link.settings.parity, bus.retries) == (2400, "E", 2)
     tcp = conn({"transport": "tcp", "host": "10.0.0.5", "port": 10001, "baudrate": 9600})
-    assert d.endpoint(tcp) == "tcp://10.0.0.5:10001"
-    d.check(tcp, [device("a", 5), device("b", "12345678FFFFFFFF")])
+    assert d.configure(tcp, []).endpoint == "tcp://10.0.0.5:10001"
+    d.configure(tcp, [device("a", 5), device("b", "12345678FFFFFFFF")])
 
 
 @pytest.mark.parametrize(
@@ -261,13 +260,13 @@ def test_check_and_endpoint() -> None:
 )
 def test_bad_settings_name_the_key(settings: dict[str, Any], address: int | str, key: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        MBusDriver().check(conn(settings), [device("a", address)])
+        MBusDriver().configure(conn(settings), [device("a", address)])
     assert caught.value.key.endswith(key)
 
 
 def test_two_devices_on_one_address_are_refused() -> None:
     with pytest.raises(ConfigError, match="already used"):
-        MBusDriver().check(conn({"device": "/dev/x"}), [device("a", 5), device("b", 5)])
+        MBusDriver().configure(conn({"device": "/dev/x"}), [device("a", 5), device("b", 5)])
 
 
 # -- mapping -----------------------------------------------------------------------------
@@ -283,7 +282,7 @@ def test_units_convert_into_canonical_ones() -> None:
 
 
 def test_default_mapping_keeps_current_instantaneous_plain_records() -> None:
-    t = tg.decode_frame(tg.from_hex((CORPUS / "kamstrup_multical_601.hex").read_text()))
+    t = tg.decode_frame(tg.from_hex((FRAMES / "kamstrup_multical_601.hex").read_text()))
     values = map_telegrams([t])
     assert values == {
         "energy_heat": 37_351_000,
@@ -312,7 +311,9 @@ async def test_lost_converter_marks_meters_offline_and_reconnects() -> None:
     sim, connection = await serve([s1], "tcp")
     port = connection.settings["port"]
     ctx = Context()
-    task = asyncio.create_task(MBusDriver().run(connection, [device("m", 1, 0.05)], ctx))
+    task = asyncio.create_task(
+        MBusDriver().run(MBusDriver().configure(connection, [device("m", 1, 0.05)]), ctx)
+    )
     try:
         async with asyncio.timeout(10):
             await ctx.until(lambda: bool(ctx.samples))
@@ -334,7 +335,7 @@ async def test_lost_converter_marks_meters_offline_and_reconnects() -> None:
 def test_every_shipped_profile_loads_and_maps_a_heat_meter() -> None:
     shipped = sorted(PROFILE_DIR.glob("*.toml"))
     assert shipped
-    t = tg.decode_frame(tg.from_hex((CORPUS / "kamstrup_multical_601.hex").read_text()))
+    t = tg.decode_frame(tg.from_hex((FRAMES / "kamstrup_multical_601.hex").read_text()))
     for path in shipped:
         profile = load_profile(path)
         values = map_telegrams([t], profile)
@@ -343,7 +344,7 @@ def test_every_shipped_profile_loads_and_maps_a_heat_meter() -> None:
 
 def test_device_profile_is_found_by_shipped_name() -> None:
     dev = device("a", 5, profile="heat-meter-billing")
-    MBusDriver().check(conn({"device": "/dev/x"}), [dev])
+    MBusDriver().configure(conn({"device": "/dev/x"}), [dev])
     with pytest.raises(ConfigError) as caught:
-        MBusDriver().check(conn({"device": "/dev/x"}), [device("a", 5, profile="nope")])
+        MBusDriver().configure(conn({"device": "/dev/x"}), [device("a", 5, profile="nope")])
     assert caught.value.key.endswith("profile")

@@ -68,7 +68,9 @@ QUANTITY_POOL = [
 async def running(
     connection: ConnectionSpec, devices: Sequence[DeviceSpec], ctx: RecordingContext
 ) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(ModbusDriver().run(connection, devices, ctx))
+    task = asyncio.create_task(
+        ModbusDriver().run(ModbusDriver().configure(connection, devices), ctx)
+    )
     try:
         yield task
     finally:

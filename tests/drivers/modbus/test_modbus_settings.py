@@ -16,7 +16,10 @@ from tests.drivers.modbus.helpers import conn, dev
 def test_tcp_defaults_and_endpoint() -> None:
     s = connection(conn(host="10.0.0.5"))
     assert (s.transport, s.port, s.timeout, s.retries, s.frame_gap) == ("tcp", 502, 1.0, 0, 0.0)
-    assert ModbusDriver().endpoint(conn(host="10.0.0.5", port=1502)) == "tcp://10.0.0.5:1502"
+    assert (
+        ModbusDriver().configure(conn(host="10.0.0.5", port=1502), []).endpoint
+        == "tcp://10.0.0.5:1502"
+    )
 
 
 def test_rtu_defaults_and_endpoint() -> None:
@@ -24,10 +27,13 @@ def test_rtu_defaults_and_endpoint() -> None:
     assert (s.baudrate, s.parity, s.stopbits, s.bytesize) == (9600, "E", 1, 8)
     assert s.frame_gap == pytest.approx(3.5 * 11 / 9600)
     assert (
-        ModbusDriver().endpoint(conn(transport="rtu", device="/dev/ttyUSB0"))
+        ModbusDriver().configure(conn(transport="rtu", device="/dev/ttyUSB0"), []).endpoint
         == "serial:///dev/ttyUSB0"
     )
-    assert ModbusDriver().endpoint(conn(transport="rtu", device="socket://h:1")) == "socket://h:1"
+    assert (
+        ModbusDriver().configure(conn(transport="rtu", device="socket://h:1"), []).endpoint
+        == "socket://h:1"
+    )
 
 
 @pytest.mark.parametrize(
@@ -52,7 +58,7 @@ def test_connection_errors_are_located(tmp_path: Path, settings: dict[str, Any],
         + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in settings.items())
     )
     with pytest.raises(ConfigError) as err:
-        ModbusDriver().check(conn(file=str(cfg), **settings), [])
+        ModbusDriver().configure(conn(file=str(cfg), **settings), [])
     assert err.value.key == f"connections.bus.{key}"
     assert err.value.file == str(cfg)
     lines = cfg.read_text().splitlines()
@@ -82,7 +88,7 @@ def test_device_errors_are_located(kwargs: dict[str, object], key: str, words: s
     }
     args.update(kwargs)
     with pytest.raises(ConfigError) as err:
-        ModbusDriver().check(conn(host="h"), [dev(**args)])  # type: ignore[arg-type]
+        ModbusDriver().configure(conn(host="h"), [dev(**args)])  # type: ignore[arg-type]
     assert err.value.key == f"devices[3].{key}"
     assert words in err.value.message
 
@@ -92,12 +98,14 @@ def test_profile_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
         '[profile]\nname = "mine"\nmanufacturer = "m"\nmodel = "x"\n'
         '[[points]]\nquantity = "frequency"\nregister = 3\ntype = "u16"\nscale = 0.01\n'
     )
-    ModbusDriver().check(conn(host="h"), [dev("m1", "mine.toml", file=str(tmp_path / "e.toml"))])
+    ModbusDriver().configure(
+        conn(host="h"), [dev("m1", "mine.toml", file=str(tmp_path / "e.toml"))]
+    )
 
 
 def test_duplicate_unit_ids_on_one_connection_are_rejected() -> None:
     with pytest.raises(ConfigError) as err:
-        ModbusDriver().check(
+        ModbusDriver().configure(
             conn(host="h"), [dev("a", "bench8", 4, index=0), dev("b", "bench8", 4, index=1)]
         )
     assert err.value.key == "devices[1].address"
@@ -111,7 +119,7 @@ def test_a_broken_profile_file_fails_check_with_its_own_location(tmp_path: Path)
         'unit = "furlong"\n'
     )
     with pytest.raises(ConfigError) as err:
-        ModbusDriver().check(conn(host="h"), [dev("m1", str(bad))])
+        ModbusDriver().configure(conn(host="h"), [dev("m1", str(bad))])
     assert (err.value.file, err.value.key, err.value.line) == (str(bad), "points[0].unit", 9)
 
 

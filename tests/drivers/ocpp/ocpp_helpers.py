@@ -100,9 +100,9 @@ async def central(
     conn_settings: Mapping[str, Any] = {"host": "127.0.0.1", "port": port, **settings}
     conn = ConnectionSpec(name="cs", driver="ocpp", settings=conn_settings)
     driver = OcppDriver()
-    driver.check(conn, devices)
+    settings = driver.configure(conn, devices)
     ctx = Recorder()
-    task = asyncio.create_task(driver.run(conn, devices, ctx))
+    task = asyncio.create_task(driver.run(settings, ctx))
     await wait_until(lambda: driver.bound_port is not None or task.done())
     if task.done():
         task.result()

@@ -43,7 +43,7 @@ def test_clear_text_password_in_config_is_refused() -> None:
 
     conn = ConnectionSpec(name="cs", driver="ocpp", settings={"port": 9000})
     with pytest.raises(ConfigError, match="password_hash"):
-        OcppDriver().check(conn, [charger("ev1", password_hash="hunter2")])
+        OcppDriver().configure(conn, [charger("ev1", password_hash="hunter2")])
 
 
 def test_basic_auth_needs_a_hash_on_every_charger() -> None:
@@ -51,7 +51,7 @@ def test_basic_auth_needs_a_hash_on_every_charger() -> None:
 
     conn = ConnectionSpec(name="cs", driver="ocpp", settings={"auth": "basic"})
     with pytest.raises(ConfigError, match="password_hash"):
-        OcppDriver().check(conn, [charger("ev1")])
+        OcppDriver().configure(conn, [charger("ev1")])
 
 
 def _basic(user: str, password: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from websockets.typing import Subprotocol
 
 from drivers.ocpp.driver import REMOVED, hash_password
 from drivers.ocpp.simulator import SimCharger
+from edged.errors import ConfigError
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState
 from tests.drivers.ocpp.ocpp_helpers import Central, central, charger, running, wait_until
 
@@ -28,6 +29,15 @@ async def refused_with(cs: Central, cp: str) -> int:
     return e.value.response.status_code
 
 
+def live_update(cs: Central, conn: ConnectionSpec, devices: list[DeviceSpec]) -> bool:
+    """What the supervisor does on reload: configure the new list, hand it over live."""
+    try:
+        settings = cs.driver.configure(conn, devices)
+    except ConfigError:
+        return False
+    return cs.driver.update(settings)
+
+
 async def meter_values_keep_arriving(cs: Central, device_id: str, more: int = 3) -> None:
     """At least ``more`` further samples of the device reach the context."""
     seen = len(cs.ctx.samples_of(device_id))
@@ -44,7 +54,7 @@ async def test_adding_a_charger_leaves_the_connected_ones_alone() -> None:
             sessions = dict(cs.driver._sessions)
             assert await refused_with(cs, "CP-3") == 404
 
-            assert cs.driver.update(conn_of(cs), [*two, charger("ev3", "CP-3")]) is True
+            assert live_update(cs, conn_of(cs), [*two, charger("ev3", "CP-3")]) is True
 
             sim3 = cs.sim("CP-3", interval=0.05)
             async with running(sim3):
@@ -74,7 +84,7 @@ async def test_removing_a_charger_closes_only_its_session() -> None:
             assert ws2 is not None
             session1 = cs.driver._sessions["ev1"]
 
-            assert cs.driver.update(conn_of(cs), [two[0]]) is True
+            assert live_update(cs, conn_of(cs), [two[0]]) is True
 
             await wait_until(task2.done)
             assert ws2.close_code == 1000
@@ -98,7 +108,7 @@ async def test_a_new_password_applies_at_the_next_connection() -> None:
             await wait_until(sim.booted.is_set)
             ws = sim.connection
 
-            assert cs.driver.update(conn_of(cs), [charger("ev1", "CP-1", password_hash=new)])
+            assert live_update(cs, conn_of(cs), [charger("ev1", "CP-1", password_hash=new)])
 
             await meter_values_keep_arriving(cs, "ev1")
             assert sim.connection is ws and not task.done()
@@ -114,15 +124,15 @@ async def test_a_new_password_applies_at_the_next_connection() -> None:
 async def test_a_change_to_the_listening_socket_is_refused() -> None:
     devices = [charger("ev1", "CP-1")]
     async with central(devices) as cs:
-        assert cs.driver.update(conn_of(cs, max_message_size=4096), devices) is False
-        assert cs.driver.update(conn_of(cs, port=cs.port % 65535 + 1), devices) is False
+        assert live_update(cs, conn_of(cs, max_message_size=4096), devices) is False
+        assert live_update(cs, conn_of(cs, port=cs.port % 65535 + 1), devices) is False
 
 
 async def test_an_invalid_charger_list_is_refused() -> None:
     devices = [charger("ev1", "CP-1")]
     async with central(devices) as cs:
         twice: list[DeviceSpec] = [*devices, charger("ev2", "CP-1")]
-        assert cs.driver.update(conn_of(cs), twice) is False
+        assert live_update(cs, conn_of(cs), twice) is False
         sim: SimCharger = cs.sim("CP-1")
         async with running(sim):
             await wait_until(sim.booted.is_set)

@@ -9,6 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from edged.api import DriverCommand
 from edged.model import DeviceState
 from tests.drivers.ocpp.ocpp_helpers import central, charger, running, wait_until
 
@@ -96,7 +97,7 @@ async def test_stop_transaction_reports_the_final_reading() -> None:
             await sim.charging.wait()
             await wait_until(lambda: len(cs.ctx.samples_of("ev1")) >= 2)
             tx = sim.transaction_id
-            await cs.driver.command("ev1", "remote_stop", {})
+            await cs.driver.command(DriverCommand("ev1", "remote_stop", {}))
             await wait_until(
                 lambda: any(
                     s.attrs.get("context") == "Transaction.End" for s in cs.ctx.samples_of("ev1")

@@ -183,9 +183,11 @@ def _conn(**settings: object) -> ConnectionSpec:
 
 def test_endpoint_and_defaults() -> None:
     d = OcppDriver()
-    assert d.endpoint(_conn()) == "ocpp://0.0.0.0:9000"
-    assert d.endpoint(_conn(host="127.0.0.1", port=9443)) == "ocpp://127.0.0.1:9443"
-    d.check(_conn(id_tags=["A", "B"]), [charger("ev1"), charger("ev2", "CP-2", ocpp_version="1.6")])
+    assert d.configure(_conn(), []).endpoint == "ocpp://0.0.0.0:9000"
+    assert d.configure(_conn(host="127.0.0.1", port=9443), []).endpoint == "ocpp://127.0.0.1:9443"
+    d.configure(
+        _conn(id_tags=["A", "B"]), [charger("ev1"), charger("ev2", "CP-2", ocpp_version="1.6")]
+    )
 
 
 @pytest.mark.parametrize(
@@ -204,7 +206,7 @@ def test_bad_settings_name_the_key(
     settings: dict[str, object], devices: list[object], key: str
 ) -> None:
     with pytest.raises(ConfigError) as e:
-        OcppDriver().check(_conn(**settings), devices)  # type: ignore[arg-type]
+        OcppDriver().configure(_conn(**settings), devices)  # type: ignore[arg-type]
     assert key in str(e.value)
 
 

@@ -7,7 +7,7 @@ had samples in it gets exactly one record. Counters publish their last value;
 gauges publish mean, min, max and last. A sample for a window that has already
 closed is dropped and counted, so a window can never produce a second record.
 
-The throttle does no I/O and keeps no timers: the caller asks ``due(now)`` (or
+The windows stage does no I/O and keeps no timers: the caller asks ``due(now)`` (or
 ``next_deadline()`` to know when to ask), which keeps it testable with an
 injected clock.
 """
@@ -44,7 +44,7 @@ class _Window:
 
 
 class _Device:
-    """Per-device throttle state."""
+    """Per-device window state."""
 
     __slots__ = ("active", "current", "floor", "id", "last_ts", "schedule", "since", "windows")
 
@@ -61,7 +61,7 @@ class _Device:
         self.active = True
 
 
-class Throttle:
+class Windows:
     """Aggregates samples into one record per device and wall-clock-aligned window."""
 
     def __init__(

@@ -1,4 +1,4 @@
-"""The throttle: one record per device per wall-clock window, driven by an injected clock."""
+"""The windows stage: one record per device per wall-clock window, driven by an injected clock."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edged import payload
 from edged.model import Record, Sample, is_counter
-from edged.throttle import Throttle
 from edged.tiers import TIER_INTERVALS
+from edged.windows import Windows
 
 BASIC = TIER_INTERVALS[next(t for t in TIER_INTERVALS if t.value == "basic")]
 LIMITED = TIER_INTERVALS[next(t for t in TIER_INTERVALS if t.value == "limited")]
@@ -44,7 +45,7 @@ def by_device(records: list[Record]) -> dict[str, list[Record]]:
 
 def test_basic_windows_are_quarter_hours() -> None:
     clock = FakeClock(T0 + 10)
-    th = Throttle({"m1": BASIC}, clock=clock)
+    th = Windows({"m1": BASIC}, clock=clock)
     for i in range(60):  # one sample per 30 s over 30 minutes, starting at 12:00:10
         th.add(s("m1", T0 + 10 + 30 * i, energy_import=1000.0 + i, power_active=float(i)))
     assert th.due(T0 + 900 + 1.9) == []  # still inside the grace
@@ -61,13 +62,13 @@ def test_basic_windows_are_quarter_hours() -> None:
     (second,) = th.due(T0 + 1800 + 2)
     assert datetime.fromtimestamp(second.window_start, UTC).minute == 15
     assert th.due(T0 + 3600) == []
-    body = second.to_body()
+    body = payload.body(second)
     assert body["ts"] == "2026-11-23T12:15:00.000Z" and body["window"] == 900
     assert body["values"]["power_active"]["n"] == 30
 
 
 def test_limited_windows_one_record_per_minute_at_any_poll_rate() -> None:
-    th = Throttle({"fast": LIMITED, "slow": LIMITED}, clock=FakeClock(T0))
+    th = Windows({"fast": LIMITED, "slow": LIMITED}, clock=FakeClock(T0))
     records: list[Record] = []
     for tenth in range(0, 3000):  # 5 minutes of 10 Hz polling
         now = T0 + tenth / 10
@@ -84,7 +85,7 @@ def test_limited_windows_one_record_per_minute_at_any_poll_rate() -> None:
 
 
 def test_professional_windows_are_seconds() -> None:
-    th = Throttle({"m": PROFESSIONAL}, grace=0.5, clock=FakeClock(T0))
+    th = Windows({"m": PROFESSIONAL}, grace=0.5, clock=FakeClock(T0))
     for k in range(4):
         th.add(s("m", T0 + k + 0.25, power_active=1.0))
         th.add(s("m", T0 + k + 0.75, power_active=3.0))
@@ -98,7 +99,7 @@ def test_professional_windows_are_seconds() -> None:
 
 
 def test_late_sample_for_closed_window_is_dropped_and_counted() -> None:
-    th = Throttle({"m": LIMITED}, clock=FakeClock(T0))
+    th = Windows({"m": LIMITED}, clock=FakeClock(T0))
     th.add(s("m", T0 + 5, energy_import=1.0))
     assert len(th.due(T0 + 62)) == 1
     th.add(s("m", T0 + 59, energy_import=2.0))  # belongs to the closed window
@@ -107,7 +108,7 @@ def test_late_sample_for_closed_window_is_dropped_and_counted() -> None:
 
 
 def test_late_sample_within_grace_is_taken() -> None:
-    th = Throttle({"m": LIMITED}, grace=2.0, clock=FakeClock(T0))
+    th = Windows({"m": LIMITED}, grace=2.0, clock=FakeClock(T0))
     th.add(s("m", T0 + 10, energy_import=5.0))
     th.add(s("m", T0 + 60.5, energy_import=7.0))  # next window opened already
     assert th.due(T0 + 61) == []
@@ -119,7 +120,7 @@ def test_late_sample_within_grace_is_taken() -> None:
 
 
 def test_counter_last_is_by_timestamp_not_arrival() -> None:
-    th = Throttle({"m": LIMITED}, clock=FakeClock(T0))
+    th = Windows({"m": LIMITED}, clock=FakeClock(T0))
     th.add(s("m", T0 + 30, energy_import=30.0))
     th.add(s("m", T0 + 20, energy_import=20.0))  # out of order
     (r,) = th.flush()
@@ -127,7 +128,7 @@ def test_counter_last_is_by_timestamp_not_arrival() -> None:
 
 
 def test_non_finite_values_are_dropped_and_counted() -> None:
-    th = Throttle({"m": LIMITED}, clock=FakeClock(T0))
+    th = Windows({"m": LIMITED}, clock=FakeClock(T0))
     th.add(s("m", T0 + 1, power_active=math.nan, voltage=230.0))
     th.add(s("m", T0 + 2, power_active=math.inf))
     th.add(s("m", T0 + 3, power_active=4.0))
@@ -137,11 +138,11 @@ def test_non_finite_values_are_dropped_and_counted() -> None:
     assert records[0].values["power_active"].count == 1
     assert records[0].values["voltage"].mean == 230.0
     assert th.counts()["nonfinite"] == 3
-    records[0].to_payload()  # allow_nan=False would raise on a NaN
+    payload.encode(records[0])  # allow_nan=False would raise on a NaN
 
 
 def test_flush_closes_open_windows_and_never_duplicates() -> None:
-    th = Throttle({"a": BASIC, "b": BASIC}, clock=FakeClock(T0))
+    th = Windows({"a": BASIC, "b": BASIC}, clock=FakeClock(T0))
     th.add(s("a", T0 + 100, energy_import=1.0))
     th.add(s("b", T0 + 200, power_active=2.0))
     assert th.due(T0 + 300) == []
@@ -152,7 +153,7 @@ def test_flush_closes_open_windows_and_never_duplicates() -> None:
 
 
 def test_devices_can_arrive_with_the_first_reload() -> None:
-    th = Throttle(clock=FakeClock(T0))
+    th = Windows(clock=FakeClock(T0))
     th.add(s("a", T0 + 1, power_active=1.0))
     assert th.counts()["unknown"] == 1
     th.set_intervals({"a": LIMITED})
@@ -162,14 +163,14 @@ def test_devices_can_arrive_with_the_first_reload() -> None:
 
 
 def test_unknown_device_is_counted() -> None:
-    th = Throttle({"a": LIMITED}, clock=FakeClock(T0))
+    th = Windows({"a": LIMITED}, clock=FakeClock(T0))
     th.add(s("ghost", T0, power_active=1.0))
     assert th.counts()["unknown"] == 1 and th.flush() == []
 
 
 def test_stale_devices() -> None:
     clock = FakeClock(T0 + 10)
-    th = Throttle({"a": LIMITED, "b": LIMITED, "c": LIMITED}, clock=clock)
+    th = Windows({"a": LIMITED, "b": LIMITED, "c": LIMITED}, clock=clock)
     # Before a whole window has passed since start nobody is stale.
     assert th.stale_devices(T0 + 62) == []
     for k in range(3):
@@ -185,7 +186,7 @@ def test_stale_devices() -> None:
 
 def test_tier_upgrade_switches_at_the_next_window_boundary() -> None:
     clock = FakeClock(T0)
-    th = Throttle({"m": BASIC}, clock=clock)
+    th = Windows({"m": BASIC}, clock=clock)
     records: list[Record] = []
     for k in range(0, 1500, 10):  # 25 minutes at 0.1 Hz; reload at 12:05
         now = T0 + k
@@ -204,7 +205,7 @@ def test_tier_upgrade_switches_at_the_next_window_boundary() -> None:
 
 def test_tier_downgrade_switches_at_the_next_window_boundary() -> None:
     clock = FakeClock(T0)
-    th = Throttle({"m": LIMITED}, clock=clock)
+    th = Windows({"m": LIMITED}, clock=clock)
     records: list[Record] = []
     for k in range(0, 2400, 10):
         now = T0 + k
@@ -221,7 +222,7 @@ def test_tier_downgrade_switches_at_the_next_window_boundary() -> None:
 
 
 def test_reload_adds_and_removes_devices() -> None:
-    th = Throttle({"a": LIMITED}, clock=FakeClock(T0))
+    th = Windows({"a": LIMITED}, clock=FakeClock(T0))
     th.add(s("a", T0 + 1, power_active=1.0))
     th.set_intervals({"b": LIMITED}, now=T0 + 2)
     th.add(s("b", T0 + 3, power_active=2.0))
@@ -234,13 +235,13 @@ def test_reload_adds_and_removes_devices() -> None:
 
 def test_rejects_bad_intervals_and_grace() -> None:
     with pytest.raises(ValueError):
-        Throttle({"a": 0.0})
+        Windows({"a": 0.0})
     with pytest.raises(ValueError):
-        Throttle({"a": 60.0}, grace=-1)
+        Windows({"a": 60.0}, grace=-1)
 
 
 def test_next_deadline() -> None:
-    th = Throttle({"a": LIMITED}, grace=2.0, clock=FakeClock(T0))
+    th = Windows({"a": LIMITED}, grace=2.0, clock=FakeClock(T0))
     assert th.next_deadline() is None
     th.add(s("a", T0 + 30, power_active=1.0))
     assert th.next_deadline() == T0 + 62
@@ -287,7 +288,7 @@ def test_property_one_aligned_record_per_device_window(
 ) -> None:
     intervals, grace, events = case
     clock = FakeClock(T0)
-    th = Throttle(intervals, grace=grace, clock=clock)
+    th = Windows(intervals, grace=grace, clock=clock)
     records: list[Record] = []
     accepted: dict[tuple[str, float], list[Sample]] = defaultdict(list)
     cutoff = -math.inf
@@ -343,7 +344,7 @@ def test_property_one_aligned_record_per_device_window(
                     reading.mean, statistics.fmean(vals), rel_tol=1e-9, abs_tol=1e-6
                 )
         assert set(r.values) == {q for _, q, _ in finite}
-        r.to_payload()
+        payload.encode(r)
 
 
 @settings(max_examples=100, deadline=None)
@@ -357,7 +358,7 @@ def test_property_reload_switches_at_next_window(
     old: float, new: float, reload_at: float, period: float
 ) -> None:
     clock = FakeClock(T0)
-    th = Throttle({"m": old}, grace=1.0, clock=clock)
+    th = Windows({"m": old}, grace=1.0, clock=clock)
     records: list[Record] = []
     t = T0
     reloaded = False

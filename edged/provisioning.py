@@ -1,0 +1,97 @@
+"""From a loaded configuration to what runs: drivers configured, devices admitted, intervals.
+
+``provision`` validates everything a start or a reload needs without touching a device:
+each connection's driver validates its own keys once into frozen settings, two
+connections may not share one bus, tier features and publish intervals are worked out,
+and the device-capacity licence admits devices in configuration order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edged import api, tiers
+from edged.config import Config
+from edged.licensing import enforcement
+from edged.model import DeviceSpec, Source
+
+log = logging.getLogger("edged.provisioning")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One configured connection: its driver instance and the settings it validated."""
+
+    driver: api.AnyDriver
+    settings: Any
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    """A validated configuration and everything derived from it."""
+
+    config: Config
+    connections: Mapping[str, Connection]
+    admitted: tuple[DeviceSpec, ...]
+    unlicensed: tuple[DeviceSpec, ...]
+    intervals: Mapping[str, float]
+    warnings: tuple[str, ...]
+    licence_used: int
+    licence_total: int
+
+
+def provision(
+    config: Config, *, licence_dir: Path | None = None, now: float | None = None
+) -> Provisioning:
+    """Validate everything a start needs; raise ConfigError naming file and key."""
+    connections: dict[str, Connection] = {}
+    endpoints: dict[str, str] = {}
+    by_conn: dict[str, list[DeviceSpec]] = {name: [] for name in config.connections}
+    for dev in config.devices:
+        by_conn[dev.connection].append(dev)
+    for name, conn in config.connections.items():
+        drv = api.get(conn.driver, Source(conn.source.file, f"{conn.source.key}.driver"))
+        settings = drv.configure(conn, by_conn[name])
+        ep = settings.endpoint
+        if ep in endpoints:
+            raise conn.source.error(
+                "",
+                f"uses the same bus {ep} as connection {endpoints[ep]!r}: one bus, one "
+                "connection (put all its devices on that connection)",
+            )
+        endpoints[ep] = name
+        connections[name] = Connection(drv, settings)
+    tiers.check_features(config)
+    intervals, warnings = tiers.publish_intervals(config)
+    result = enforcement.admit(
+        config, licence_dir or config.licensing.directory, now if now is not None else time.time()
+    )
+    if result.clock_warning:
+        log.warning("licence clock: %s", result.clock_warning)
+    return Provisioning(
+        config,
+        connections,
+        result.admitted,
+        result.unlicensed,
+        intervals,
+        tuple(warnings),
+        result.used,
+        result.total,
+    )
+
+
+def configure_admitted(prov: Provisioning, name: str, devices: list[DeviceSpec]) -> Any:
+    """The settings of one connection for the devices admitted on it.
+
+    ``provision`` configured every connection with all its devices (so a mistake on an
+    unlicensed device is still an error); a connection runs only its admitted ones.
+    """
+    conn = prov.config.connections[name]
+    if len(devices) == sum(1 for d in prov.config.devices if d.connection == name):
+        return prov.connections[name].settings
+    return prov.connections[name].driver.configure(conn, devices)

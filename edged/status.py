@@ -1,0 +1,152 @@
+"""The status service: one picture of the daemon for `edged status`, and the metrics gauges.
+
+It reads what the other parts keep (device states from the supervisor, live values,
+the windows' drop counts, outbox and uplink statistics, the provisioning) and never
+changes any of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edged import tiers
+from edged.live import LiveValues
+from edged.metrics import Metrics
+from edged.model import DeviceState, Tier, iso, unit_of
+from edged.outbox import Outbox
+from edged.provisioning import Provisioning
+from edged.supervisor import Supervisor
+from edged.uplink import Uplink
+from edged.windows import Windows
+
+
+class StatusService:
+    """Status replies and gauges, read from the running parts."""
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        live: LiveValues,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.supervisor = supervisor
+        self.live = live
+        self.metrics = metrics
+        self.clock = clock
+        self.provisioning: Provisioning | None = None
+        self.windows: Windows | None = None
+        self.outbox: Outbox | None = None
+        self.uplink: Uplink | None = None
+        self._tier_gauges_for: Provisioning | None = None
+
+    def status(self, *, values: bool = False, device: str | None = None) -> dict[str, Any]:
+        """A JSON-ready picture of the daemon; with ``values`` each device's live values."""
+        prov = self.provisioning
+        now = self.clock()
+        devices = []
+        for dev_id, st in self.supervisor.devices.items():
+            if device is not None and dev_id != device:
+                continue
+            entry: dict[str, Any] = {
+                "id": dev_id,
+                "driver": st.spec.driver,
+                "connection": st.spec.connection,
+                "state": st.state.value,
+                "cloud_licence": st.spec.cloud_licence.value,
+                "interval": prov.intervals.get(dev_id)
+                if prov and st.state is not DeviceState.UNLICENSED
+                else None,
+                "last_sample_age": None
+                if st.last_sample is None
+                else round(now - st.last_sample, 1),
+                "last_error": st.last_error,
+            }
+            if values or device is not None:
+                entry["values"] = {
+                    name: {
+                        "value": lv.value,
+                        "unit": unit_of(name),
+                        "ts": iso(lv.ts),
+                        "age": round(now - lv.ts, 1),
+                    }
+                    for name, lv in sorted(self.live.of(dev_id).items())
+                }
+            devices.append(entry)
+        out: dict[str, Any] = {
+            "gateway": prov.config.gateway.id if prov else None,
+            "devices": devices,
+        }
+        if prov is not None:
+            out["licence"] = {"used": prov.licence_used, "total": prov.licence_total}
+            out["tier"] = tiers.tier_status(prov.config)
+        if self.outbox is not None:
+            s = self.outbox.stats()
+            out["outbox"] = {
+                "depth": s.depth,
+                "bytes": s.bytes,
+                "dropped": s.dropped,
+                "oldest_age": None if s.oldest is None else round(now - s.oldest, 1),
+                "disk_error": s.disk_error,
+            }
+        if self.uplink is not None:
+            u = self.uplink.stats()
+            out["uplink"] = {
+                "connected": u.connected,
+                "published": u.published,
+                "acked": u.acked,
+                "reconnects": u.reconnects,
+                "last_error": u.last_error,
+            }
+        return out
+
+    def refresh_gauges(self) -> None:
+        """Copy the pipeline's state into the metrics gauges."""
+        if self.windows is not None:
+            dropped = self.windows.counts()
+            for what in ("late", "nonfinite", "unknown"):
+                self.metrics.set_gauge("throttle_dropped", dropped[what], reason=what)
+        if self.outbox is not None:
+            s = self.outbox.stats()
+            self.metrics.set_gauge("outbox_depth", s.depth)
+            self.metrics.set_gauge("outbox_bytes", s.bytes)
+            self.metrics.set_gauge("outbox_dropped", s.dropped)
+            self.metrics.set_gauge(
+                "outbox_oldest_age", 0.0 if s.oldest is None else max(0.0, self.clock() - s.oldest)
+            )
+        if self.uplink is not None:
+            u = self.uplink.stats()
+            self.metrics.set_gauge("uplink_connected", 1.0 if u.connected else 0.0)
+            self.metrics.set_gauge("uplink_published", u.published)
+            self.metrics.set_gauge("uplink_acked", u.acked)
+        prov = self.provisioning
+        if prov is not None:
+            self.metrics.set_gauge("licence_capacity", prov.licence_total)
+            self.metrics.set_gauge("licence_used", prov.licence_used)
+            if self._tier_gauges_for is not prov:
+                self._set_tier_gauges(prov)
+        counts = {s: 0 for s in DeviceState}
+        for st in self.supervisor.devices.values():
+            counts[st.state] += 1
+        for state, n in counts.items():
+            self.metrics.set_gauge("devices", n, state=state.value)
+
+    def _set_tier_gauges(self, prov: Provisioning) -> None:
+        """Account tier, interval in force and each device's cloud licence (1 = the current)."""
+        status = tiers.tier_status(prov.config)
+        for tier in Tier:
+            self.metrics.set_gauge(
+                "account_tier",
+                1.0 if tier.value == status["account_tier"] else 0.0,
+                tier=tier.value,
+            )
+        self.metrics.set_gauge("account_tier_interval", float(status["interval"]))
+        # One series per device (its current tier): a gateway may carry a thousand meters.
+        self.metrics.clear_gauge("device_cloud_licence")
+        for dev in prov.config.devices:
+            self.metrics.set_gauge(
+                "device_cloud_licence", 1.0, device=dev.id, tier=dev.cloud_licence.value
+            )
+        self._tier_gauges_for = prov
