@@ -31,6 +31,7 @@ lint: venv
 	$(BIN)/ruff check edged drivers tests bench
 	$(BIN)/ruff format --check edged drivers tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff format edged drivers tests bench
