@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker, free_port, subscribe, wait_port
-from tests.daemon import Proc, edged, modbus_sim_cmd, write_config
+from tests.daemon import Proc, edged, modbus_sim_cmd, start_daemon, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -61,13 +61,9 @@ def modbus_sim(tmp_path: Path):
 async def test_records_reach_broker_with_documented_payload(
     tmp_path: Path, broker: Broker, modbus_sim: int
 ) -> None:
-    cfg = write_config(tmp_path, modbus_body(modbus_sim), mqtt_port=broker.port)
+    cfg = write_config(tmp_path, modbus_body(modbus_sim), mqtt_port=broker.port, capacity=10)
     async with subscribe(broker.port, "edged/gw-test/#") as col:
-        daemon = Proc(
-            edged("run", "-c", str(cfg)),
-            tmp_path / "daemon.log",
-            env={"EDGED_TRUST_TEST_KEYS": "1"},
-        )
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
         try:
             await col.wait_for(lambda c: len(c.json("/m1")) >= 4 and len(c.json("/m2")) >= 4)
         finally:
@@ -90,11 +86,11 @@ async def test_records_reach_broker_with_documented_payload(
 async def test_sigterm_keeps_queued_records_and_sends_them_after_restart(
     tmp_path: Path, broker: Broker, modbus_sim: int
 ) -> None:
-    cfg = write_config(tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port)
-    broker.stop()  # uplink down: everything stays in the outbox
-    daemon = Proc(
-        edged("run", "-c", str(cfg)), tmp_path / "d1.log", env={"EDGED_TRUST_TEST_KEYS": "1"}
+    cfg = write_config(
+        tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port, capacity=10
     )
+    broker.stop()  # uplink down: everything stays in the outbox
+    daemon = start_daemon(cfg, tmp_path / "d1.log")
     daemon.wait_for("starting connection")
     await asyncio.sleep(3)
     t0 = time.monotonic()
@@ -108,9 +104,7 @@ async def test_sigterm_keeps_queued_records_and_sends_them_after_restart(
     assert queued >= 3
     broker.start()
     async with subscribe(broker.port, "edged/gw-test/m1") as col:
-        daemon2 = Proc(
-            edged("run", "-c", str(cfg)), tmp_path / "d2.log", env={"EDGED_TRUST_TEST_KEYS": "1"}
-        )
+        daemon2 = start_daemon(cfg, tmp_path / "d2.log")
         try:
             await col.wait_for(lambda c: len(c.json()) >= queued + 1)
         finally:
@@ -123,14 +117,12 @@ async def test_sigterm_keeps_queued_records_and_sends_them_after_restart(
 async def test_sighup_with_broken_config_keeps_running_old(
     tmp_path: Path, broker: Broker, modbus_sim: int
 ) -> None:
-    cfg = write_config(tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port)
+    cfg = write_config(
+        tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port, capacity=10
+    )
     good = cfg.read_text()
     async with subscribe(broker.port, "edged/gw-test/m1") as col:
-        daemon = Proc(
-            edged("run", "-c", str(cfg)),
-            tmp_path / "daemon.log",
-            env={"EDGED_TRUST_TEST_KEYS": "1"},
-        )
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
         try:
             await col.wait_for(lambda c: len(c.json()) >= 2)
             cfg.write_text(good.replace("poll_interval = 0.5", "poll_interval = 'fast'"))
@@ -169,7 +161,9 @@ async def test_sighup_with_broken_config_keeps_running_old(
 async def test_systemd_notifications_over_real_socket(
     tmp_path: Path, broker: Broker, modbus_sim: int
 ) -> None:
-    cfg = write_config(tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port)
+    cfg = write_config(
+        tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port, capacity=10
+    )
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
@@ -187,14 +181,10 @@ async def test_systemd_notifications_over_real_socket(
                 return
         raise AssertionError(f"no {until} in {got}")
 
-    daemon = Proc(
-        edged("run", "-c", str(cfg)),
+    daemon = start_daemon(
+        cfg,
         tmp_path / "daemon.log",
-        env={
-            "EDGED_TRUST_TEST_KEYS": "1",
-            "NOTIFY_SOCKET": str(sock_path),
-            "WATCHDOG_USEC": "400000",
-        },
+        env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"},
     )
     try:
         drain("READY=1")
@@ -234,9 +224,7 @@ cloud_licence = "limited"
     (tmp_path / "conf.d" / "50-metrics.toml").write_text(
         f"[metrics]\nenabled = true\nport = {metrics_port}\n"
     )
-    daemon = Proc(
-        edged("run", "-c", str(cfg)), tmp_path / "daemon.log", env={"EDGED_TRUST_TEST_KEYS": "1"}
-    )
+    daemon = start_daemon(cfg, tmp_path / "daemon.log")
     try:
         daemon.wait_for("starting connection connection=panel")
         await asyncio.sleep(2.0)
@@ -257,6 +245,25 @@ cloud_licence = "limited"
             edged("status", "-c", str(cfg)), capture_output=True, text=True, timeout=30
         )
         assert human.returncode == 0 and "unlicensed" in human.stdout and "offline" in human.stdout
+        assert "values" not in status["devices"][0]
+
+        # Last values come from the live-values stage: one device, or all with --values.
+        one = subprocess.run(
+            edged("status", "-c", str(cfg), "--json", "m1"), capture_output=True, text=True
+        )
+        assert one.returncode == 0, one.stderr
+        (m1,) = json.loads(one.stdout)["devices"]
+        assert m1["id"] == "m1" and m1["values"]["energy_import"]["unit"] == "Wh"
+        assert m1["values"]["voltage_l1"]["value"] > 0 and m1["values"]["voltage_l1"]["age"] < 5
+        every = subprocess.run(
+            edged("status", "-c", str(cfg), "--values"), capture_output=True, text=True
+        )
+        assert every.returncode == 0 and "m1:" in every.stdout and "energy_import" in every.stdout
+        assert "dead: no values yet" in every.stdout
+        nobody = subprocess.run(
+            edged("status", "-c", str(cfg), "nobody"), capture_output=True, text=True
+        )
+        assert nobody.returncode == 1 and "no device 'nobody'" in nobody.stderr
 
         def fetch() -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
@@ -281,13 +288,13 @@ cloud_licence = "limited"
 async def test_second_daemon_on_the_same_outbox_is_refused(
     tmp_path: Path, broker: Broker, modbus_sim: int
 ) -> None:
-    cfg = write_config(tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port)
+    cfg = write_config(
+        tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port, capacity=10
+    )
     # same data_dir, other control socket: only the outbox lock can tell them apart
     other = tmp_path / "other.toml"
     other.write_text(cfg.read_text().replace("control.sock", "control2.sock"))
-    first = Proc(
-        edged("run", "-c", str(cfg)), tmp_path / "first.log", env={"EDGED_TRUST_TEST_KEYS": "1"}
-    )
+    first = start_daemon(cfg, tmp_path / "first.log")
     try:
         first.wait_for("edged started")
         res = subprocess.run(
