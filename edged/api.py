@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import builtins
 import difflib
-import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
@@ -339,8 +338,7 @@ AnyDriver = Driver[Any]
 
 
 def _load(target: str) -> Callable[[], AnyDriver]:
-    module, _, attr = target.partition(":")
-    factory: Callable[[], AnyDriver] = getattr(importlib.import_module(module), attr)
+    factory: Callable[[], AnyDriver] = EntryPoint("", target, ENTRY_POINT_GROUP).load()
     return factory
 
 
