@@ -28,14 +28,14 @@ mosquitto:
 	fi
 
 lint: venv
-	$(BIN)/ruff check edged drivers tests bench
-	$(BIN)/ruff format --check edged drivers tests bench
+	$(BIN)/ruff check edged drivers tests bench tools
+	$(BIN)/ruff format --check edged drivers tests bench tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: venv
-	$(BIN)/ruff format edged drivers tests bench
-	$(BIN)/ruff check --fix edged drivers tests bench
+	$(BIN)/ruff format edged drivers tests bench tools
+	$(BIN)/ruff check --fix edged drivers tests bench tools
 
 test: venv mosquitto lint conformance check-unit
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)

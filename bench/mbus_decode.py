@@ -1,6 +1,6 @@
 """M-Bus decode throughput: frames decoded per second over the conformance corpus.
 
-Each round decodes every frame of ``../shared/conformance/mbus/test-frames`` (link layer and
+Each round decodes every frame of ``tests/drivers/mbus/corpus/test-frames`` (link layer and
 application layer, ``decode_frame``). Run: ``.venv/bin/python bench/mbus_decode.py [--seconds 5]``.
 """
 
@@ -17,17 +17,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from drivers.mbus.telegram import decode_frame, from_hex  # noqa: E402
+from tests.drivers.mbus import CORPUS  # noqa: E402
 
-CORPUS = (ROOT / ".." / "shared" / "conformance" / "mbus" / "test-frames").resolve()
+FRAMES = CORPUS / "test-frames"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="how long to measure")
     args = parser.parse_args()
-    frames = [from_hex(p.read_text()) for p in sorted(CORPUS.glob("*.hex"))]
+    frames = [from_hex(p.read_text()) for p in sorted(FRAMES.glob("*.hex"))]
     if not frames:
-        print(f"no frames under {CORPUS}", file=sys.stderr)
+        print(f"no frames under {FRAMES}", file=sys.stderr)
         return 1
     records = sum(len(decode_frame(f).records) for f in frames)
     size = sum(len(f) for f in frames)

@@ -1,8 +1,10 @@
 """``make demo``: a local broker, simulated devices and the daemon, with readings printed.
 
-Everything runs on loopback with the demo configuration in ``config/demo/``. The trial
-licence is signed with the built-in TEST key, which the demo daemon trusts because it
-is started with ``EDGED_TRUST_TEST_KEYS=1``.
+Everything runs on loopback with the demo configuration in ``config/demo/``; its state
+(outbox, licences, logs) goes to ``var/demo/`` in the checkout, which git ignores. The trial
+licence is signed with the TEST key of the source checkout (``edged license demo-trial``,
+through ``tools/licensing``), which the demo daemon trusts because it runs from the checkout
+with ``EDGED_TRUST_TEST_KEYS=1``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "config" / "demo"
+# Runtime state (outbox, gateway key, licences, logs): git-ignored, rebuilt by every run.
+VAR = ROOT / "var" / "demo"
 
 
 # The simulated site: two electricity meters behind one Modbus TCP gateway, a heat meter
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     start = time.monotonic()
     _ports_free((18830, 15020, 15100, 19000))
-    var = DEMO / "var"
+    var = VAR
     shutil.rmtree(var, ignore_errors=True)
     var.mkdir(parents=True)
     logs = var / "logs"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tests.licences import grant_capacity
@@ -85,9 +85,18 @@ def modbus_sim_cmd(port: int, *, meters: int = 2, profile: str = "eastron_sdm630
 
 
 def write_config(
-    tmp: Path, body: str, *, mqtt_port: int, capacity: int | None = 10, gateway: str = "gw-test"
+    tmp: Path,
+    body: str,
+    *,
+    mqtt_port: int,
+    capacity: int | None,
+    gateway: str = "gw-test",
 ) -> Path:
-    """A config file with gateway, mqtt, control socket and licence dir; body adds the rest."""
+    """A config file with gateway, mqtt, control socket and licence dir; body adds the rest.
+
+    ``capacity`` is the licence the test grants: a capacity licence of that many devices
+    (gateway included) in the licence directory, or None for no licence at all.
+    """
     data = tmp / "data"
     lic = tmp / "licences"
     cfg = tmp / "edged.toml"
@@ -120,6 +129,11 @@ def write_config(
     if capacity:
         grant_capacity(lic, capacity)
     return cfg
+
+
+def start_daemon(cfg: Path, log: Path, env: Mapping[str, str] | None = None) -> Proc:
+    """`edged run -c cfg` as a child process trusting the TEST key; its output goes to log."""
+    return Proc(edged("run", "-c", str(cfg)), log, env={**TRUST, **(env or {})})
 
 
 async def run_edged(*args: str) -> tuple[int, str, str]:

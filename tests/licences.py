@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from edged.licensing.licence import Licence
-from edged.licensing.testing import SOURCE_TEST_KEY, install_test_licence
+from tests.licensing.issuing import install_test_licence
+from tests.licensing.licence_helpers import TEST_KEY
 
 DAY = 86400.0
 
@@ -18,16 +19,14 @@ DAY = 86400.0
 def grant_capacity(directory: Path, capacity: int, licence_id: str | None = None) -> Licence:
     """Activate a permanent capacity licence of ``capacity`` devices (gateway included)."""
     return install_test_licence(
-        directory, SOURCE_TEST_KEY, "capacity", capacity=capacity, licence_id=licence_id
+        directory, TEST_KEY, "capacity", capacity=capacity, licence_id=licence_id
     )
 
 
-def grant_trial(directory: Path, expires_in: float | None = None) -> Licence:
-    """Activate the trial (5 devices); ``expires_in`` seconds from now, else 30 days."""
-    if expires_in is None:
-        return install_test_licence(directory, SOURCE_TEST_KEY, "trial")
+def grant_trial(directory: Path, expires_in: float) -> Licence:
+    """Activate the trial (5 devices), ending ``expires_in`` seconds from now."""
     # Issued in the past so that the (at most one month long) period ends when asked.
     now = time.time()
     return install_test_licence(
-        directory, SOURCE_TEST_KEY, "trial", issued=now + expires_in - 30 * DAY, days=30
+        directory, TEST_KEY, "trial", issued=now + expires_in - 30 * DAY, days=30
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker, free_port, subscribe, wait_port
-from tests.daemon import Proc, edged, modbus_sim_cmd, start_daemon, write_config
+from tests.daemon import TRUST, Proc, edged, modbus_sim_cmd, start_daemon, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -302,7 +302,7 @@ async def test_second_daemon_on_the_same_outbox_is_refused(
             capture_output=True,
             text=True,
             timeout=30,
-            env={**os.environ, "EDGED_TRUST_TEST_KEYS": "1"},
+            env={**os.environ, **TRUST},
         )
         assert res.returncode == 1
         errors = [ln for ln in res.stderr.splitlines() if "ERROR" in ln]

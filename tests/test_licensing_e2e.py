@@ -23,10 +23,11 @@ import pytest
 from drivers.modbus import profile as profiles
 from drivers.modbus.simulator import Meter, Simulator
 from edged.licensing.install_code import install_code
-from edged.licensing.testing import SOURCE_TEST_KEY, issue_test_licence
 from tests.conftest import Broker, Collector, subscribe
-from tests.daemon import TRUST, Proc, edged, run_edged, write_config
+from tests.daemon import Proc, run_edged, start_daemon, write_config
 from tests.licences import grant_trial
+from tests.licensing.issuing import issue_test_licence
+from tests.licensing.licence_helpers import TEST_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +152,7 @@ async def test_surplus_device_is_never_polled_until_a_licence_is_activated_and_s
     )
     cfg = write_config(tmp_path, body, mqtt_port=broker.port, capacity=3)
     async with subscribe(broker.port, f"{GW}/#") as col:
-        daemon = Proc(edged("run", "-c", str(cfg)), tmp_path / "daemon.log", env=TRUST)
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
         try:
             await col.wait_for(
                 lambda c: len(records(c, "m1")) >= 3 and len(records(c, "a1")) >= 3, timeout=20
@@ -172,7 +173,7 @@ async def test_surplus_device_is_never_polled_until_a_licence_is_activated_and_s
             lic = tmp_path / "plus1.lic"
             lic.write_bytes(
                 issue_test_licence(
-                    SOURCE_TEST_KEY,
+                    TEST_KEY,
                     install_code(tmp_path / "licences"),
                     "capacity",
                     capacity=1,
@@ -218,7 +219,7 @@ async def test_trial_expiring_while_running_takes_the_surplus_out_and_publishes_
         return [e for e in c.json(f"{GW}/events") if e.get("kind") == "licence_changed"]
 
     async with subscribe(broker.port, f"{GW}/#") as col:
-        daemon = Proc(edged("run", "-c", str(cfg)), tmp_path / "daemon.log", env=TRUST)
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
         try:
             await col.wait_for(lambda c: bool(licence_events(c)), timeout=expiry - time.time() + 15)
             (event,) = licence_events(col)

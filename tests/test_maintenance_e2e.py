@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from edged.licensing.licence import Licence
-from edged.licensing.testing import SOURCE_TEST_KEY, issue_test_licence, store_trusting_test_key
 from tests.conftest import Broker, Collector, subscribe
-from tests.daemon import TRUST, Proc, edged, run_edged, write_config
+from tests.daemon import Proc, run_edged, start_daemon, write_config
+from tests.licensing.issuing import issue_test_licence, store_trusting_test_key
+from tests.licensing.licence_helpers import TEST_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def grant_maintenance(directory: Path, ends_in: float) -> Licence:
     except ValueError:  # the end falls on 29 February: the year before has no such day
         issued, years, days = end - timedelta(days=365), None, 365
     data = issue_test_licence(
-        SOURCE_TEST_KEY,
+        TEST_KEY,
         store.install_code,
         "maintenance",
         issued=issued.timestamp(),
@@ -108,7 +109,7 @@ async def test_daemon_warns_once_before_maintenance_ends_and_cli_checks_upgrades
     end_date = datetime.fromtimestamp(end, UTC).date()
 
     async with subscribe(broker.port, f"{GW}/#") as col:
-        daemon = Proc(edged("run", "-c", str(cfg)), tmp_path / "daemon.log", env=TRUST)
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
         try:
             await col.wait_for(lambda c: bool(maintenance_events(c)), timeout=20)
             # A reload re-checks the licences at once: the warning already given is not repeated.
@@ -140,7 +141,7 @@ async def test_no_warning_before_the_first_configured_day(tmp_path: Path, broker
     # 45 days left: the default warn_days (60, 30, 7, 1) would warn, the configured ones not yet.
     cfg, _ = configure(tmp_path, broker, 45 * DAY)
     async with subscribe(broker.port, f"{GW}/#") as col:
-        daemon = Proc(edged("run", "-c", str(cfg)), tmp_path / "daemon.log", env=TRUST)
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
         try:
             await wait_log(daemon, "mqtt connected")
             await col.wait_for(

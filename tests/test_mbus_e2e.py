@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import Broker, Collector, subscribe
-from tests.daemon import Proc, edged, write_config
+from tests.daemon import TRUST, Proc, edged, start_daemon, write_config
 
 pytestmark = pytest.mark.slow
 
-TRUST = {"EDGED_TRUST_TEST_KEYS": "1"}
 GW = "edged/gw-test"
 PRIMARY = ("heat-1", "heat-2", "heat-3")
 SECONDARY = "heat-4"
@@ -150,9 +149,9 @@ def reads_behind(record: dict[str, Any]) -> int:
 async def test_heat_meters_publish_canonical_records_and_a_missing_slave_is_offline(
     tmp_path: Path, broker: Broker, mbus_sim: MBusSim
 ) -> None:
-    cfg = write_config(tmp_path, mbus_body(mbus_sim), mqtt_port=broker.port)
+    cfg = write_config(tmp_path, mbus_body(mbus_sim), mqtt_port=broker.port, capacity=10)
     async with subscribe(broker.port, f"{GW}/#") as col:
-        daemon = Proc(edged("run", "-c", str(cfg)), tmp_path / "daemon.log", env=TRUST)
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
         try:
             await col.wait_for(lambda c: all(len(records(c, d)) >= 2 for d in LIVE), timeout=30)
             # Between polls a live meter may briefly read as stale (polled every 2 s, published

@@ -14,9 +14,9 @@ from drivers.ocpp.driver import REMOVED
 from drivers.ocpp.simulator import SimCharger, SimConfig
 from edged.app import Daemon
 from edged.model import DeviceState, Sample
-from tests.conftest import wait_port
+from tests.conftest import free_port, wait_port
 from tests.daemon import write_config
-from tests.drivers.ocpp.ocpp_helpers import free_port, running, wait_until
+from tests.drivers.ocpp.ocpp_helpers import running, wait_until
 
 
 def body(port: int, *chargers: str) -> str:
@@ -53,7 +53,7 @@ async def test_device_list_changes_apply_to_the_running_connection(
 ) -> None:
     monkeypatch.setenv("EDGED_TRUST_TEST_KEYS", "1")
     port = free_port()
-    cfg = write_config(tmp_path, body(port, "1", "2"), mqtt_port=free_port())
+    cfg = write_config(tmp_path, body(port, "1", "2"), mqtt_port=free_port(), capacity=10)
     daemon = Daemon(cfg)
     await daemon.apply(daemon.load())
     try:

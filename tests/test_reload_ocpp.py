@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from drivers.ocpp.simulator import SimCharger, SimConfig
-from tests.conftest import Broker, subscribe, wait_port
-from tests.daemon import Proc, edged, write_config
-from tests.drivers.ocpp.ocpp_helpers import free_port, running, wait_until
+from tests.conftest import Broker, free_port, subscribe, wait_port
+from tests.daemon import start_daemon, write_config
+from tests.drivers.ocpp.ocpp_helpers import running, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +36,10 @@ driver = "ocpp"
 host = "127.0.0.1"
 port = {port}
 """ + charger_device("ev1", "CP-1")
-    cfg = write_config(tmp_path, body, mqtt_port=broker.port)
+    cfg = write_config(tmp_path, body, mqtt_port=broker.port, capacity=10)
     url = f"ws://127.0.0.1:{port}"
     async with subscribe(broker.port, "edged/gw-test/+") as col:
-        daemon = Proc(
-            edged("run", "-c", str(cfg)),
-            tmp_path / "daemon.log",
-            env={"EDGED_TRUST_TEST_KEYS": "1"},
-        )
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
         try:
             await asyncio.to_thread(wait_port, port, 20.0)
             sim1 = SimCharger(SimConfig(url=url, charge_point_id="CP-1", interval=0.2))

@@ -24,7 +24,7 @@ import pytest
 from edged.app import Daemon
 from edged.model import Sample, iso
 from tests.conftest import Broker, Collector, free_port, subscribe, wait_port
-from tests.daemon import Proc, edged, modbus_sim_cmd, write_config
+from tests.daemon import Proc, modbus_sim_cmd, start_daemon, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -79,15 +79,11 @@ timeout = 0.5
 """
         + devices
     )
-    cfg = write_config(tmp_path, body, mqtt_port=broker.port)
+    cfg = write_config(tmp_path, body, mqtt_port=broker.port, capacity=10)
     try:
         wait_port(sim_port)
         async with subscribe(broker.port, f"{GW}/+") as col:
-            daemon = Proc(
-                edged("run", "-c", str(cfg)),
-                tmp_path / "daemon.log",
-                env={"EDGED_TRUST_TEST_KEYS": "1"},
-            )
+            daemon = start_daemon(cfg, tmp_path / "daemon.log")
             try:
                 await col.wait_for(
                     lambda c: len(c.json("/p1")) >= 8 and len(c.json("/p2")) >= 8, timeout=25
@@ -146,7 +142,7 @@ id = "{dev}"
 connection = "chargers"
 cloud_licence = "{tier}"
 """
-    return write_config(tmp_path, body, mqtt_port=broker.port)
+    return write_config(tmp_path, body, mqtt_port=broker.port, capacity=10)
 
 
 def set_tier(cfg: Path, old: str, new: str) -> None:
@@ -193,7 +189,9 @@ def feed(
 ) -> None:
     """A sample as a driver would deliver it at ``ts`` on the injected clock."""
     clock.t = max(clock.t, ts)
-    daemon.supervisor.on_sample("ocpp", Sample(dev, ts, {"energy_import": energy, "power_active": power}))
+    daemon.supervisor.on_sample(
+        "ocpp", Sample(dev, ts, {"energy_import": energy, "power_active": power})
+    )
 
 
 def published(col: Collector, dev: str) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from edged import config
 from edged.errors import ConfigError, LicenceError
 from edged.licensing.counting import Admission, capacity_at, maintenance_at, plan_admission
+from edged.licensing.keys import running_from_source
 from edged.licensing.licence import iso_time
 from edged.licensing.release import (
     RELEASE_DATE,
@@ -81,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo-trial", parents=[common], help="activate a demo trial signed with the TEST key"
     )
-    d.add_argument("--key", type=Path, help="test key (default: the one in the source tree)")
+    d.add_argument(
+        "--key", type=Path, help="test key (default: tests/licensing/keys in the checkout)"
+    )
     sub.add_parser("plan", add_help=False, help="cloud licence planner (edged.tiers)")
     return p
 
@@ -244,13 +247,25 @@ def _devices_line(adm: Admission) -> str:
 
 
 def _demo_trial(ctx: _Context, args: argparse.Namespace) -> int:
-    # Goes through the normal trust rule: it only works where the test key is trusted.
-    from edged.licensing.testing import SOURCE_TEST_KEY, issue_test_licence
-
+    # The signing code (tools/licensing) and the TEST key (tests/licensing/keys) exist only in
+    # a source checkout, never in the wheel. The trial then goes through the normal trust
+    # rule: it only activates where the test key is trusted.
+    checkout = Path(__file__).resolve().parents[2]
+    if not running_from_source() or not (checkout / "tools" / "licensing" / "demo.py").is_file():
+        _err(
+            "demo-trial needs a source checkout of edged (it signs with tools/licensing and "
+            "the TEST key in tests/licensing/keys); in the checkout run: "
+            "EDGED_TRUST_TEST_KEYS=1 .venv/bin/python -m edged.cli license demo-trial --dir DIR"
+        )
+        return 1
     if any(e.licence and e.licence.kind == "trial" for e in ctx.store.evaluate().entries):
         _out("a trial licence is already installed")
         return 0
-    data = issue_test_licence(args.key or SOURCE_TEST_KEY, ctx.store.install_code, "trial")
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    demo = importlib.import_module("tools.licensing.demo")
+    issue_demo_trial: Callable[[str, Path], bytes] = demo.issue_demo_trial
+    data = issue_demo_trial(ctx.store.install_code, args.key or demo.TEST_KEY)
     lic = ctx.store.activate(data)
     _out(f"activated demo trial {lic.id} (TEST key, capacity {lic.capacity})")
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edged.licensing.store import LicenceStore
-from edged.licensing.testing import fake_install_code, store_trusting_test_key
+from tests.licensing.issuing import fake_install_code, store_trusting_test_key
 from tests.licensing.licence_helpers import Clock
 
 

@@ -1,8 +1,9 @@
-"""Helpers for tests and demos that need licences signed with the test key.
+"""Helpers for tests (and benchmarks) that need licences signed with the test key.
 
-The test key's private half lives with the tests (``tests/licensing/keys/``); callers pass
-its path. Stores built here trust the test key explicitly in code, so they work without
-``EDGED_TRUST_TEST_KEYS``; a daemon started as a separate process needs that variable.
+The test key's private half lives with the tests (``tests/licensing/keys/``; its path is
+``tests.licensing.licence_helpers.TEST_KEY``); callers pass its path. Stores built here trust
+the test key explicitly in code, so they work without ``EDGED_TRUST_TEST_KEYS``; a daemon
+started as a separate process needs that variable.
 """
 
 from __future__ import annotations
@@ -12,18 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edged.licensing import install_code as codes
-from edged.licensing.issue import build, load_private_key
 from edged.licensing.keys import TEST_KEY_ID, with_test_keys
 from edged.licensing.licence import Licence, LicenceKind
 from edged.licensing.store import LicenceStore
-
-# Where the test key lives in a source checkout (the only place it is trusted).
-SOURCE_TEST_KEY = (
-    Path(__file__)
-    .resolve()
-    .parents[2]
-    .joinpath("tests", "licensing", "keys", "TEST-ONLY-vendor-key.pem")
-)
+from tools.licensing.issue import build, load_private_key
 
 
 def store_trusting_test_key(

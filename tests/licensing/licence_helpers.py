@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from edged.licensing.licence import parse_time
+from tools.licensing.demo import TEST_KEY  # the TEST key's private half, defined once
 
-TEST_KEY = Path(__file__).parent / "keys" / "TEST-ONLY-vendor-key.pem"
+__all__ = ["DAY", "T0", "TEST_KEY", "Clock"]
+
 T0 = parse_time("2026-11-23T12:00:00Z")
 DAY = 86400.0
 

@@ -1,16 +1,18 @@
-"""``edged license …`` and ``edged-license`` round trip in a temporary directory."""
+"""``edged license …`` and the vendor tool ``tools.licensing``: round trip in a temporary dir."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
 
-from edged.licensing import issue
+from edged.licensing import cli as licensing_cli
 from edged.licensing.cli import main
 from tests.licensing.licence_helpers import TEST_KEY
+from tools.licensing import issue
 
 
 @pytest.fixture(autouse=True)
@@ -188,3 +190,28 @@ def test_demo_trial_is_refused_without_the_variable(
     monkeypatch.delenv("EDGED_TRUST_TEST_KEYS")
     assert main(["demo-trial", "--dir", str(tmp_path / "lic")]) == 1
     assert "does not trust" in capsys.readouterr().err
+
+
+def test_demo_trial_outside_a_checkout_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A wheel-installed edged has neither the signing tool nor the TEST key.
+    monkeypatch.setattr(licensing_cli, "running_from_source", lambda: False)
+    assert main(["demo-trial", "--dir", str(tmp_path / "lic")]) == 1
+    err = capsys.readouterr().err
+    assert "needs a source checkout" in err
+    assert "EDGED_TRUST_TEST_KEYS=1 .venv/bin/python -m edged.cli license demo-trial" in err
+    assert not (tmp_path / "lic").exists() or not list((tmp_path / "lic").rglob("*.lic"))
+
+
+def test_issuing_tool_runs_as_a_module_from_the_checkout(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "tools.licensing", "keygen", "--out", str(tmp_path / "v.pem")],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "public key (add to edged/licensing/keys.py)" in res.stdout
+    assert (tmp_path / "v.pem").stat().st_mode & 0o777 == 0o600

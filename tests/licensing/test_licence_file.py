@@ -8,11 +8,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edged.errors import LicenceError
-from edged.licensing.issue import build
 from edged.licensing.keys import PRODUCTION_KEY_ID, TEST_KEY_ID, production_keys, with_test_keys
 from edged.licensing.licence import parse, verify
-from edged.licensing.testing import fake_install_code, issue_test_licence
+from tests.licensing.issuing import fake_install_code, issue_test_licence
 from tests.licensing.licence_helpers import T0, TEST_KEY
+from tools.licensing.issue import build
 
 
 def test_round_trip_keeps_every_field(code: str) -> None:

@@ -13,7 +13,7 @@ from edged.licensing import receipt
 from edged.licensing.counting import CapacityWindow
 from edged.licensing.keys import production_keys
 from edged.licensing.store import LicenceStore
-from edged.licensing.testing import (
+from tests.licensing.issuing import (
     fake_install_code,
     install_test_licence,
     issue_test_licence,

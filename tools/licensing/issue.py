@@ -1,6 +1,9 @@
-"""``edged-license``: the vendor's tool to create signing keys and issue licence files.
+"""The vendor's tool to create signing keys, issue licence files and check release receipts.
 
-It runs on the vendor's machine, not on gateways; a gateway only holds public keys.
+It runs on the vendor's machine from a source checkout, not on gateways (a gateway only holds
+public keys, and this module is not part of the ``edged`` package)::
+
+    .venv/bin/python -m tools.licensing issue --key vendor.pem --kind capacity ...
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from edged.licensing.licence import (
 )
 
 DAY = 86400.0
+PROG = "python -m tools.licensing"
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -116,7 +120,7 @@ def build(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="edged-license", description="Create vendor signing keys and issue licence files."
+        prog=PROG, description="Create vendor signing keys and issue licence files."
     )
     sub = p.add_subparsers(dest="command", required=True)
     i = sub.add_parser("issue", help="issue a signed licence file")
@@ -144,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str]) -> int:
-    """Run ``edged-license`` with ``argv``; returns the exit status."""
+    """Run the tool with ``argv``; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "keygen":
@@ -174,13 +178,13 @@ def run(argv: list[str]) -> int:
         print(f"wrote {args.out}")
         return 0
     except (LicenceError, OSError) as exc:
-        print(f"edged-license: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
 
 
 def _keygen(out: Path) -> int:
     if out.exists():
-        print(f"edged-license: {out} exists; refusing to overwrite a key", file=sys.stderr)
+        print(f"{PROG}: {out} exists; refusing to overwrite a key", file=sys.stderr)
         return 1
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
@@ -196,5 +200,9 @@ def _keygen(out: Path) -> int:
 
 
 def main() -> None:
-    """Console entry point of ``edged-license``."""
+    """Entry point of ``python -m tools.licensing``."""
     sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -27,9 +27,8 @@ from drivers.mbus.telegram import (
     from_hex,
     telegram_to_json,
 )
+from tests.drivers.mbus import CORPUS
 
-REPO = Path(__file__).resolve().parents[3]
-CORPUS = (REPO / ".." / "shared" / "conformance" / "mbus").resolve()
 EXPECTED_RECORDS = 942
 
 
@@ -37,7 +36,7 @@ def _corpus() -> Path:
     if not (CORPUS / "test-frames").is_dir():
         pytest.fail(
             f"M-Bus conformance corpus missing: expected {CORPUS} "
-            "(../shared/conformance/mbus relative to the repository root)"
+            "(tests/drivers/mbus/corpus in the repository)"
         )
     return CORPUS
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.mbus import frame as fr
 from drivers.mbus.telegram import TelegramError, decode_frame, decode_user_data, telegram_to_json
+from tests.drivers.mbus import CORPUS
 
-CORPUS = (Path(__file__).resolve().parents[3] / ".." / "shared" / "conformance" / "mbus").resolve()
 FUZZ_FRAMES = int(os.environ.get("EDGED_FUZZ_FRAMES", "100000"))
 SEED = 13757
 _CIS = (0x70, 0x72, 0x73, 0x76, 0x77, 0x78, 0x79, 0x7A, 0x51)

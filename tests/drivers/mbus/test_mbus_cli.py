@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 
 from drivers.mbus.cli import main
 from drivers.mbus.simulator import Simulator, generated_slaves
+from tests.drivers.mbus import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "conformance" / "mbus"
 FRAME = CORPUS / "test-frames" / "kamstrup_multical_601.hex"
 
 

@@ -24,12 +24,11 @@ from drivers.mbus.simulator import (
     slaves_from_dir,
 )
 from drivers.mbus.transport import transmit_time
+from tests.drivers.mbus import CORPUS
 
-CORPUS = (
-    Path(__file__).resolve().parents[3].parent / "shared" / "conformance" / "mbus" / "test-frames"
-)
+FRAMES = CORPUS / "test-frames"
 ROOT = Path(__file__).resolve().parents[3]
-CORPUS_FILES = sorted(CORPUS.glob("*.hex"))
+CORPUS_FILES = sorted(FRAMES.glob("*.hex"))
 
 
 def test_simultaneous_answers_garble_into_something_that_is_not_a_frame() -> None:
@@ -46,7 +45,7 @@ def test_simultaneous_answers_garble_into_something_that_is_not_a_frame() -> Non
 
 
 async def test_slaves_answer_with_real_frames_from_hex_files() -> None:
-    slaves = slaves_from_dir(CORPUS, count=6)
+    slaves = slaves_from_dir(FRAMES, count=6)
     assert len(slaves) == 6
     sim = Simulator(slaves, baudrate=38400, pace=False)
     spec = await sim.serve("tcp")

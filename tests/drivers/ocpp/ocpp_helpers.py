@@ -1,60 +1,20 @@
-"""An in-test DriverContext and a running OCPP central system on a free loopback port."""
+"""A running OCPP central system on a free loopback port, recording into a FakeContext."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from drivers.ocpp.driver import OcppDriver
 from drivers.ocpp.simulator import SimCharger, SimConfig
-from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Sample
+from edged.model import ConnectionSpec, DeviceSpec
+from tests.conftest import free_port
+from tests.fakes import FakeContext
 
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Recorder:
-    """A DriverContext that keeps everything the driver reports."""
-
-    samples: list[Sample] = field(default_factory=list)
-    states: list[tuple[str, DeviceState, str | None]] = field(default_factory=list)
-    counts: Counter[tuple[str, str | None]] = field(default_factory=Counter)
-
-    def sample(self, sample: Sample) -> None:
-        self.samples.append(sample)
-
-    def state(self, device_id: str, state: DeviceState, error: str | None = None) -> None:
-        self.states.append((device_id, state, error))
-
-    def count(self, event: str, device_id: str | None = None, n: int = 1) -> None:
-        self.counts[(event, device_id)] += n
-
-    def observe(self, event: str, seconds: float, device_id: str | None = None) -> None:
-        pass
-
-    def samples_of(self, device_id: str) -> list[Sample]:
-        return [s for s in self.samples if s.device_id == device_id]
-
-    def last_value(self, device_id: str, quantity: str) -> float | None:
-        for s in reversed(self.samples):
-            if s.device_id == device_id and quantity in s.values:
-                return s.values[quantity]
-        return None
-
-    def last_state(self, device_id: str) -> DeviceState | None:
-        found = [s for d, s, _ in self.states if d == device_id]
-        return found[-1] if found else None
+__all__ = ["Central", "central", "charger", "running", "wait_until"]
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
@@ -72,7 +32,7 @@ class Central:
     """A running OcppDriver and what it reported."""
 
     driver: OcppDriver
-    ctx: Recorder
+    ctx: FakeContext
     port: int
     scheme: str = "ws"
 
@@ -101,7 +61,7 @@ async def central(
     conn = ConnectionSpec(name="cs", driver="ocpp", settings=conn_settings)
     driver = OcppDriver()
     settings = driver.configure(conn, devices)
-    ctx = Recorder()
+    ctx = FakeContext()
     task = asyncio.create_task(driver.run(settings, ctx))
     await wait_until(lambda: driver.bound_port is not None or task.done())
     if task.done():

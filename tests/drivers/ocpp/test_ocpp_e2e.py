@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from drivers.ocpp.simulator import SimCharger, SimConfig
-from tests.conftest import Broker, subscribe, wait_port
-from tests.daemon import Proc, edged, write_config
-from tests.drivers.ocpp.ocpp_helpers import free_port, running, wait_until
+from tests.conftest import Broker, free_port, subscribe, wait_port
+from tests.daemon import edged, start_daemon, write_config
+from tests.drivers.ocpp.ocpp_helpers import running, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +37,9 @@ async def test_meter_values_reach_the_broker_and_commands_reach_the_charger(
     tmp_path: Path, broker: Broker
 ) -> None:
     port = free_port()
-    cfg = write_config(tmp_path, ocpp_body(port), mqtt_port=broker.port)
+    cfg = write_config(tmp_path, ocpp_body(port), mqtt_port=broker.port, capacity=10)
     async with subscribe(broker.port, "edged/gw-test/ev1") as col:
-        daemon = Proc(
-            edged("run", "-c", str(cfg)),
-            tmp_path / "daemon.log",
-            env={"EDGED_TRUST_TEST_KEYS": "1"},
-        )
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
         try:
             await asyncio.to_thread(wait_port, port, 20.0)
             sim = SimCharger(

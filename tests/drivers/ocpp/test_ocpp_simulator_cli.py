@@ -17,7 +17,8 @@ import pytest
 from drivers.ocpp.cli import hash_password_main
 from drivers.ocpp.passwords import verify_password
 from drivers.ocpp.simulator import Fleet, SimConfig, charger_ids
-from tests.drivers.ocpp.ocpp_helpers import central, charger, free_port, wait_until
+from tests.conftest import free_port
+from tests.drivers.ocpp.ocpp_helpers import central, charger, wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 
