@@ -42,6 +42,8 @@ class GatewayConfig:
 
     id: str
     data_dir: Path
+    # Searched for device profiles by name before the drivers' shipped ones (edged.profiles).
+    profile_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -274,8 +276,13 @@ def load(path: str | Path) -> Config:
     data_dir = Path(g.str("data_dir", "/var/lib/edged"))
     if not data_dir.is_absolute():
         data_dir = (main.parent / data_dir).resolve()
+    # Default: profiles/ beside the main file (/etc/edged/profiles); it need not exist.
+    configured = g.str("profile_dir", None)
+    profile_dir = _path(configured or "profiles", main.parent)
+    if configured is not None and not profile_dir.is_dir():
+        raise g.error("profile_dir", f"not a directory: {profile_dir}")
     g.finish()
-    gateway = GatewayConfig(gw_id, data_dir)
+    gateway = GatewayConfig(gw_id, data_dir, profile_dir)
 
     mqtt = _mqtt(merged.section("mqtt", mainname), gw_id, main.parent)
     outbox = _outbox(merged.section("outbox", mainname), data_dir)
@@ -327,7 +334,7 @@ def load(path: str | Path) -> Config:
     devices: list[DeviceSpec] = []
     seen: dict[str, Source] = {}
     for table, src in merged.devices:
-        dev = _device(table, src, connections)
+        dev = _device(table, src, connections, profile_dir)
         if dev.id in seen:
             first = seen[dev.id]
             raise src.error(
@@ -463,7 +470,10 @@ _DEVICE_KEYS = (
 
 
 def _device(
-    table: dict[str, Any], src: Source, connections: Mapping[str, ConnectionSpec]
+    table: dict[str, Any],
+    src: Source,
+    connections: Mapping[str, ConnectionSpec],
+    profile_dir: Path | None = None,
 ) -> DeviceSpec:
     o = Options(table, src)
     dev_id = o.str("id")
@@ -480,12 +490,13 @@ def _device(
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise o.error("labels", "expected a table of strings")
     tier = o.choice("cloud_licence", tuple(t.value for t in Tier), "basic")
+    profile = o.str("profile", None)
     spec = DeviceSpec(
         id=dev_id,
         driver=connections[conn_name].driver,
         connection=conn_name,
         address=address,
-        profile=o.str("profile", None),
+        profile=profile,
         poll_interval=o.float("poll_interval", 1.0, min=0.05, max=86400),
         publish_interval=o.float("publish_interval", None, min=1, max=86400),
         cloud_licence=Tier(tier),
@@ -494,6 +505,7 @@ def _device(
         labels=MappingProxyType(dict(labels)),
         settings=MappingProxyType({k: v for k, v in table.items() if k not in _DEVICE_KEYS}),
         source=src,
+        profile_dir=profile_dir if profile is not None else None,
     )
     return spec
 

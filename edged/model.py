@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -181,6 +182,9 @@ class DeviceSpec:
     labels: Mapping[str, str] = field(default_factory=lambda: _freeze(None))
     settings: Mapping[str, Any] = field(default_factory=lambda: _freeze(None))
     source: Source = Source(None, "")
+    # The configured profile directory ([gateway] profile_dir), searched for a ``profile``
+    # name before the driver's shipped profiles (see edged.profiles); set with a profile.
+    profile_dir: Path | None = None
 
 
 @dataclass(frozen=True)

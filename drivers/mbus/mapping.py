@@ -2,20 +2,27 @@
 
 By default every current, plain record (storage 0, tariff 0, subunit 0,
 instantaneous value) whose VIF names a canonical quantity is kept, converted to
-the canonical unit. A profile (a TOML data file) instead picks records by
-quantity, storage, tariff, subunit or description and names them itself:
+the canonical unit. A profile (the one profile format of every protocol, read and
+found by ``edged.profiles``) instead picks one record per canonical quantity by
+its decoded quantity or description, storage, tariff and subunit:
 
-    [[pick]]
-    quantity = "energy_heat"      # or: description = "Energy"
+    [profile]
+    name = "heat-due-date"
+    protocol = "mbus"
+    manufacturer = "any"
+    model = "heat meter"
+
+    [[points]]
+    quantity = "energy_heat"      # the canonical quantity to publish
     storage = 1                   # default 0; tariff and subunit likewise
-    name = "energy_heat"          # the canonical quantity to publish it as
+    # record_quantity = "..."     # the decoded quantity to match (default: quantity)
+    # description = "Energy"      # or match the record's description instead
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,8 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from drivers.mbus.telegram import DataRecord, Telegram
-from edged.errors import ConfigError
+from edged import profiles
+from edged.api import Options
 from edged.model import QUANTITIES, unit_of
+
+PROTOCOL = "mbus"
+PROFILE_DIR = Path(__file__).parent / "profiles"
+FUNCTIONS = ("instantaneous", "maximum", "minimum", "error")
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +130,10 @@ def _is_instantaneous(record: DataRecord) -> bool:
 
 @dataclass(frozen=True)
 class Pick:
-    """One profile rule: which record to take and the quantity to publish it as."""
+    """One profile point: the quantity to publish and which record to take for it."""
 
-    name: str
-    quantity: str | None = None
+    quantity: str
+    record_quantity: str | None = None
     description: str | None = None
     storage: int = 0
     tariff: int = 0
@@ -138,7 +150,7 @@ class Pick:
             return False
         if not record.function.lower().startswith(self.function.lower()[:4]):
             return False
-        if self.quantity is not None and self.quantity not in (
+        if self.record_quantity is not None and self.record_quantity not in (
             record.quantity,
             canonical_name(record.quantity, medium),
         ):
@@ -148,10 +160,10 @@ class Pick:
 
 @dataclass(frozen=True)
 class Profile:
-    """A device profile: the records to publish and their names."""
+    """A device profile: the records to publish and their quantities."""
 
     name: str
-    picks: tuple[Pick, ...]
+    points: tuple[Pick, ...]
 
 
 def map_telegrams(
@@ -176,79 +188,53 @@ def map_telegrams(
             if value is not None:
                 values[name] = value
         return values
-    for pick in profile.picks:
+    for pick in profile.points:
         for record, medium in records:
             if pick.matches(record, medium):
-                value = convert(record.value, record.unit, unit_of(pick.name))
+                value = convert(record.value, record.unit, unit_of(pick.quantity))
                 if value is None:
                     log.debug(
-                        "mbus profile=%s pick=%s unit=%s not convertible",
+                        "mbus profile=%s quantity=%s unit=%s not convertible",
                         profile.name,
-                        pick.name,
+                        pick.quantity,
                         record.unit,
                     )
                     continue
-                values[pick.name] = value
+                values[pick.quantity] = value
                 break
     return values
 
 
-_PICK_KEYS = {"name", "quantity", "description", "storage", "tariff", "subunit", "function"}
-
-
 def load_profile(path: str | Path) -> Profile:
-    """Read a profile file; ConfigError names the file and the key that is wrong."""
-    file = Path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(file, "", f"cannot read profile: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, "", f"invalid TOML: {exc}") from exc
-    return parse_profile(data, file)
+    """Read and validate an M-Bus profile file; ConfigError names the file and the key."""
+    return profiles.load(path, PROTOCOL, parse)
 
 
 def parse_profile(data: Mapping[str, Any], file: str | Path | None = None) -> Profile:
-    """A profile from parsed TOML."""
-    unknown = sorted(set(data) - {"name", "description", "pick"})
-    if "description" in data and not isinstance(data["description"], str):
-        raise ConfigError(file, "description", "expected a string")
-    if unknown:
-        raise ConfigError(file, unknown[0], "unknown key (known: name, description, pick)")
-    raw = data.get("pick")
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(file, "pick", "a profile needs at least one [[pick]] table")
-    picks = []
-    for i, entry in enumerate(raw):
-        where = f"pick[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(file, where, "expected a table")
-        extra = sorted(set(entry) - _PICK_KEYS)
-        if extra:
-            known = ", ".join(sorted(_PICK_KEYS))
-            raise ConfigError(file, f"{where}.{extra[0]}", f"unknown key (known: {known})")
-        name = entry.get("name", entry.get("quantity"))
-        if not isinstance(name, str) or name not in QUANTITIES:
-            raise ConfigError(file, f"{where}.name", f"not a canonical quantity: {name!r}")
-        if "quantity" not in entry and "description" not in entry:
-            raise ConfigError(file, where, "give quantity or description to pick a record")
-        for key in ("storage", "tariff", "subunit"):
-            v = entry.get(key, 0)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ConfigError(file, f"{where}.{key}", "expected a non-negative integer")
-        for key in ("quantity", "description", "function"):
-            if key in entry and not isinstance(entry[key], str):
-                raise ConfigError(file, f"{where}.{key}", "expected a string")
-        picks.append(
-            Pick(
-                name=name,
-                quantity=entry.get("quantity"),
-                description=entry.get("description"),
-                storage=entry.get("storage", 0),
-                tariff=entry.get("tariff", 0),
-                subunit=entry.get("subunit", 0),
-                function=entry.get("function", "instantaneous"),
-            )
-        )
-    profile_name = data.get("name", Path(file).stem if file else "profile")
-    return Profile(str(profile_name), tuple(picks))
+    """A profile from parsed TOML (the common parts checked by ``edged.profiles``)."""
+    return parse(profiles.document(data, file, PROTOCOL))
+
+
+def parse(doc: profiles.ProfileFile) -> Profile:
+    """Validate the M-Bus keys of a profile whose common parts ``edged.profiles`` checked."""
+    Options(doc.settings, doc.settings_source).finish()
+    return Profile(doc.header.name, tuple(_pick(t) for t in doc.points))
+
+
+def _pick(point: profiles.PointTable) -> Pick:
+    o = Options(point.data, point.source)
+    o.raw("quantity")  # checked by edged.profiles
+    description = o.str("description", None)
+    # Without a description the record is matched by its quantity, the point's by default.
+    record_quantity = o.str("record_quantity", None if description else point.quantity)
+    pick = Pick(
+        quantity=point.quantity,
+        record_quantity=record_quantity,
+        description=description,
+        storage=o.int("storage", 0, min=0),
+        tariff=o.int("tariff", 0, min=0),
+        subunit=o.int("subunit", 0, min=0),
+        function=o.choice("function", FUNCTIONS, "instantaneous"),
+    )
+    o.finish()
+    return pick

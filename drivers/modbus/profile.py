@@ -1,32 +1,32 @@
-"""Meter profiles: a meter model's register map as a TOML data file, validated on load.
+"""Modbus meter profiles: the Modbus keys of a profile file, validated on load.
 
-A profile names the quantities a meter serves, where they live (table, register,
-type, word/byte order) and how to turn the raw number into the canonical value
-(scale, offset, unit). Shipped profiles live in ``drivers/modbus/profiles/``; a
-device's ``profile`` setting names one of them or a path to a ``.toml`` file.
+A profile (the one format of every protocol, read and found by ``edged.profiles``)
+names the quantities a meter serves; for Modbus each ``[[points]]`` table says where
+the value lives (table, register, type, word/byte order) and how to turn the raw number
+into the canonical value (scale, offset, unit). The optional ``[modbus]`` table holds
+the request limits and the default word/byte order. Shipped profiles live in
+``drivers/modbus/profiles/``; a device's ``profile`` setting names a profile or a path
+to a ``.toml`` file.
 """
 
 from __future__ import annotations
 
-import re
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from drivers.modbus import codec, units
 from drivers.modbus.codec import DataType, Order
 from drivers.modbus.planner import Span, Table
+from edged import profiles
 from edged.api import Options
-from edged.errors import ConfigError
-from edged.model import QUANTITIES, Source
+from edged.model import QUANTITIES
 
+PROTOCOL = "modbus"
+PROFILE_DIR = Path(__file__).parent / "profiles"
 DEFAULT_MAX_REGISTERS = 125
 DEFAULT_MAX_GAP = 10
 TABLES: tuple[Table, ...] = ("holding", "input")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -82,100 +82,49 @@ class Profile:
 
 def profiles_dir() -> Path:
     """Directory of the shipped profiles."""
-    return Path(str(resources.files("drivers.modbus").joinpath("profiles")))
+    return PROFILE_DIR
 
 
 def shipped() -> dict[str, Path]:
     """Shipped profile names mapped to their files."""
-    return {p.stem: p for p in sorted(profiles_dir().glob("*.toml"))}
+    return profiles.shipped(PROFILE_DIR)
 
 
-def resolve(ref: str, base: Path | None = None) -> Path | None:
-    """The file a ``profile`` setting refers to (a shipped name or a .toml path), or None."""
-    if ref.endswith(".toml") or "/" in ref:
-        path = Path(ref).expanduser()
-        if not path.is_absolute() and base is not None:
-            path = base / path
-        return path if path.is_file() else None
-    return shipped().get(ref)
+def resolve(ref: str, base: Path | None = None, profile_dir: Path | None = None) -> Path | None:
+    """The file a ``profile`` setting refers to (a profile name or a .toml path), or None.
 
-
-_CACHE: dict[str, tuple[float, Profile]] = {}
+    A name is looked up in ``profile_dir`` first, then among the shipped profiles; a
+    relative path is taken relative to ``base``.
+    """
+    return profiles.find(ref, PROFILE_DIR, profile_dir=profile_dir, base=base)
 
 
 def load(path: str | Path) -> Profile:
-    """Read and validate a profile file (cached by path and modification time)."""
-    p = Path(path)
-    try:
-        mtime = p.stat().st_mtime
-    except OSError as exc:
-        raise ConfigError(p, "", f"cannot read profile: {exc.strerror}") from None
-    hit = _CACHE.get(str(p))
-    if hit is not None and hit[0] == mtime:
-        return hit[1]
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(p, "", f"cannot read profile: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise ConfigError(
-            p, "", f"TOML syntax error: {msg}", line=int(m.group(1)) if m else None
-        ) from None
-    prof = parse(doc, str(p))
-    _CACHE[str(p)] = (mtime, prof)
-    return prof
+    """Read and validate a Modbus profile file (cached until the file changes)."""
+    return profiles.load(path, PROTOCOL, parse)
 
 
-def parse(doc: Mapping[str, Any], file: str) -> Profile:
-    """Validate a parsed profile document; errors name file, key and line."""
-    top = Options(doc, Source(file, ""))
-    head_raw = top.raw("profile")
-    points_raw = top.raw("points")
-    top.finish()
-    if not isinstance(head_raw, dict):
-        raise ConfigError(file, "profile", "expected a table [profile]")
-    head = Options(head_raw, Source(file, "profile"))
-    name = head.str("name")
-    if not _NAME.match(name):
-        raise head.error("name", "must be lower-case letters, digits and '_'")
-    manufacturer = head.str("manufacturer")
-    model = head.str("model")
-    head.str("reference", "")
+def parse(doc: profiles.ProfileFile) -> Profile:
+    """Validate the Modbus keys of a profile whose common parts ``edged.profiles`` checked."""
+    head = Options(doc.settings, doc.settings_source)
     max_registers = head.int("max_registers", DEFAULT_MAX_REGISTERS, min=1, max=125)
     max_gap = head.int("max_gap", DEFAULT_MAX_GAP, min=0, max=125)
     word_order: Order = head.choice("word_order", codec.ORDERS, "big")
     byte_order: Order = head.choice("byte_order", codec.ORDERS, "big")
     head.finish()
-    if (
-        not isinstance(points_raw, list)
-        or not points_raw
-        or not all(isinstance(t, dict) for t in points_raw)
-    ):
-        raise ConfigError(file, "points", "expected at least one [[points]] table")
-    points: list[Point] = []
-    seen: dict[str, int] = {}
-    for i, table in enumerate(points_raw):
-        pt = _point(
-            Options(table, Source(file, f"points[{i}]")), word_order, byte_order, max_registers
-        )
-        if pt.quantity in seen:
-            raise ConfigError(
-                file,
-                f"points[{i}].quantity",
-                f"{pt.quantity!r} is already read by points[{seen[pt.quantity]}]",
-            )
-        seen[pt.quantity] = i
-        points.append(pt)
-    return Profile(name, manufacturer, model, max_registers, max_gap, tuple(points), file)
+    points = tuple(
+        _point(Options(t.data, t.source), t.quantity, word_order, byte_order, max_registers)
+        for t in doc.points
+    )
+    h = doc.header
+    return Profile(h.name, h.manufacturer, h.model, max_registers, max_gap, points, doc.file)
 
 
-def _point(o: Options, word_order: Order, byte_order: Order, max_registers: int) -> Point:
-    quantity = o.str("quantity")
-    q = QUANTITIES.get(quantity)
-    if q is None:
-        raise o.error("quantity", f"unknown quantity {quantity!r} (see edged.model.QUANTITIES)")
+def _point(
+    o: Options, quantity: str, word_order: Order, byte_order: Order, max_registers: int
+) -> Point:
+    o.raw("quantity")  # checked by edged.profiles
+    q = QUANTITIES[quantity]
     table: Table = o.choice("table", TABLES, "holding")
     dtype: DataType = o.choice("type", codec.TYPES)
     register = o.int("register", min=0, max=0xFFFF)

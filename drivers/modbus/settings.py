@@ -5,13 +5,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from drivers.modbus import profile as profiles
 from drivers.modbus.profile import Profile
 from edged.api import Options
 from edged.model import ConnectionSpec, DeviceSpec
+from edged.profiles import device_profile as find_profile
 
 Transport = Literal["tcp", "rtu"]
 PARITIES = ("N", "E", "O")
@@ -105,18 +105,10 @@ def device(dev: DeviceSpec) -> DeviceSettings:
         hint = f"is {near[0]!r} a typo of 'profile'? " if near else ""
         raise src.error(
             "profile",
-            f"required key is missing ({hint}a shipped profile name or a "
+            f"required key is missing ({hint}a profile name or a "
             f".toml path; shipped: {', '.join(profiles.shipped())})",
         )
-    base = Path(src.file).parent if src.file else None
-    path = profiles.resolve(dev.profile, base)
-    if path is None:
-        raise src.error(
-            "profile",
-            f"no profile {dev.profile!r} (shipped: "
-            f"{', '.join(profiles.shipped())}; or a path to a .toml file)",
-        )
-    prof = profiles.load(path)
+    prof = profiles.load(find_profile(dev, profiles.PROTOCOL, profiles.PROFILE_DIR))
     Options.of(dev).finish()
     return DeviceSettings(dev.id, addr, prof, dev.poll_interval)
 

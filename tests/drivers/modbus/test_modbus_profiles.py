@@ -46,7 +46,7 @@ def _write(tmp_path: Path, body: str) -> Path:
     return path
 
 
-HEAD = '[profile]\nname = "t"\nmanufacturer = "x"\nmodel = "y"\n'
+HEAD = '[profile]\nname = "t"\nprotocol = "modbus"\nmanufacturer = "x"\nmodel = "y"\n'
 
 
 @pytest.mark.parametrize(
@@ -55,38 +55,38 @@ HEAD = '[profile]\nname = "t"\nmanufacturer = "x"\nmodel = "y"\n'
         (
             '[[points]]\nquantity = "nonsense"\nregister = 0\ntype = "u16"\n',
             "points[0].quantity",
-            7,
+            8,
             "unknown quantity",
         ),
         (
             '[[points]]\nquantity = "energy_import"\nregister = 0\ntype = "u16"\nunit = "W"\n',
             "points[0].unit",
-            10,
+            11,
             "cannot convert",
         ),
         (
             '[[points]]\nquantity = "frequency"\nregister = 0\ntype = "u24"\n',
             "points[0].type",
-            9,
+            10,
             "expected one of",
         ),
         (
             '[[points]]\nquantity = "frequency"\nregister = 65535\ntype = "u32"\n',
             "points[0].register",
-            8,
+            9,
             "runs past",
         ),
         (
             '[[points]]\nquantity = "frequency"\nregister = 0\ntype = "u16"\ncolour = 1\n',
             "points[0].colour",
-            10,
+            11,
             "unknown key",
         ),
         (
             '[[points]]\nquantity = "frequency"\nregister = 0\ntype = "u16"\n'
             '[[points]]\nquantity = "frequency"\nregister = 2\ntype = "u16"\n',
             "points[1].quantity",
-            11,
+            12,
             "already read",
         ),
     ],
@@ -106,19 +106,19 @@ def test_profile_errors_name_file_key_and_line(
 def test_header_errors_are_located(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
-        HEAD + 'max_registers = 300\n\n[[points]]\nquantity = "frequency"\n'
+        HEAD + '\n[modbus]\nmax_registers = 300\n\n[[points]]\nquantity = "frequency"\n'
         'register = 0\ntype = "u16"\n',
     )
     with pytest.raises(ConfigError) as err:
         profile.load(path)
-    assert (err.value.key, err.value.line) == ("profile.max_registers", 5)
+    assert (err.value.key, err.value.line) == ("modbus.max_registers", 8)
 
 
 def test_syntax_error_has_a_line(tmp_path: Path) -> None:
     path = _write(tmp_path, HEAD + "broken = = 1\nmore = 2\n")
     with pytest.raises(ConfigError) as err:
         profile.load(path)
-    assert err.value.line == 5 and "syntax" in err.value.message
+    assert err.value.line == 6 and "syntax" in err.value.message
 
 
 def test_resolve_shipped_name_and_relative_path(tmp_path: Path) -> None:

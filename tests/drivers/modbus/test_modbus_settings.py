@@ -95,7 +95,7 @@ def test_device_errors_are_located(kwargs: dict[str, object], key: str, words: s
 
 def test_profile_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "mine.toml").write_text(
-        '[profile]\nname = "mine"\nmanufacturer = "m"\nmodel = "x"\n'
+        '[profile]\nname = "mine"\nprotocol = "modbus"\nmanufacturer = "m"\nmodel = "x"\n'
         '[[points]]\nquantity = "frequency"\nregister = 3\ntype = "u16"\nscale = 0.01\n'
     )
     ModbusDriver().configure(
@@ -114,13 +114,13 @@ def test_duplicate_unit_ids_on_one_connection_are_rejected() -> None:
 def test_a_broken_profile_file_fails_check_with_its_own_location(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(
-        '[profile]\nname = "bad"\nmanufacturer = "m"\nmodel = "x"\n'
+        '[profile]\nname = "bad"\nprotocol = "modbus"\nmanufacturer = "m"\nmodel = "x"\n'
         '[[points]]\nquantity = "frequency"\nregister = 3\ntype = "u16"\n'
         'unit = "furlong"\n'
     )
     with pytest.raises(ConfigError) as err:
         ModbusDriver().configure(conn(host="h"), [dev("m1", str(bad))])
-    assert (err.value.file, err.value.key, err.value.line) == (str(bad), "points[0].unit", 9)
+    assert (err.value.file, err.value.key, err.value.line) == (str(bad), "points[0].unit", 10)
 
 
 async def test_rtu_framing_reaches_the_serial_client() -> None:
