@@ -23,7 +23,7 @@ from edged.errors import EdgedError
 from edged.metrics import Metrics
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Sample, Source, Tier
 from edged.provisioning import Provisioning, configure_admitted
-from edged.timing import Backoff
+from edged.reconnect import Reconnect
 
 log = logging.getLogger("edged.app")
 
@@ -218,14 +218,17 @@ class Supervisor:
 
     async def _supervise(self, name: str, drv: api.AnyDriver, ctx: ConnectionContext) -> None:
         """Run one connection; restart it with capped, jittered backoff if it fails."""
-        backoff = Backoff(initial=1.0, maximum=60.0)
+        # A connection that ran for a while before it failed starts its backoff afresh.
+        policy = Reconnect(initial=1.0, maximum=60.0, long_run=LONG_RUN)
         while True:
-            started = time.monotonic()
+            policy.connected()  # the task runs; the driver reconnects its own bus inside
             try:
                 # The settings in force now: a driver may have taken a new device list live.
                 await drv.run(ctx.settings, ctx)
                 log.warning("connection ended connection=%s; restarting", name)
+                error = "connection ended"
             except asyncio.CancelledError:
+                policy.stopped()
                 raise
             except Exception as exc:  # a driver bug must not take the daemon down
                 log.error(
@@ -236,9 +239,8 @@ class Supervisor:
                 )
                 for d in ctx.specs:
                     self.on_state(d.id, DeviceState.OFFLINE, str(exc))
-            if time.monotonic() - started > LONG_RUN:
-                backoff.reset()  # it ran for a while: this is a new failure, not a loop
-            await asyncio.sleep(backoff.next())
+                error = str(exc)
+            await policy.wait(error)
 
     async def apply(self, prov: Provisioning) -> None:
         """Start, keep or restart connection tasks so they match the provisioning."""

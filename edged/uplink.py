@@ -29,7 +29,7 @@ from edged.config import MqttConfig
 from edged.errors import UplinkError
 from edged.outbox import Outbox, Stored
 from edged.payload import OFFLINE, ONLINE
-from edged.timing import backoff_delay
+from edged.reconnect import Reconnect
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class Uplink:
         self._work = asyncio.Event()
         self._inflight = 0
         self._tls: ssl.SSLContext | None = None
+        # The session's reconnect policy; its state and last error are what status shows.
+        self.reconnect = Reconnect(cfg.backoff_initial, cfg.backoff_max)
 
     # -- public API --------------------------------------------------------------------------
 
@@ -154,7 +156,8 @@ class Uplink:
             raise UplinkError("uplink is already running")
         self._running = True
         self._stopped.clear()
-        attempt = 0
+        self.reconnect.reset()
+        self.reconnect.connecting()
         try:
             while not self._stop.is_set():
                 started = False
@@ -162,7 +165,8 @@ class Uplink:
                     client = await self._client()
                     async with client:
                         started = True
-                        attempt = 0
+                        self.reconnect.connected()
+                        self.reconnect.reset()
                         self._connected = True
                         self._last_error = None
                         log.info(
@@ -198,11 +202,9 @@ class Uplink:
                 if self._stop.is_set():
                     break
                 self._reconnects += 1
-                delay = backoff_delay(attempt, self.cfg.backoff_initial, self.cfg.backoff_max)
-                attempt += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                await self.reconnect.wait(self._last_error, stop=self._stop)
         finally:
+            self.reconnect.stopped()
             self._running = False
             self._stopped.set()
 
@@ -432,4 +434,4 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-__all__ = ["Uplink", "UplinkStats", "backoff_delay", "describe_error"]
+__all__ = ["Uplink", "UplinkStats", "describe_error"]

@@ -13,7 +13,8 @@ import pytest
 
 from edged.config import MqttConfig
 from edged.outbox import Outbox
-from edged.uplink import Uplink, backoff_delay, describe_error
+from edged.reconnect import ReconnectState
+from edged.uplink import Uplink, describe_error
 from tests.conftest import Broker, subscribe
 from tests.uplink_helpers import (
     KEEP_USER,
@@ -41,13 +42,6 @@ async def pipeline(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await box.close()
-
-
-def test_backoff_is_capped_exponential_with_jitter() -> None:
-    assert backoff_delay(0, 1.0, 60.0, rand=lambda: 1.0) == 1.0
-    assert backoff_delay(3, 1.0, 60.0, rand=lambda: 1.0) == 8.0
-    assert backoff_delay(3, 1.0, 60.0, rand=lambda: 0.0) == 4.0
-    assert backoff_delay(50, 1.0, 60.0, rand=lambda: 1.0) == 60.0
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
@@ -107,6 +101,8 @@ async def test_last_will_marks_the_gateway_offline(broker: Broker, tmp_path: Pat
     cfg = mqtt_config(broker.port)
     async with pipeline(cfg, tmp_path / "o") as (_, up):
         await wait_until(lambda: up.stats().connected, 10, "connect")
+        assert up.reconnect.state is ReconnectState.CONNECTED
+        assert up.reconnect.failures == 0
         async with subscribe(broker.port, "edged/gw1/status") as col:
             await col.wait_for(lambda c: c.messages and c.messages[-1][1] == b"online")
             # Kill the TCP connection from the broker side: a restart of mosquitto does not
@@ -191,6 +187,11 @@ async def test_connect_failure_is_one_clear_line_and_keeps_retrying(
     async with pipeline(cfg, tmp_path / "o") as (_, up):
         await wait_until(lambda: up.stats().reconnects >= 3, 10, "retries")
         assert up.stats().last_error is not None
+        # The reconnect policy's explicit state: failing, not yet given up.
+        assert up.reconnect.state in (ReconnectState.WAITING, ReconnectState.CONNECTING)
+        assert up.reconnect.failures >= 3
+        assert up.reconnect.last_error is not None
+    assert up.reconnect.state is ReconnectState.STOPPED
     lines = [r.getMessage() for r in caplog.records if "connect failed" in r.getMessage()]
     assert len(lines) >= 3
     assert all("\n" not in line and "error=" in line for line in lines)

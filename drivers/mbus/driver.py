@@ -1,32 +1,33 @@
 """The M-Bus driver: one master per bus, polling its meters in turn at their intervals.
 
-A bus carries one exchange at a time, so meters are polled one after the other
-in the order their polls fall due. A dead meter costs the others only its own
-deadline: after it has been marked offline it gets a single attempt per poll
-instead of the retries a live meter gets.
+A bus carries one exchange at a time, so meters are polled one after the other in the
+order their polls fall due, on the shared polled-connection runner (``edged.polling``).
+A dead meter costs the others only its own deadline: after it has been marked offline
+it gets a single attempt per poll instead of the retries a live meter gets, and it is
+retried with backoff rather than on every tick.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.mbus.address import Address, parse_address
-from drivers.mbus.mapping import Profile, load_profile, map_telegrams
+from drivers.mbus.mapping import PROFILE_DIR, PROTOCOL, Profile, load_profile, map_telegrams
 from drivers.mbus.master import Master
-from drivers.mbus.transport import BAUDRATES, PARITIES, LineSettings, Link, LinkSpec
+from drivers.mbus.transport import BAUDRATES, PARITIES, LineSettings, LinkSpec
+from edged import profiles
 from edged.api import CliCommand, DriverContext, Options, SimulatorCommand
-from edged.errors import ConnectionLost, DecodeError, DeviceTimeout
-from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Sample
-from edged.timing import Backoff, next_tick
+from edged.errors import DecodeError, DeviceTimeout
+from edged.model import ConnectionSpec, DeviceSpec
+from edged.polling import PolledConnection
+from edged.reconnect import Reconnect
 
 log = logging.getLogger(__name__)
 
-PROFILE_DIR = Path(__file__).parent / "profiles"
 RECONNECT_MIN = 1.0
 RECONNECT_MAX = 60.0
 
@@ -74,16 +75,10 @@ def parse_connection(conn: ConnectionSpec) -> BusConfig:
     return BusConfig(link, timeout, retries, frame_gap)
 
 
-def resolve_profile(name: str, dev: DeviceSpec) -> Path:
-    """A profile path: as given, relative to the config file, or a shipped profile name."""
-    candidates = []
-    if dev.source.file and not Path(name).is_absolute():
-        candidates.append(Path(dev.source.file).parent / name)
-    candidates += [Path(name), PROFILE_DIR / name, PROFILE_DIR / f"{name}.toml"]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise dev.source.error("profile", f"no profile file {name!r} (looked in {PROFILE_DIR})")
+def resolve_profile(dev: DeviceSpec) -> Path:
+    """The device's profile file: a path (relative to its config file) or a profile name,
+    looked up in the configured profile directory, then among the shipped profiles."""
+    return profiles.device_profile(dev, PROTOCOL, PROFILE_DIR)
 
 
 def parse_device(dev: DeviceSpec) -> MeterConfig:
@@ -98,17 +93,8 @@ def parse_device(dev: DeviceSpec) -> MeterConfig:
         address = parse_address(dev.address)
     except ValueError as exc:
         raise dev.source.error("address", str(exc)) from exc
-    profile = load_profile(resolve_profile(dev.profile, dev)) if dev.profile else None
+    profile = load_profile(resolve_profile(dev)) if dev.profile else None
     return MeterConfig(dev.id, address, dev.poll_interval, profile)
-
-
-@dataclass
-class _Meter:
-    config: MeterConfig
-    due: float
-    state: DeviceState | None = None
-    failures: int = 0
-    last_error: str | None = field(default=None)
 
 
 @dataclass(frozen=True)
@@ -161,89 +147,71 @@ class MBusDriver:
 
     async def run(self, settings: MBusSettings, ctx: DriverContext) -> None:
         """Poll the bus until cancelled, reopening the link with backoff when it fails."""
+        await self.runner(settings, ctx).run()
+
+    def runner(self, settings: MBusSettings, ctx: DriverContext) -> PolledConnection[Master]:
+        """The polled-connection runner of one bus (not started)."""
         bus = settings.bus
-        loop = asyncio.get_running_loop()
-        meters = [_Meter(c, loop.time()) for c in settings.meters]
-        backoff = Backoff(initial=RECONNECT_MIN, maximum=RECONNECT_MAX)
-        while True:
-            try:
-                link = await bus.link.open()
-            except ConnectionLost as exc:
-                log.warning("mbus open failed bus=%s error=%s", bus.link.endpoint, exc)
-                for m in meters:
-                    self._set_state(ctx, m, DeviceState.OFFLINE, str(exc))
-                await asyncio.sleep(backoff.next())
-                continue
-            backoff.reset()
-            try:
-                await self._poll_forever(link, bus, meters, ctx)
-            except ConnectionLost as exc:
-                log.warning("mbus link lost bus=%s error=%s", bus.link.endpoint, exc)
-                for m in meters:
-                    self._set_state(ctx, m, DeviceState.OFFLINE, str(exc))
-            finally:
-                await link.close()
-            await asyncio.sleep(backoff.next())
 
-    async def _poll_forever(
-        self, link: Link, bus: BusConfig, meters: list[_Meter], ctx: DriverContext
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        master = Master(link, retries=bus.retries, timeout=bus.timeout, frame_gap=bus.frame_gap)
-        if not meters:
-            await asyncio.Event().wait()
-        while True:
-            meter = min(meters, key=lambda m: m.due)
-            wait = meter.due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            await self._poll(master, meter, ctx)
-            # Fell behind (slow bus or dead meters)? Missed polls are skipped, the phase kept.
-            meter.due = next_tick(meter.due, meter.config.poll_interval, loop.time())
+        async def open_master() -> Master:
+            link = await bus.link.open()
+            return Master(link, retries=bus.retries, timeout=bus.timeout, frame_gap=bus.frame_gap)
 
-    async def _poll(self, master: Master, meter: _Meter, ctx: DriverContext) -> None:
-        loop = asyncio.get_running_loop()
-        cfg = meter.config
+        return PolledConnection(
+            bus.link.endpoint,
+            bus.link.endpoint,
+            open_master,
+            _close,
+            [MeterPoller(m, ctx) for m in settings.meters],
+            ctx,
+            reconnect=Reconnect(RECONNECT_MIN, RECONNECT_MAX),
+            wall=self._wall,
+            logger=log,
+        )
+
+
+class MeterPoller:
+    """One meter on the shared runner: a read of all its telegrams, mapped to quantities.
+
+    Counts rejected frames per device; an offline meter gets a single attempt.
+    """
+
+    def __init__(self, config: MeterConfig, ctx: DriverContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.device_id = config.device_id
+        self.poll_interval = config.poll_interval
+
+    async def read(self, master: Master, offline: bool) -> dict[str, float]:
+        """Read and map the meter once; DeviceTimeout / DecodeError say why not."""
+        cfg = self.config
         rejected_before = master.rejected
-        started = loop.time()
         # An offline meter gets one attempt, so it cannot hold up the bus for long.
-        retries = 0 if meter.state is DeviceState.OFFLINE else None
+        retries = 0 if offline else None
         try:
             reading = await master.read(cfg.address, retries)
         except DeviceTimeout as exc:
-            self._failed(ctx, meter, f"no answer: {exc}")
+            raise DeviceTimeout(self._failed(f"no answer: {exc}")) from exc
         except DecodeError as exc:
-            self._failed(ctx, meter, f"rejected answer: {exc}")
-        else:
-            values = map_telegrams(reading.telegrams, cfg.profile)
-            ctx.observe("poll", loop.time() - started, cfg.device_id)
-            ctx.count("poll", cfg.device_id)
-            meter.failures = 0
-            self._set_state(ctx, meter, DeviceState.ONLINE, None)
-            if values:
-                ctx.sample(Sample(cfg.device_id, self._wall(), values))
-            else:
-                log.warning("mbus read gave no mapped values device=%s", cfg.device_id)
+            raise DecodeError(self._failed(f"rejected answer: {exc}")) from exc
         finally:
             rejected = master.rejected - rejected_before
             if rejected:
-                ctx.count("frame_rejected", cfg.device_id, rejected)
+                self.ctx.count("frame_rejected", cfg.device_id, rejected)
+        values = map_telegrams(reading.telegrams, cfg.profile)
+        if not values:
+            log.warning("mbus read gave no mapped values device=%s", cfg.device_id)
+        return values
 
-    def _failed(self, ctx: DriverContext, meter: _Meter, error: str) -> None:
-        meter.failures += 1
-        ctx.count("poll_error", meter.config.device_id)
+    def _failed(self, error: str) -> str:
         log.warning(
             "mbus poll failed device=%s address=%s error=%s",
-            meter.config.device_id,
-            meter.config.address,
+            self.config.device_id,
+            self.config.address,
             error,
         )
-        self._set_state(ctx, meter, DeviceState.OFFLINE, error)
+        return error
 
-    @staticmethod
-    def _set_state(
-        ctx: DriverContext, meter: _Meter, state: DeviceState, error: str | None
-    ) -> None:
-        if meter.state is not state:
-            meter.state = state
-            ctx.state(meter.config.device_id, state, error)
+
+async def _close(master: Master) -> None:
+    await master.link.close()

@@ -4,6 +4,10 @@ The read plan starts as the coalesced plan of the profile. When a coalesced requ
 refused with an exception, it is split in halves and retried until the refused points
 are isolated; those are disabled (one warning each) and the working sub-requests
 replace the refused one, so later polls do not repeat the search.
+
+``DevicePoller`` is the device's poller on the shared runner (``edged.polling``): the
+runner schedules it, keeps its state and backoff; a device whose every point was
+refused is retired.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 
 from drivers.modbus.errors import ExceptionResponse
+from drivers.modbus.link import Link
 from drivers.modbus.planner import Request, Table, plan
 from drivers.modbus.settings import DeviceSettings
+from edged.polling import Retired
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +31,11 @@ ReadFn = Callable[[Table, int, int, int], Awaitable[list[int]]]
 class DevicePoller:
     """The read plan and disabled points of one device."""
 
-    def __init__(self, device: DeviceSettings) -> None:
+    def __init__(self, device: DeviceSettings, bus: str = "") -> None:
         self.device = device
+        self.bus = bus
+        self.device_id = device.id
+        self.poll_interval = device.poll_interval
         prof = device.profile
         self.spans = prof.spans
         self.plan: list[Request] = plan(self.spans, prof.max_registers, prof.max_gap)
@@ -36,6 +45,18 @@ class DevicePoller:
     def active(self) -> bool:
         """False once every point of the device has been disabled."""
         return bool(self.plan)
+
+    async def read(self, link: Link, offline: bool) -> dict[str, float]:
+        """One poll over the link (the runner's entry point); ``Retired`` once nothing is left."""
+        values = await self.poll(link.read)
+        if not self.plan:
+            log.error(
+                "all points disabled device=%s bus=%s; it is no longer polled",
+                self.device.id,
+                self.bus,
+            )
+            raise Retired("every point was refused")
+        return values
 
     async def poll(self, read: ReadFn) -> dict[str, float]:
         """Read every enabled point once; canonical quantity -> value."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,47 +18,12 @@ from drivers.mbus.mapping import convert, load_profile, map_telegrams, parse_pro
 from drivers.mbus.simulator import HeatMeter, Simulator, Slave
 from edged.api import Driver
 from edged.errors import ConfigError
-from edged.model import QUANTITIES, ConnectionSpec, DeviceSpec, DeviceState, Sample, Source
+from edged.model import QUANTITIES, ConnectionSpec, DeviceSpec, DeviceState, Source
 from tests.drivers.mbus import CORPUS
+from tests.fakes import FakeContext
 
 FRAMES = CORPUS / "test-frames"
 EDG = manufacturer_value("EDG")
-
-
-class Context:
-    """A DriverContext that remembers everything it is told."""
-
-    def __init__(self) -> None:
-        self.samples: list[Sample] = []
-        self.arrivals: dict[str, list[float]] = defaultdict(list)
-        self.states: list[tuple[str, DeviceState, str | None]] = []
-        self.counts: Counter[tuple[str, str | None]] = Counter()
-        self.changed = asyncio.Event()
-
-    async def until(self, condition: Callable[[], bool]) -> None:
-        """Wait until ``condition`` holds, re-checking whenever the driver reports something."""
-        while not condition():
-            self.changed.clear()
-            await self.changed.wait()
-
-    def sample(self, sample: Sample) -> None:
-        self.samples.append(sample)
-        self.arrivals[sample.device_id].append(asyncio.get_running_loop().time())
-        self.changed.set()
-
-    def state(self, device_id: str, state: DeviceState, error: str | None = None) -> None:
-        self.states.append((device_id, state, error))
-        self.changed.set()
-
-    def count(self, event: str, device_id: str | None = None, n: int = 1) -> None:
-        self.counts[(event, device_id)] += n
-
-    def observe(self, event: str, seconds: float, device_id: str | None = None) -> None:
-        pass
-
-    def last_state(self, device_id: str) -> DeviceState | None:
-        found = [s for d, s, _ in self.states if d == device_id]
-        return found[-1] if found else None
 
 
 def conn(settings: Mapping[str, Any]) -> ConnectionSpec:
@@ -86,12 +50,12 @@ async def run_until(
     driver: Driver,
     connection: ConnectionSpec,
     devices: list[DeviceSpec],
-    ctx: Context,
+    ctx: FakeContext,
     done: Callable[[], bool],
     limit: float = 10.0,
 ) -> None:
     task = asyncio.create_task(driver.run(driver.configure(connection, devices), ctx))
-    waiter = asyncio.create_task(ctx.until(done))
+    waiter = asyncio.create_task(ctx.wait_for(done, within=None))
     try:
         async with asyncio.timeout(limit):
             await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -122,7 +86,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 async def test_run_emits_samples_in_canonical_units(kind: str) -> None:
     (s1, m1), (s2, _) = meter(1, 30000001, telegrams=3), meter(2, 30000002)
     sim, connection = await serve([s1, s2], kind)
-    ctx = Context()
+    ctx = FakeContext()
     devices = [device("heat-1", 1), device("heat-2", "30000002FFFFFFFF")]
     try:
         await run_until(
@@ -163,7 +127,7 @@ async def test_dead_slave_goes_offline_without_holding_up_the_others(kind: str) 
     (s1, _), (s2, _), (s3, _) = meter(1, 1), meter(2, 2), meter(3, 3)
     s2.dead = True
     sim, connection = await serve([s1, s2, s3], kind)
-    ctx = Context()
+    ctx = FakeContext()
     interval = 0.3
     devices = [device(f"m{n}", n, interval) for n in (1, 2, 3)]
     try:
@@ -194,7 +158,7 @@ async def test_rejected_frames_are_counted_per_device() -> None:
     (s1, _) = meter(1, 41)
     sim, connection = await serve([s1], "tcp")
     s1.faults.extend([None, "checksum", None, "garbage"])
-    ctx = Context()
+    ctx = FakeContext()
     try:
         await run_until(
             MBusDriver(),
@@ -213,13 +177,14 @@ async def test_rejected_frames_are_counted_per_device() -> None:
 async def test_profile_picks_and_renames_records(tmp_path: Path) -> None:
     profile = tmp_path / "heat-due-date.toml"
     profile.write_text(
-        'name = "heat meter, due-date energy"\n'
-        '[[pick]]\nquantity = "energy_heat"\nstorage = 1\nname = "energy_heat"\n'
-        '[[pick]]\ndescription = "Flow temperature"\nname = "temperature"\n'
+        '[profile]\nname = "heat-due-date"\nprotocol = "mbus"\nmanufacturer = "any"\n'
+        'model = "heat meter"\ndescription = "heat meter, due-date energy"\n'
+        '[[points]]\nquantity = "energy_heat"\nstorage = 1\n'
+        '[[points]]\nquantity = "temperature"\ndescription = "Flow temperature"\n'
     )
     (s1, _) = meter(1, 51, telegrams=2)
     sim, connection = await serve([s1], "tcp")
-    ctx = Context()
+    ctx = FakeContext()
     dev = device("m", 1, 0.1, profile=str(profile))
     try:
         await run_until(MBusDriver(), connection, [dev], ctx, lambda: len(ctx.samples) >= 1)
@@ -296,33 +261,37 @@ def test_default_mapping_keeps_current_instantaneous_plain_records() -> None:
     }
 
 
+HEAD = {"name": "p", "protocol": "mbus", "manufacturer": "any", "model": "heat meter"}
+
+
 def test_profile_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match="canonical quantity"):
-        parse_profile({"pick": [{"quantity": "energy_heat", "name": "heat"}]}, "p.toml")
+        parse_profile({"profile": HEAD, "points": [{"quantity": "heat"}]}, "p.toml")
     with pytest.raises(ConfigError) as caught:
-        parse_profile({"pick": [{"quantity": "volume", "storage": "1"}]}, "p.toml")
-    assert caught.value.key == "pick[0].storage"
+        points = [{"quantity": "volume", "storage": "1"}]
+        parse_profile({"profile": HEAD, "points": points}, "p.toml")
+    assert caught.value.key == "points[0].storage"
     with pytest.raises(ConfigError, match="at least one"):
-        parse_profile({"name": "x"}, "p.toml")
+        parse_profile({"profile": HEAD}, "p.toml")
 
 
 async def test_lost_converter_marks_meters_offline_and_reconnects() -> None:
     (s1, _) = meter(1, 61)
     sim, connection = await serve([s1], "tcp")
     port = connection.settings["port"]
-    ctx = Context()
+    ctx = FakeContext()
     task = asyncio.create_task(
         MBusDriver().run(MBusDriver().configure(connection, [device("m", 1, 0.05)]), ctx)
     )
     try:
         async with asyncio.timeout(10):
-            await ctx.until(lambda: bool(ctx.samples))
+            await ctx.wait_for(lambda: bool(ctx.samples), within=None)
             await sim.close()
-            await ctx.until(lambda: ctx.last_state("m") is DeviceState.OFFLINE)
+            await ctx.wait_for(lambda: ctx.last_state("m") is DeviceState.OFFLINE, within=None)
             sim = Simulator([meter(1, 61)[0]], baudrate=38400)
             await sim.start_tcp(port=port)
             seen = len(ctx.samples)
-            await ctx.until(lambda: len(ctx.samples) > seen)
+            await ctx.wait_for(lambda: len(ctx.samples) > seen, within=None)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -339,7 +308,7 @@ def test_every_shipped_profile_loads_and_maps_a_heat_meter() -> None:
     for path in shipped:
         profile = load_profile(path)
         values = map_telegrams([t], profile)
-        assert set(values) == {p.name for p in profile.picks}, path.name
+        assert set(values) == {p.quantity for p in profile.points}, path.name
 
 
 def test_device_profile_is_found_by_shipped_name() -> None:

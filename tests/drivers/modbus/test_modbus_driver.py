@@ -15,7 +15,8 @@ from drivers.modbus import profile
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.simulator import Meter, Simulator
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState
-from tests.drivers.modbus.helpers import RecordingContext, conn, dev
+from tests.drivers.modbus.helpers import conn, dev
+from tests.fakes import FakeContext
 
 # One value per type, each exactly representable in it and in a float.
 VALUES = {
@@ -66,7 +67,7 @@ QUANTITY_POOL = [
 
 @contextlib.asynccontextmanager
 async def running(
-    connection: ConnectionSpec, devices: Sequence[DeviceSpec], ctx: RecordingContext
+    connection: ConnectionSpec, devices: Sequence[DeviceSpec], ctx: FakeContext
 ) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(
         ModbusDriver().run(ModbusDriver().configure(connection, devices), ctx)
@@ -80,7 +81,10 @@ async def running(
 
 
 def _types_profile(tmp_path: Path) -> tuple[Path, dict[str, float]]:
-    lines = ['[profile]\nname = "types"\nmanufacturer = "test"\nmodel = "all types"\n']
+    lines = [
+        '[profile]\nname = "types"\nprotocol = "modbus"\nmanufacturer = "test"\n'
+        'model = "all types"\n'
+    ]
     expected: dict[str, float] = {}
     reg = {"holding": 0, "input": 100}
     n = 0
@@ -113,7 +117,7 @@ async def test_every_type_and_order_decodes_to_the_right_value(tmp_path: Path) -
     prof = profile.load(path)
     meter = Meter(prof, unit=7)
     meter.fixed.update(expected)
-    ctx = RecordingContext()
+    ctx = FakeContext()
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
         async with running(
@@ -134,8 +138,11 @@ async def test_every_type_and_order_decodes_to_the_right_value(tmp_path: Path) -
 SCATTERED = """
 [profile]
 name = "scattered"
+protocol = "modbus"
 manufacturer = "test"
 model = "scattered"
+
+[modbus]
 max_registers = 15
 max_gap = 10
 
@@ -182,7 +189,7 @@ async def test_scattered_registers_are_read_in_the_minimum_number_of_requests(
     path = tmp_path / "scattered.toml"
     path.write_text(SCATTERED)
     meter = Meter(profile.load(path), record=True)
-    ctx = RecordingContext()
+    ctx = FakeContext()
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
         async with running(
@@ -209,7 +216,7 @@ async def test_exception_response_disables_only_its_point(
     prof = profile.load(profile.shipped()["eastron_sdm630"])
     meter = Meter(prof, record=True)
     meter.faults.refuse("input", [0x46, 0x47])  # frequency
-    ctx = RecordingContext()
+    ctx = FakeContext()
     caplog.set_level(logging.WARNING, logger="drivers.modbus")
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
@@ -242,7 +249,7 @@ async def test_silent_meter_does_not_delay_another_connection() -> None:
     prof = profile.load(profile.shipped()["bench8"])
     dead, alive = Meter(prof, seed=1), Meter(prof, seed=2)
     dead.faults.silent = True
-    ctx = RecordingContext()
+    ctx = FakeContext()
     async with Simulator() as sim:
         p_dead = await sim.add_tcp([dead])
         p_alive = await sim.add_tcp([alive])
@@ -253,13 +260,13 @@ async def test_silent_meter_does_not_delay_another_connection() -> None:
             running(c_alive, [dev("a", "bench8", poll_interval=0.1, connection="alive")], ctx),
         ):
             await asyncio.sleep(2.5)
-    times = ctx.sample_times["a"]
+    times = ctx.arrivals["a"]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) >= 15  # ~24 expected at 10 Hz
     # Blocked behind the dead meter, gaps would be >= its 1 s timeout; bounds are generous.
     assert max(gaps) < 0.8
     assert sorted(gaps)[len(gaps) // 2] < 0.2
-    assert ctx.of("d") == []
+    assert ctx.samples_of("d") == []
     assert ctx.last_state("d") == DeviceState.OFFLINE
     assert ctx.counts[("poll_error", "d")] >= 1
 
@@ -268,7 +275,7 @@ async def test_dead_unit_on_a_shared_connection_does_not_stop_the_others() -> No
     prof = profile.load(profile.shipped()["bench8"])
     good, bad = Meter(prof, unit=1), Meter(prof, unit=2)
     bad.faults.silent = True
-    ctx = RecordingContext()
+    ctx = FakeContext()
     async with Simulator() as sim:
         port = await sim.add_tcp([good, bad])
         async with running(
@@ -279,16 +286,16 @@ async def test_dead_unit_on_a_shared_connection_does_not_stop_the_others() -> No
             ],
             ctx,
         ):
-            await ctx.wait_for(lambda: len(ctx.of("g")) >= 10, within=5)
+            await ctx.wait_for(lambda: len(ctx.samples_of("g")) >= 10, within=5)
             bad.faults.silent = False
-            await ctx.wait_for(lambda: len(ctx.of("b")) >= 1, within=10)
+            await ctx.wait_for(lambda: len(ctx.samples_of("b")) >= 1, within=10)
     assert [st for d, st, _ in ctx.states if d == "b"] == [DeviceState.OFFLINE, DeviceState.ONLINE]
     assert ctx.last_state("g") == DeviceState.ONLINE
 
 
 async def test_dropped_connection_goes_offline_and_reconnects() -> None:
     meter = Meter(profile.load(profile.shipped()["bench8"]))
-    ctx = RecordingContext()
+    ctx = FakeContext()
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
         async with running(
@@ -310,7 +317,7 @@ async def test_dropped_connection_goes_offline_and_reconnects() -> None:
 
 
 async def test_unreachable_endpoint_is_offline_and_retried() -> None:
-    ctx = RecordingContext()
+    ctx = FakeContext()
     async with Simulator() as sim:
         port = await sim.add_tcp([Meter(profile.load(profile.shipped()["bench8"]))])
     # The port is closed now: connecting fails, the device is reported offline.
@@ -325,7 +332,7 @@ async def test_unreachable_endpoint_is_offline_and_retried() -> None:
 
 async def test_energy_grows_with_power_over_time() -> None:
     meter = Meter(profile.load(profile.shipped()["bench8"]))
-    ctx = RecordingContext()
+    ctx = FakeContext()
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
         async with running(
@@ -347,7 +354,7 @@ async def test_rtu_over_a_pseudo_terminal() -> None:
     prof = profile.load(profile.shipped()["carlo_gavazzi_em24"])
     m3, m9 = Meter(prof, unit=3, record=True), Meter(prof, unit=9)
     m9.fixed["power_active"] = 4321.5
-    ctx = RecordingContext()
+    ctx = FakeContext()
     async with Simulator() as sim:
         path = await sim.add_rtu_pty([m3, m9])
         # A pty keeps no even parity on this kernel: 8N1.
@@ -360,14 +367,16 @@ async def test_rtu_over_a_pseudo_terminal() -> None:
             ],
             ctx,
         ):
-            await ctx.wait_for(lambda: len(ctx.of("r3")) >= 2 and len(ctx.of("r9")) >= 2)
-    assert ctx.of("r9")[-1].values["power_active"] == pytest.approx(4321.5)
-    assert len(ctx.of("r3")[-1].values) == len(prof.points)
+            await ctx.wait_for(
+                lambda: len(ctx.samples_of("r3")) >= 2 and len(ctx.samples_of("r9")) >= 2
+            )
+    assert ctx.samples_of("r9")[-1].values["power_active"] == pytest.approx(4321.5)
+    assert len(ctx.samples_of("r3")[-1].values) == len(prof.points)
     assert m3.requests[0] == ("input", 0, 56)
 
 
 async def test_serial_port_that_cannot_be_opened_is_offline(tmp_path: Path) -> None:
-    ctx = RecordingContext()
+    ctx = FakeContext()
     c = conn(transport="rtu", device=str(tmp_path / "ttyNOPE"), parity="N", timeout=0.2)
     async with running(c, [dev("r", "bench8", 1, poll_interval=0.1)], ctx):
         await ctx.wait_for(lambda: ctx.last_state("r") == DeviceState.OFFLINE)
@@ -382,7 +391,7 @@ async def test_refused_unmapped_register_splits_the_request_and_disables_nothing
     path.write_text(SCATTERED)
     meter = Meter(profile.load(path), record=True)
     meter.faults.refuse("holding", [3])  # inside the gap between the first two points
-    ctx = RecordingContext()
+    ctx = FakeContext()
     caplog.set_level(logging.WARNING, logger="drivers.modbus")
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
