@@ -33,7 +33,7 @@ RECONNECT_MAX = 60.0
 
 
 @dataclass(frozen=True)
-class BusConfig:
+class ConnectionSettings:
     """Validated connection settings of one M-Bus."""
 
     link: LinkSpec
@@ -43,7 +43,7 @@ class BusConfig:
 
 
 @dataclass(frozen=True)
-class MeterConfig:
+class DeviceSettings:
     """Validated settings of one meter on the bus."""
 
     device_id: str
@@ -52,7 +52,7 @@ class MeterConfig:
     profile: Profile | None = None
 
 
-def parse_connection(conn: ConnectionSpec) -> BusConfig:
+def parse_connection(conn: ConnectionSpec) -> ConnectionSettings:
     """Validate a ``[connections.NAME]`` table with ``driver = "mbus"``."""
     opts = Options.of(conn)
     kind = opts.choice("transport", ("serial", "tcp"), "serial")
@@ -72,7 +72,7 @@ def parse_connection(conn: ConnectionSpec) -> BusConfig:
     retries = opts.int("retries", 2, min=0, max=10)
     frame_gap = opts.float("frame_gap", None, min=0.0, max=10.0)
     opts.finish()
-    return BusConfig(link, timeout, retries, frame_gap)
+    return ConnectionSettings(link, timeout, retries, frame_gap)
 
 
 def resolve_profile(dev: DeviceSpec) -> Path:
@@ -81,7 +81,7 @@ def resolve_profile(dev: DeviceSpec) -> Path:
     return profiles.device_profile(dev, PROTOCOL, PROFILE_DIR)
 
 
-def parse_device(dev: DeviceSpec) -> MeterConfig:
+def parse_device(dev: DeviceSpec) -> DeviceSettings:
     """Validate one ``[[devices]]`` entry of an M-Bus connection."""
     opts = Options.of(dev)
     opts.finish()
@@ -94,15 +94,15 @@ def parse_device(dev: DeviceSpec) -> MeterConfig:
     except ValueError as exc:
         raise dev.source.error("address", str(exc)) from exc
     profile = load_profile(resolve_profile(dev)) if dev.profile else None
-    return MeterConfig(dev.id, address, dev.poll_interval, profile)
+    return DeviceSettings(dev.id, address, dev.poll_interval, profile)
 
 
 @dataclass(frozen=True)
 class MBusSettings:
     """A validated bus and its meters, as ``configure`` returns them."""
 
-    bus: BusConfig
-    meters: tuple[MeterConfig, ...]
+    bus: ConnectionSettings
+    meters: tuple[DeviceSettings, ...]
 
     @property
     def endpoint(self) -> str:
@@ -176,7 +176,7 @@ class MeterPoller:
     Counts rejected frames per device; an offline meter gets a single attempt.
     """
 
-    def __init__(self, config: MeterConfig, ctx: DriverContext) -> None:
+    def __init__(self, config: DeviceSettings, ctx: DriverContext) -> None:
         self.config = config
         self.ctx = ctx
         self.device_id = config.device_id

@@ -27,13 +27,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drivers.modbus import codec, framing
+from drivers.modbus import codec, frame
 from drivers.modbus import profile as profiles
 from drivers.modbus.planner import Table
 from drivers.modbus.profile import Point, Profile
 
 Clock = Callable[[], float]
-_TABLE_OF: dict[int, Table] = {framing.READ_HOLDING: "holding", framing.READ_INPUT: "input"}
+_TABLE_OF: dict[int, Table] = {frame.READ_HOLDING: "holding", frame.READ_INPUT: "input"}
 
 
 @dataclass
@@ -165,20 +165,20 @@ def serve_pdu(meter: Meter, pdu: bytes) -> bytes | None:
     function = pdu[0]
     table = _TABLE_OF.get(function)
     if table is None:
-        return framing.exception_reply(function, framing.ILLEGAL_FUNCTION)
+        return frame.exception_reply(function, frame.ILLEGAL_FUNCTION)
     if len(pdu) != 5:
-        return framing.exception_reply(function, framing.ILLEGAL_DATA_VALUE)
+        return frame.exception_reply(function, frame.ILLEGAL_DATA_VALUE)
     start, count = struct.unpack(">HH", pdu[1:5])
-    if not 1 <= count <= framing.MAX_READ:
-        return framing.exception_reply(function, framing.ILLEGAL_DATA_VALUE)
+    if not 1 <= count <= frame.MAX_READ:
+        return frame.exception_reply(function, frame.ILLEGAL_DATA_VALUE)
     if start + count > 0x10000:
-        return framing.exception_reply(function, framing.ILLEGAL_DATA_ADDRESS)
+        return frame.exception_reply(function, frame.ILLEGAL_DATA_ADDRESS)
     result = meter.read(table, start, count)
     if result is None:
         return None
     if isinstance(result, int):
-        return framing.exception_reply(function, result)
-    return framing.read_reply(function, result)
+        return frame.exception_reply(function, result)
+    return frame.read_reply(function, result)
 
 
 class _TcpSession(asyncio.Protocol):
@@ -202,7 +202,7 @@ class _TcpSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         while len(self.buf) >= 7 and self.transport is not None:
-            tid, _pid, length, unit = framing.MBAP.unpack_from(self.buf)
+            tid, _pid, length, unit = frame.MBAP.unpack_from(self.buf)
             if length < 2 or length > 254:
                 self.transport.close()
                 return
@@ -213,8 +213,8 @@ class _TcpSession(asyncio.Protocol):
                 self.meters.get(1) if len(self.meters) == 1 and unit in (0, 255) else None
             )
             if meter is None:
-                reply: bytes | None = framing.exception_reply(
-                    pdu[0] if pdu else 0, framing.GATEWAY_TARGET_FAILED
+                reply: bytes | None = frame.exception_reply(
+                    pdu[0] if pdu else 0, frame.GATEWAY_TARGET_FAILED
                 )
             else:
                 if meter.faults.drop_connection:
@@ -222,7 +222,7 @@ class _TcpSession(asyncio.Protocol):
                     return
                 reply = serve_pdu(meter, pdu)
             if reply is not None:
-                self.transport.write(framing.mbap(tid, unit, reply))
+                self.transport.write(frame.mbap(tid, unit, reply))
 
 
 class _RtuSlave:
@@ -249,18 +249,18 @@ class _RtuSlave:
             return
         self.buf += data
         while len(self.buf) >= 8:
-            frame = self.buf[:8]
-            if framing.crc16(frame[:6]) != int.from_bytes(frame[6:8], "little"):
+            request = self.buf[:8]
+            if frame.crc16(request[:6]) != int.from_bytes(request[6:8], "little"):
                 self.buf = self.buf[1:]  # resynchronise on the next byte
                 continue
             self.buf = self.buf[8:]
-            meter = self.meters.get(frame[0])
+            meter = self.meters.get(request[0])
             if meter is None or meter.faults.drop_connection:
                 continue
-            reply = serve_pdu(meter, frame[1:6])
+            reply = serve_pdu(meter, request[1:6])
             if reply is not None:
                 with contextlib.suppress(OSError):
-                    os.write(self.master, framing.with_crc(bytes((frame[0],)) + reply))
+                    os.write(self.master, frame.with_crc(bytes((request[0],)) + reply))
 
     def close(self) -> None:
         asyncio.get_running_loop().remove_reader(self.master)

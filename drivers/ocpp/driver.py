@@ -71,7 +71,7 @@ class OcppDriver:
 
     def configure(
         self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]
-    ) -> settings.ServerSettings:
+    ) -> settings.OcppSettings:
         """Validate the server and charger settings."""
         return settings.parse(connection, devices)
 
@@ -87,7 +87,7 @@ class OcppDriver:
 
         return SimulatorCommand("simulated OCPP 1.6J / 2.0.1 chargers", simulator.main)
 
-    async def run(self, cfg: settings.ServerSettings, ctx: DriverContext) -> None:
+    async def run(self, cfg: settings.OcppSettings, ctx: DriverContext) -> None:
         """Serve chargers until cancelled."""
         hub = Hub(cfg, ctx, self._statuses)
         for charger in cfg.chargers.values():
@@ -143,7 +143,7 @@ class OcppDriver:
                 if hub.status(charger.device_id).connected:
                     hub.offline(charger.device_id, "server stopped")
 
-    def update(self, cfg: settings.ServerSettings) -> bool:
+    def update(self, cfg: settings.OcppSettings) -> bool:
         """Apply a new charger list to the running server; False when it cannot."""
         server = self._servers.get(cfg.name)
         if server is None:
@@ -285,7 +285,7 @@ def _request_of(command: Command) -> tuple[str, Mapping[str, object]]:
     raise CommandError(f"{type(command).__name__} is not a command an OCPP charger takes")
 
 
-def _tls_context(cfg: settings.ServerSettings) -> ssl.SSLContext:
+def _tls_context(cfg: settings.OcppSettings) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     assert cfg.tls_cert is not None
@@ -293,7 +293,7 @@ def _tls_context(cfg: settings.ServerSettings) -> ssl.SSLContext:
     return ctx
 
 
-def _listening(cfg: settings.ServerSettings) -> tuple[object, ...]:
+def _listening(cfg: settings.OcppSettings) -> tuple[object, ...]:
     """The settings the listening socket was opened with (a change needs a new socket)."""
     return (cfg.host, cfg.port, cfg.tls_cert, cfg.tls_key, cfg.max_message_size)
 

@@ -21,7 +21,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from drivers.ocpp.passwords import verify_password
-from drivers.ocpp.settings import SUBPROTOCOLS, ChargerSettings, ServerSettings
+from drivers.ocpp.settings import SUBPROTOCOLS, ChargerSettings, OcppSettings
 
 log = logging.getLogger("edged.ocpp")
 
@@ -51,7 +51,7 @@ def basic_credentials(headers: Headers) -> tuple[str, str] | None:
 class Gate:
     """The ``process_request`` and ``select_subprotocol`` hooks of the server."""
 
-    def __init__(self, settings: ServerSettings):
+    def __init__(self, settings: OcppSettings):
         # Replaced as a whole when the charger list changes at reload (OcppDriver.update);
         # a hook never awaits between its reads, so it sees one list, old or new.
         self.settings = settings

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from drivers.ocpp.settings import ServerSettings
+from drivers.ocpp.settings import OcppSettings
 from drivers.ocpp.state import ChargerStatus
 from edged.api import DriverContext
 from edged.model import DeviceState, Sample
@@ -19,7 +19,7 @@ class Hub:
     """Charger states, local authorisation and the way out to the daemon (DriverContext)."""
 
     def __init__(
-        self, settings: ServerSettings, ctx: DriverContext, statuses: dict[str, ChargerStatus]
+        self, settings: OcppSettings, ctx: DriverContext, statuses: dict[str, ChargerStatus]
     ):
         self.settings = settings
         self.ctx = ctx
@@ -32,7 +32,7 @@ class Hub:
         # the clock keeps them from repeating across restarts.
         self._tx_ids = itertools.count(int(time.time()) % 1_000_000_000)
 
-    def replace_settings(self, settings: ServerSettings, removed: Iterable[str]) -> None:
+    def replace_settings(self, settings: OcppSettings, removed: Iterable[str]) -> None:
         """Serve a new charger list: forget removed chargers, add statuses for new ones."""
         for device_id in removed:
             self.statuses.pop(device_id, None)

@@ -15,7 +15,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from drivers.ocpp import frames, meter
+from drivers.ocpp import frame, meter
 from drivers.ocpp._lib import (
     Call,
     CallError,
@@ -76,8 +76,8 @@ class _Guarded:
 
     async def _route(self, raw: str | bytes) -> None:
         try:
-            frame = frames.parse(raw, self.version)
-        except frames.FrameRejected as e:
+            parsed = frame.parse(raw, self.version)
+        except frame.FrameRejected as e:
             self.hub.ctx.count("frame_rejected", self.device_id)
             self._rejected += 1
             # A broken charger can send garbage in a loop: warn a few times, then count only.
@@ -90,51 +90,51 @@ class _Guarded:
                 e.description[:200],
             )
             if e.reply:
-                await self._send(frames.call_error(e.unique_id, e.code, e.description))
+                await self._send(frame.call_error(e.unique_id, e.code, e.description))
             return
-        if frame.type_id == frames.CALL:
-            await self._dispatch(frame)
+        if parsed.type_id == frame.CALL:
+            await self._dispatch(parsed)
         elif self._call_lock.locked():
             # Answers only matter while a call is waiting; dropping the rest keeps a
             # misbehaving charger from filling the queue.
-            if frame.error is None:
-                self._response_queue.put_nowait(CallResult(frame.unique_id, frame.payload))
+            if parsed.error is None:
+                self._response_queue.put_nowait(CallResult(parsed.unique_id, parsed.payload))
             else:
-                code, text = frame.error
+                code, text = parsed.error
                 self._response_queue.put_nowait(
-                    CallError(frame.unique_id, code, text, frame.payload)
+                    CallError(parsed.unique_id, code, text, parsed.payload)
                 )
         else:
-            log.info("unexpected answer dropped device=%s id=%s", self.device_id, frame.unique_id)
+            log.info("unexpected answer dropped device=%s id=%s", self.device_id, parsed.unique_id)
 
-    async def _dispatch(self, frame: frames.Frame) -> None:
-        assert frame.action is not None
-        if frame.action not in self.route_map or "_on_action" not in self.route_map[frame.action]:
+    async def _dispatch(self, parsed: frame.Frame) -> None:
+        assert parsed.action is not None
+        if parsed.action not in self.route_map or "_on_action" not in self.route_map[parsed.action]:
             self.hub.ctx.count("frame_rejected", self.device_id)
             await self._send(
-                frames.call_error(
-                    frame.unique_id,
+                frame.call_error(
+                    parsed.unique_id,
                     "NotImplemented",
-                    f"action {frame.action[:64]!r} is not handled",
+                    f"action {parsed.action[:64]!r} is not handled",
                 )
             )
             return
-        msg = Call(frame.unique_id, frame.action, frame.payload)
+        msg = Call(parsed.unique_id, parsed.action, parsed.payload)
         try:
             await self._handle_call(msg)
         except OCPPError as e:
             err = msg.create_call_error(e)
-            code = frames.error_code(err.error_code, self.version)
+            code = frame.error_code(err.error_code, self.version)
             log.warning(
-                "call rejected device=%s action=%s code=%s", self.device_id, frame.action, code
+                "call rejected device=%s action=%s code=%s", self.device_id, parsed.action, code
             )
-            await self._send(frames.call_error(frame.unique_id, code, str(err.error_description)))
+            await self._send(frame.call_error(parsed.unique_id, code, str(err.error_description)))
         except ConnectionClosed:
             raise
         except Exception:
-            log.exception("handler failed device=%s action=%s", self.device_id, frame.action)
+            log.exception("handler failed device=%s action=%s", self.device_id, parsed.action)
             await self._send(
-                frames.call_error(frame.unique_id, "InternalError", "the central system failed")
+                frame.call_error(parsed.unique_id, "InternalError", "the central system failed")
             )
 
     def _update_energy(self, status: ChargerStatus, tx_id: str | None, samples: list[Any]) -> None:

@@ -26,7 +26,7 @@ class ChargerSettings:
 
 
 @dataclass(frozen=True)
-class ServerSettings:
+class OcppSettings:
     """The listening central system and the chargers allowed to connect to it."""
 
     host: str
@@ -60,7 +60,7 @@ def _pem_file(opts: Options, key: str, value: str, base: Path) -> str:
     return str(path)
 
 
-def parse(connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> ServerSettings:
+def parse(connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> OcppSettings:
     """Validate the connection and device settings; raise ConfigError naming file and key."""
     opts = Options.of(connection)
     host = opts.str("host", "0.0.0.0")
@@ -97,7 +97,7 @@ def parse(connection: ConnectionSpec, devices: Sequence[DeviceSpec]) -> ServerSe
                     "auth = 'basic' needs a password_hash on every charger "
                     "(make one with `edged ocpp hash-password`)",
                 )
-    return ServerSettings(
+    return OcppSettings(
         host=host,
         port=port,
         heartbeat_interval=heartbeat,

@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.modbus import framing, profile
+from drivers.modbus import frame, profile
 from drivers.modbus.simulator import Meter, Simulator, serve_pdu
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -33,24 +33,24 @@ async def _ask(port: int, frame: bytes) -> bytes:
 async def test_wire_replies_and_exceptions() -> None:
     meter = Meter(profile.load(profile.shipped()["bench8"]), unit=5)
     meter.fixed["power_active"] = 1.0
-    meter.faults.refuse("holding", [14], code=framing.ILLEGAL_DATA_ADDRESS)
+    meter.faults.refuse("holding", [14], code=frame.ILLEGAL_DATA_ADDRESS)
     async with Simulator() as sim:
         port = await sim.add_tcp([meter])
-        ok = await _ask(port, framing.mbap(0x1234, 5, bytes((3, 0, 2, 0, 2))))
-        assert ok == framing.mbap(0x1234, 5, bytes((3, 4, 0x3F, 0x80, 0, 0)))
-        refused = await _ask(port, framing.mbap(7, 5, bytes((3, 0, 10, 0, 6))))
-        assert refused == framing.mbap(7, 5, bytes((0x83, 2)))
-        bad_fc = await _ask(port, framing.mbap(8, 5, bytes((6, 0, 1, 0, 1))))
-        assert bad_fc == framing.mbap(8, 5, bytes((0x86, 1)))
-        too_many = await _ask(port, framing.mbap(9, 5, bytes((4, 0, 0, 0, 126))))
-        assert too_many == framing.mbap(9, 5, bytes((0x84, 3)))
-        no_unit = await _ask(port, framing.mbap(10, 6, bytes((3, 0, 0, 0, 1))))
-        assert no_unit == framing.mbap(10, 6, bytes((0x83, 0x0B)))
+        ok = await _ask(port, frame.mbap(0x1234, 5, bytes((3, 0, 2, 0, 2))))
+        assert ok == frame.mbap(0x1234, 5, bytes((3, 4, 0x3F, 0x80, 0, 0)))
+        refused = await _ask(port, frame.mbap(7, 5, bytes((3, 0, 10, 0, 6))))
+        assert refused == frame.mbap(7, 5, bytes((0x83, 2)))
+        bad_fc = await _ask(port, frame.mbap(8, 5, bytes((6, 0, 1, 0, 1))))
+        assert bad_fc == frame.mbap(8, 5, bytes((0x86, 1)))
+        too_many = await _ask(port, frame.mbap(9, 5, bytes((4, 0, 0, 0, 126))))
+        assert too_many == frame.mbap(9, 5, bytes((0x84, 3)))
+        no_unit = await _ask(port, frame.mbap(10, 6, bytes((3, 0, 0, 0, 1))))
+        assert no_unit == frame.mbap(10, 6, bytes((0x83, 0x0B)))
 
 
 def test_crc_matches_the_specification_example() -> None:
     # Read 2 holding registers at 0x0000 from unit 1: the well-known frame 01 03 00 00 00 02 C4 0B
-    assert framing.with_crc(bytes.fromhex("010300000002")) == bytes.fromhex("010300000002c40b")
+    assert frame.with_crc(bytes.fromhex("010300000002")) == bytes.fromhex("010300000002c40b")
 
 
 def test_command_line_serves_until_sigterm() -> None:
@@ -84,7 +84,7 @@ def test_command_line_serves_until_sigterm() -> None:
         rtu = [ln for ln in lines if ln.startswith("rtu ")]
         assert len(tcp) == 3 and len(rtu) == 1, lines
         port = int(tcp[0].split()[1].rsplit(":", 1)[1])
-        reply = asyncio.run(_ask(port, framing.mbap(1, 1, bytes((4, 0, 0, 0, 2)))))
+        reply = asyncio.run(_ask(port, frame.mbap(1, 1, bytes((4, 0, 0, 0, 2)))))
         assert reply[7:9] == bytes((4, 4))
         assert Path(rtu[0].split()[1]).exists()
         proc.send_signal(signal.SIGTERM)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.ocpp import frames, meter
+from drivers.ocpp import frame, meter
 from drivers.ocpp.cli import build_request
 from drivers.ocpp.driver import OcppDriver
 from edged.errors import ConfigError
@@ -20,11 +20,11 @@ from tests.drivers.ocpp.ocpp_helpers import charger
 
 
 def test_valid_frames_parse() -> None:
-    f = frames.parse('[2,"id1","Heartbeat",{}]', "1.6")
+    f = frame.parse('[2,"id1","Heartbeat",{}]', "1.6")
     assert (f.type_id, f.unique_id, f.action, f.payload) == (2, "id1", "Heartbeat", {})
-    r = frames.parse('[3,"id1",{"currentTime":"x"}]', "2.0.1")
+    r = frame.parse('[3,"id1",{"currentTime":"x"}]', "2.0.1")
     assert (r.type_id, r.payload) == (3, {"currentTime": "x"})
-    e = frames.parse('[4,"id1","GenericError","boom",{}]', "2.0.1")
+    e = frame.parse('[4,"id1","GenericError","boom",{}]', "2.0.1")
     assert e.error == ("GenericError", "boom")
 
 
@@ -41,26 +41,26 @@ def test_valid_frames_parse() -> None:
     ],
 )
 def test_bad_frames_are_rejected_with_the_right_reply(raw: str, uid: str, reply: bool) -> None:
-    with pytest.raises(frames.FrameRejected) as e:
-        frames.parse(raw, "1.6")
+    with pytest.raises(frame.FrameRejected) as e:
+        frame.parse(raw, "1.6")
     assert e.value.unique_id == uid
     assert e.value.reply is reply
 
 
 def test_error_codes_use_each_versions_spelling() -> None:
-    assert frames.error_code("FormatViolation", "1.6") == "FormationViolation"
-    assert frames.error_code("RpcFrameworkError", "1.6") == "FormationViolation"
-    assert frames.error_code("FormationViolation", "2.0.1") == "FormatViolation"
-    assert frames.error_code("RpcFrameworkError", "2.0.1") == "RpcFrameworkError"
-    text = frames.call_error("a", "GenericError", "x" * 1000)
+    assert frame.error_code("FormatViolation", "1.6") == "FormationViolation"
+    assert frame.error_code("RpcFrameworkError", "1.6") == "FormationViolation"
+    assert frame.error_code("FormationViolation", "2.0.1") == "FormatViolation"
+    assert frame.error_code("RpcFrameworkError", "2.0.1") == "RpcFrameworkError"
+    text = frame.call_error("a", "GenericError", "x" * 1000)
     decoded = json.loads(text)
     assert decoded[:3] == [4, "a", "GenericError"] and len(decoded[3]) == 255
 
 
 @given(st.text(max_size=200) | st.binary(max_size=50))
 def test_parse_raises_only_frame_rejected(raw: str | bytes) -> None:
-    with contextlib.suppress(frames.FrameRejected):
-        frames.parse(raw, "2.0.1")
+    with contextlib.suppress(frame.FrameRejected):
+        frame.parse(raw, "2.0.1")
 
 
 # -- meter values ---------------------------------------------------------------------------
