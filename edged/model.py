@@ -195,6 +195,9 @@ class Sample:
     timestamp: float
     values: Mapping[str, float]
     attrs: Mapping[str, str] = field(default_factory=lambda: _freeze(None))
+    next_at: float | None = None
+    """The earliest wall-clock time the device's next sample can carry, when its poll
+    schedule says so (None for devices that speak when they like, such as chargers)."""
 
 
 @dataclass(frozen=True)

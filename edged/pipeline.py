@@ -29,9 +29,12 @@ class Pipeline:
         """One sample from a driver (non-finite values and late samples: see Windows)."""
         self.live.update(sample)
         self.windows.add(sample)
+        ready = self.windows.take_ready()
+        if ready:
+            self._emit(ready)
 
     def tick(self, now: float) -> None:
-        """Close the windows that are due and emit their records."""
+        """Close the windows whose grace has passed and emit their records."""
         records = self.windows.due(now)
         if records:
             self._emit(records)

@@ -253,6 +253,7 @@ class PolledConnection(Generic[L]):
             return False
         # The answer is in: this is the moment the values describe.
         ts = self.wall()
+        mono = asyncio.get_running_loop().time()
         ctx.count("poll", dev)
         ctx.observe("poll", time.monotonic() - t0, dev)
         slot.silent = False
@@ -265,7 +266,11 @@ class PolledConnection(Generic[L]):
         if slot.state is not DeviceState.ONLINE:
             self._set_state(slot, DeviceState.ONLINE, None)
         if values:
-            ctx.sample(Sample(dev, ts, values))
+            # The next poll is sent at the next grid point at the earliest (later when the
+            # bus is busy or the device fails), so no later sample can carry an earlier time:
+            # the windows stage may close a window as soon as this one lies past its end.
+            next_at = ts + (next_tick(slot.phase, slot.interval, mono) - mono)
+            ctx.sample(Sample(dev, ts, values, next_at=next_at))
         return True
 
     def _all_silent(self) -> bool:

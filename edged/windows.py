@@ -1,9 +1,12 @@
 """Turns samples into at most one record per device per publish window.
 
 Windows are aligned to the wall clock: a window of length L starts at a UTC
-epoch multiple of L (15-minute windows at :00, :15, :30, :45). A window closes
-once its end plus a small grace for late samples has passed; each device that
-had samples in it gets exactly one record. Counters publish their last value;
+epoch multiple of L (15-minute windows at :00, :15, :30, :45). A window closes as
+soon as it is complete: when a sample of its device lies past its end, or when the
+sample's ``next_at`` (from the device's poll schedule) says no further sample can
+fall into it. Otherwise it closes once its end plus a small grace has passed (a
+device that missed its poll, a charger that speaks when it likes). Each device that
+had samples in a window gets exactly one record. Counters publish their last value;
 gauges publish mean, min, max and last. A sample for a window that has already
 closed is dropped and counted, so a window can never produce a second record.
 
@@ -34,13 +37,14 @@ _LAST, _TS, _SUM, _MIN, _MAX, _COUNT = range(6)
 class _Window:
     """One device's open window and the running statistics of its quantities."""
 
-    __slots__ = ("acc", "device", "end", "start")
+    __slots__ = ("acc", "closed", "device", "end", "start")
 
     def __init__(self, device: _Device, start: float, end: float):
         self.device = device
         self.start = start
         self.end = end
         self.acc: dict[str, list[float]] = {}
+        self.closed = False
 
 
 class _Device:
@@ -80,6 +84,7 @@ class Windows:
         self._seq = 0
         self._cutoff = -math.inf
         self._counts = {"samples": 0, "records": 0, "late": 0, "nonfinite": 0, "unknown": 0}
+        self._ready: list[Record] = []
         now = clock()
         for device_id, interval in (intervals or {}).items():
             self._devices[device_id] = _Device(device_id, _check_interval(device_id, interval), now)
@@ -137,6 +142,20 @@ class Windows:
             a[_COUNT] += 1
         if taken and (dev.last_ts is None or ts > dev.last_ts):
             dev.last_ts = ts
+        # A window no further sample of this device can reach is complete: close it now
+        # instead of waiting out the grace.
+        horizon = ts if sample.next_at is None else max(ts, sample.next_at)
+        if any(o.end <= horizon for o in dev.windows.values()):
+            for o in sorted(dev.windows.values(), key=lambda o: o.start):
+                if o.end <= horizon:
+                    self._close(o, self._ready)
+
+    def take_ready(self) -> list[Record]:
+        """Records of windows that closed early (complete before their grace); cleared."""
+        if not self._ready:
+            return []
+        ready, self._ready = self._ready, []
+        return ready
 
     def _window(self, dev: _Device, ts: float) -> _Window | None:
         """The open window of ``dev`` that holds ``ts``, opened if needed; None when closed."""
@@ -158,7 +177,10 @@ class Windows:
 
     def next_deadline(self) -> float | None:
         """When the next open window is due to close (its end plus the grace), or None."""
-        return self._heap[0][0] + self._grace if self._heap else None
+        heap = self._heap
+        while heap and heap[0][2].closed:
+            heapq.heappop(heap)
+        return heap[0][0] + self._grace if heap else None
 
     def due(self, now: float | None = None) -> list[Record]:
         """Close every window that ended before ``now`` minus the grace; one record each."""
@@ -169,18 +191,21 @@ class Windows:
         heap = self._heap
         while heap and heap[0][0] <= cutoff:
             _, _, w = heapq.heappop(heap)
-            self._close(w, records)
+            if not w.closed:
+                self._close(w, records)
         return records
 
     def flush(self) -> list[Record]:
         """Close all open windows now (shutdown), so no sample taken is lost."""
-        records: list[Record] = []
+        records = self.take_ready()
         while self._heap:
             _, _, w = heapq.heappop(self._heap)
-            self._close(w, records)
+            if not w.closed:
+                self._close(w, records)
         return records
 
     def _close(self, w: _Window, records: list[Record]) -> None:
+        w.closed = True
         dev = w.device
         del dev.windows[w.start]
         if w.end > dev.floor:

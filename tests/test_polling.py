@@ -160,7 +160,8 @@ async def test_each_device_polls_on_its_own_grid_in_due_order() -> None:
         assert all(g > p.poll_interval * 0.5 for g in gaps), (p.device_id, gaps)
     # Reads happened in the order their polls fell due, one after the other.
     everything = sorted((t, p.device_id) for p in (a, b, c) for t, _ in p.reads)
-    assert [d for _, d in everything] == [s.device_id for s in ctx.samples]
+    # (a read still in flight when the runner was stopped has no sample yet)
+    assert [d for _, d in everything][: len(ctx.samples)] == [s.device_id for s in ctx.samples]
     assert {(e, d) for (e, d) in ctx.counts} >= {("poll", "a"), ("poll", "b"), ("poll", "c")}
     assert all(e == "poll" and s >= 0 for e, s, _ in ctx.observed)
 

@@ -249,14 +249,13 @@ async def test_limited_and_basic_publish_one_aggregated_record_per_window(
         assert daemon.windows is not None
 
         feed_window(daemon, clock, f0, length, 0)
-        for dev, scale in (("cp1", 1.0), ("cp2", 2.0)):  # opens the next window early
+        clock.t = f0 + length + 0.2  # past the window's end, within the grace
+        await tick(daemon)
+        assert daemon.windows.counts()["records"] == 0  # nothing says it is complete yet
+        # A sample in the next window completes this one: closed at once, not after the grace.
+        for dev, scale in (("cp1", 1.0), ("cp2", 2.0)):
             feed(daemon, clock, dev, f0 + length + 0.5, scale * 5000.0, scale * 999.0)
-        clock.t = f0 + length + 1.0  # past the window's end, within the grace
-        await tick(daemon)
-        assert daemon.windows.counts()["records"] == 0
-
-        clock.t = f0 + length + 2.5
-        await tick(daemon)
+        assert daemon.windows.counts()["records"] == 2
         await col.wait_for(lambda c: all(len(published(c, d)) == 1 for d in ("cp1", "cp2")))
         for dev in ("cp1", "cp2"):  # too late for the closed window: dropped, not re-sent
             feed(daemon, clock, dev, f0 + length - 0.1, 7777.0, 7777.0)

@@ -48,8 +48,9 @@ def test_basic_windows_are_quarter_hours() -> None:
     th = Windows({"m1": BASIC}, clock=clock)
     for i in range(60):  # one sample per 30 s over 30 minutes, starting at 12:00:10
         th.add(s("m1", T0 + 10 + 30 * i, energy_import=1000.0 + i, power_active=float(i)))
-    assert th.due(T0 + 900 + 1.9) == []  # still inside the grace
-    (first,) = th.due(T0 + 900 + 2.0)
+    # The sample at 12:15:10 lies past the first window: it is complete, closed at once.
+    (first,) = th.take_ready()
+    assert th.due(T0 + 900 + 2.0) == []
     assert first.window_start == T0 and first.window_length == 900
     minute = datetime.fromtimestamp(first.window_start, UTC).minute
     assert minute == 0
@@ -59,6 +60,8 @@ def test_basic_windows_are_quarter_hours() -> None:
     assert first.values["energy_import"].mean is None
     p = first.values["power_active"]
     assert (p.mean, p.min, p.max, p.last, p.count) == (14.5, 0.0, 29.0, 29.0, 30)
+    # Nothing lies past the second window: it waits out the grace like a missed poll.
+    assert th.due(T0 + 1800 + 1.9) == []  # still inside the grace
     (second,) = th.due(T0 + 1800 + 2)
     assert datetime.fromtimestamp(second.window_start, UTC).minute == 15
     assert th.due(T0 + 3600) == []
@@ -89,7 +92,7 @@ def test_professional_windows_are_seconds() -> None:
     for k in range(4):
         th.add(s("m", T0 + k + 0.25, power_active=1.0))
         th.add(s("m", T0 + k + 0.75, power_active=3.0))
-    records = th.due(T0 + 4.5)
+    records = th.take_ready() + th.due(T0 + 4.5)
     assert [(r.window_start - T0, r.values["power_active"].mean) for r in records] == [
         (0, 2.0),
         (1, 2.0),
@@ -110,13 +113,34 @@ def test_late_sample_for_closed_window_is_dropped_and_counted() -> None:
 def test_late_sample_within_grace_is_taken() -> None:
     th = Windows({"m": LIMITED}, grace=2.0, clock=FakeClock(T0))
     th.add(s("m", T0 + 10, energy_import=5.0))
-    th.add(s("m", T0 + 60.5, energy_import=7.0))  # next window opened already
-    assert th.due(T0 + 61) == []
+    assert th.due(T0 + 61) == []  # ended, but nothing says it is complete: the grace holds
     th.add(s("m", T0 + 59.9, energy_import=6.0))  # arrives late, still within the grace
     (r,) = th.due(T0 + 62)
     assert r.values["energy_import"].last == 6.0
     assert r.values["energy_import"].ts == T0 + 59.9
     assert th.counts()["late"] == 0
+
+
+def test_a_sample_past_the_end_completes_the_window_at_once() -> None:
+    th = Windows({"m": LIMITED}, grace=2.0, clock=FakeClock(T0))
+    th.add(s("m", T0 + 10, energy_import=5.0))
+    assert th.take_ready() == []
+    th.add(s("m", T0 + 60.5, energy_import=7.0))  # the next window: the first is complete
+    (r,) = th.take_ready()
+    assert (r.window_start, r.values["energy_import"].last) == (T0, 5.0)
+    th.add(s("m", T0 + 59.9, energy_import=6.0))  # too late for a closed window
+    assert th.counts()["late"] == 1
+    assert th.due(T0 + 62) == [] and [x.window_start for x in th.flush()] == [T0 + 60]
+
+
+def test_the_poll_schedule_completes_the_window_without_waiting() -> None:
+    th = Windows({"m": PROFESSIONAL}, grace=2.0, clock=FakeClock(T0))
+    th.add(Sample("m", T0 + 0.3, {"power_active": 1.0}, next_at=T0 + 0.8))
+    assert th.take_ready() == []  # the next poll may still fall into [0, 1)
+    th.add(Sample("m", T0 + 0.8, {"power_active": 3.0}, next_at=T0 + 1.3))
+    (r,) = th.take_ready()  # no further sample can: closed with its read
+    assert (r.window_start, r.values["power_active"].mean) == (T0, 2.0)
+    assert th.due(T0 + 3.0) == []
 
 
 def test_counter_last_is_by_timestamp_not_arrival() -> None:
@@ -292,18 +316,35 @@ def test_property_one_aligned_record_per_device_window(
     records: list[Record] = []
     accepted: dict[tuple[str, float], list[Sample]] = defaultdict(list)
     cutoff = -math.inf
+    # The model: a device's open windows close when their grace has passed or when a
+    # sample of the device lies past their end; a sample is late when its window ended
+    # before the cutoff or lies before the end of a window of its device already closed.
+    open_ends: dict[str, dict[float, float]] = defaultdict(dict)
+    floor: dict[str, float] = defaultdict(lambda: -math.inf)
+
+    def close(device: str, upto: float) -> None:
+        for begin, end in list(open_ends[device].items()):
+            if end <= upto:
+                del open_ends[device][begin]
+                floor[device] = max(floor[device], end)
+
     for arrival, sample in events:
         records += th.due(arrival)
         cutoff = max(cutoff, arrival - grace)
-        length = intervals[sample.device_id]
+        for d in DEVICES:
+            close(d, cutoff)
+        dev = sample.device_id
+        length = intervals[dev]
         start = math.floor(sample.timestamp / length) * length
         late_before = th.counts()["late"]
         th.add(sample)
+        records += th.take_ready()
         late = th.counts()["late"] > late_before
-        # Dropped exactly when its window had already closed.
-        assert late == (start + length <= cutoff)
+        assert late == (start + length <= cutoff or start < floor[dev])
         if not late:
-            accepted[(sample.device_id, start)].append(sample)
+            accepted[(dev, start)].append(sample)
+            open_ends[dev][start] = start + length
+            close(dev, sample.timestamp)
     records += th.flush()
 
     keys = [(r.device_id, r.window_start) for r in records]
@@ -372,6 +413,7 @@ def test_property_reload_switches_at_next_window(
             switch = (math.floor(t / old) + 1) * old
         records += th.due(t)
         th.add(s("m", t, power_active=1.0))
+        records += th.take_ready()
         t += period
     records += th.flush()
     previous_end = -math.inf
