@@ -144,16 +144,16 @@ def install_bench_licence(directory: Path, devices: int) -> None:
     install_test_licence(directory, TEST_KEY, "capacity", capacity=devices + 1, days=2)
 
 
-def start_daemon(edged: str, config: Path, work: Path) -> subprocess.Popen[bytes]:
+def start_daemon(python: str, config: Path, work: Path) -> subprocess.Popen[bytes]:
     """``edged run -c config`` with its log in work/edged.log."""
     with (work / "edged.log").open("wb") as log:
         return subprocess.Popen(
-            [edged, "run", "-c", str(config)],
+            # The bench licence is signed with the test key: the checkout's launcher trusts it.
+            [python, "-m", "tools.licensing.trusting", "run", "-c", str(config)],
             cwd=work,
             stderr=log,
             preexec_fn=raise_nofile,
-            # The bench licence is signed with the test key, trusted only from a source tree.
-            env=dict(os.environ, EDGED_TRUST_TEST_KEYS="1"),
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
         )
 
 
@@ -238,7 +238,7 @@ async def run_daemon(sims: list[SimProcess], args: argparse.Namespace) -> dict[s
                             received[0] += 1
 
                 pumper = asyncio.create_task(pump())
-                daemon = start_daemon(args.edged, config, work)
+                daemon = start_daemon(args.python, config, work)
                 try:
                     result = await measure(sims, daemon.pid, args.warmup, args.duration,
                                            received)  # fmt: skip
@@ -273,7 +273,11 @@ def main() -> int:
         action="store_true",
         help="poll with the driver inside this process instead of `edged run`",
     )
-    ap.add_argument("--edged", default=str(ROOT / ".venv" / "bin" / "edged"))
+    ap.add_argument(
+        "--python",
+        default=str(ROOT / ".venv" / "bin" / "python"),
+        help="interpreter of the edged under test (default: the checkout's .venv)",
+    )
     args = ap.parse_args()
     raise_nofile()
     half = args.count // 2

@@ -3,8 +3,8 @@
 Everything runs on loopback with the demo configuration in ``config/demo/``; its state
 (outbox, licences, logs) goes to ``var/demo/`` in the checkout, which git ignores. The trial
 licence is signed with the TEST key of the source checkout (``edged license demo-trial``,
-through ``tools/licensing``), which the demo daemon trusts because it runs from the checkout
-with ``EDGED_TRUST_TEST_KEYS=1``.
+through ``tools/licensing``), which the demo daemon trusts because it is started through the
+checkout's launcher ``python -m tools.licensing.trusting`` (no environment variable does it).
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ OCPP_SIM = (
 
 
 def _edged(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edged.cli", *args]
+    # The checkout's launcher: the edged CLI with the TEST key handed to the licence store.
+    return [sys.executable, "-m", "tools.licensing.trusting", *args]
 
 
 def _wait_port(port: int, timeout: float = 10.0) -> None:
@@ -78,7 +79,10 @@ def _start(
 ) -> subprocess.Popen[bytes]:
     fh = log.open("ab")
     return subprocess.Popen(
-        args, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        args,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
 
 
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "listener 18830 127.0.0.1\nallow_anonymous true\npersistence false\n"
     )
     procs: list[subprocess.Popen[bytes]] = []
-    env = {"EDGED_TRUST_TEST_KEYS": "1"}
+    env = {"PYTHONPATH": str(ROOT)}
     try:
         procs.append(_start([mosq, "-c", str(var / "mosquitto.conf")], logs / "mosquitto.log"))
         _wait_port(18830)

@@ -3,6 +3,12 @@
 #   sudo make install                      # /opt/edged + unit + sysusers + tmpfiles + /etc/edged
 #   make install DESTDIR=/tmp/pkg          # staged tree for packaging (no system changes)
 #   sudo make uninstall                    # keeps /etc/edged, /var/lib/edged, licences
+#   sudo make install RELEASE_KIND=update  # override the release kind (update/platform)
+#
+# Maintenance gate: installing a *feature* release over another installed version needs a
+# maintenance licence covering its release date or an upgrade licence for that version, in
+# LICENCE_DIR; otherwise `make install` stops before changing anything and says why.
+# Update and platform releases, first installations and reinstalls need no licence.
 #
 # The daemon lives in its own virtualenv under $(PREFIX) with the pinned
 # dependencies from PyPI, so it never depends on or disturbs system Python packages.
@@ -20,15 +26,34 @@ TMPFILESDIR   ?= /usr/lib/tmpfiles.d
 CONFDIR       ?= /etc/edged
 BINLINK       ?= /usr/bin/edged
 PIP_INSTALL_ARGS ?=
+LICENCE_DIR   ?= /var/lib/edged-licences
+# Empty: the kind the release declares (edged/licensing/release.py).
+RELEASE_KIND  ?=
+# Runs the gate from this checkout (tools/ is not part of the installed package) with an
+# interpreter that has edged's dependencies: the installed venv's, else the checkout's.
+GATE_PYTHON   ?= $(firstword $(wildcard $(INSTALL_ROOT)/bin/python .venv/bin/python) python3)
 
 INSTALL_ROOT := $(DESTDIR)$(PREFIX)
 INSTALL_SRC  := pyproject.toml README.md edged drivers
 
-.PHONY: install install-venv install-files install-activate uninstall check-unit
+.PHONY: install install-gate install-venv install-files install-activate uninstall check-unit
 
-install: install-venv install-files install-activate
+# The gate first, alone: nothing is touched when it refuses (also under make -j).
+install: install-gate
+	$(MAKE) --no-print-directory install-venv install-files install-activate
 	@echo "edged installed in $(INSTALL_ROOT); next: edit $(CONFDIR)/edged.toml, then"
 	@echo "  systemctl enable --now edged"
+
+# The installed tree records its release (VERSION DATE KIND) for the next gate.
+RELEASE_FILE := $(INSTALL_ROOT)/share/edged/release
+
+install-gate:
+	@if [ ! -e $(RELEASE_FILE) ]; then \
+		echo "install gate: first installation in $(INSTALL_ROOT), no maintenance licence needed"; \
+	else \
+		PYTHONPATH=$(CURDIR) $(GATE_PYTHON) -m tools.licensing.gate --dir $(LICENCE_DIR) \
+			--installed $(RELEASE_FILE) $(if $(RELEASE_KIND),--kind $(RELEASE_KIND)); \
+	fi
 
 # Build from a clean copy of the sources: setuptools reuses a stale build/ directory in
 # the checkout (deleted modules would be shipped) and parallel builds would collide.
@@ -60,8 +85,17 @@ install-files:
 	chmod 0644 $(DESTDIR)$(UNITDIR)/edged.service
 	install -m 0644 systemd/edged.sysusers $(DESTDIR)$(SYSUSERSDIR)/edged.conf
 	install -m 0644 systemd/edged.tmpfiles $(DESTDIR)$(TMPFILESDIR)/edged.conf
+	@# The install code comes from the DMI product UUID/serial, which the kernel makes
+	@# readable by root only: let the service group read them, so the daemon (User=edged)
+	@# and `sudo -u edged edged license install-code` compute the same code as root does.
+	printf '%s\n' '# edged install code: the DMI identity, readable by the service group' \
+		'z /sys/class/dmi/id/product_uuid   0440 root edged -' \
+		'z /sys/class/dmi/id/product_serial 0440 root edged -' \
+		> $(DESTDIR)$(TMPFILESDIR)/edged-identity.conf
+	chmod 0644 $(DESTDIR)$(TMPFILESDIR)/edged-identity.conf
 	install -m 0644 config/edged.toml $(INSTALL_ROOT)/share/edged/edged.toml.example
 	install -m 0644 docs/service.md $(INSTALL_ROOT)/share/doc/edged/service.md
+	PYTHONPATH=$(CURDIR) $(GATE_PYTHON) -m tools.licensing.gate --release > $(RELEASE_FILE)
 	@# The configuration belongs to the operator: never overwrite it.
 	if [ -e $(DESTDIR)$(CONFDIR)/edged.toml ]; then \
 		echo "keeping existing $(DESTDIR)$(CONFDIR)/edged.toml" \
@@ -77,6 +111,7 @@ install-activate:
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemd-sysusers edged.conf && \
 		systemd-tmpfiles --create edged.conf && \
+		{ systemd-tmpfiles --create edged-identity.conf || true; } && \
 		systemctl daemon-reload && \
 		{ ! systemctl is-active -q edged || echo "edged is running: systemctl restart edged"; }; \
 	fi
@@ -86,7 +121,7 @@ uninstall:
 		systemctl disable --now edged.service || true; \
 	fi
 	rm -f $(DESTDIR)$(UNITDIR)/edged.service $(DESTDIR)$(SYSUSERSDIR)/edged.conf \
-		$(DESTDIR)$(TMPFILESDIR)/edged.conf
+		$(DESTDIR)$(TMPFILESDIR)/edged.conf $(DESTDIR)$(TMPFILESDIR)/edged-identity.conf
 	if [ -L $(DESTDIR)$(BINLINK) ]; then rm -f $(DESTDIR)$(BINLINK); fi
 	rm -rf $(INSTALL_ROOT)
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

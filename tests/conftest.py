@@ -18,7 +18,14 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from edged.licensing.keys import trust_in_this_process, with_test_keys
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+# Daemons and CLIs run inside the test process trust the TEST licence key, handed over in
+# code (no environment variable can do this; see edged/licensing/keys.py). Tests of the
+# production rule build their stores with keys=production_keys().
+trust_in_this_process(with_test_keys())
 
 
 def free_port() -> int:

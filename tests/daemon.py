@@ -59,13 +59,20 @@ class Proc:
         return self.proc.returncode
 
 
-# The daemon and CLI trust the committed TEST licence key only with this (from a checkout).
-TRUST = {"EDGED_TRUST_TEST_KEYS": "1"}
+# The checkout's root: the launcher below (tools/licensing/trusting.py) lives there.
+ROOT = Path(__file__).resolve().parent.parent
+# Environment for edged child processes: the launcher must be importable whatever the cwd.
+# (No environment variable makes edged trust the TEST key; the launcher does it in code.)
+TRUST = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 
 
 def edged(*args: str) -> list[str]:
-    """Command line of the edged CLI in this interpreter."""
-    return [sys.executable, "-m", "edged.cli", *args]
+    """Command line of the edged CLI in this interpreter, trusting the TEST licence key.
+
+    It runs through the checkout's launcher ``tools.licensing.trusting``, which hands the
+    test key to the licence store in code; the installed ``edged`` never trusts it.
+    """
+    return [sys.executable, "-m", "tools.licensing.trusting", *args]
 
 
 def modbus_sim_cmd(port: int, *, meters: int = 2, profile: str = "eastron_sdm630") -> list[str]:

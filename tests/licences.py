@@ -1,7 +1,8 @@
 """Licences for end-to-end tests: signed with the TEST key, bound to this machine.
 
-A daemon started as a child process trusts them when its environment has
-``EDGED_TRUST_TEST_KEYS=1`` (it runs from this source tree).
+A daemon started as a child process trusts them when it runs through the checkout's launcher
+(``tests.daemon.edged`` / ``python -m tools.licensing.trusting``); no environment variable
+makes edged trust the test key.
 """
 
 from __future__ import annotations

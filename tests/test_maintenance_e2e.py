@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from edged.licensing import RELEASE_VERSION
 from edged.licensing.licence import Licence
 from tests.conftest import Broker, Collector, subscribe
 from tests.daemon import Proc, run_edged, start_daemon, write_config
@@ -154,3 +155,29 @@ async def test_no_warning_before_the_first_configured_day(tmp_path: Path, broker
             assert daemon.stop() == 0
     assert maintenance_lines(daemon) == []
     assert maintenance_events(col) == []
+    # maintenance runs 45 more days: this release (published before) is covered
+    assert "not covered by a licence" not in daemon.text()
+    assert [e for e in col.json(f"{GW}/events") if e.get("kind") == "release_not_covered"] == []
+
+
+async def test_daemon_on_an_uncovered_feature_release_logs_and_publishes_it(
+    tmp_path: Path, broker: Broker
+) -> None:
+    # Issue 16 item 4: a capacity licence but no maintenance licence for this feature release.
+    cfg = write_config(tmp_path, "", mqtt_port=broker.port, capacity=3)
+    async with subscribe(broker.port, f"{GW}/#") as col:
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
+        try:
+            await wait_log(daemon, "this release is not covered by a licence")
+            await col.wait_for(
+                lambda c: any(e.get("kind") == "release_not_covered" for e in c.json("/events"))
+            )
+        finally:
+            assert daemon.stop() == 0
+    (line,) = [ln for ln in daemon.text().splitlines() if "not covered by a licence" in ln]
+    print(line)
+    assert "WARNING" in line and f"version={RELEASE_VERSION} kind=feature" in line
+    (event,) = [e for e in col.json(f"{GW}/events") if e.get("kind") == "release_not_covered"]
+    print(event)
+    assert event["version"] == RELEASE_VERSION
+    assert "needs a maintenance licence or an upgrade licence" in event["reason"]

@@ -237,7 +237,6 @@ def test_daemon_under_systemd_logs_for_journald_and_serves_metrics(
     st = os.fstat(err.fileno())
     env = {
         **os.environ,
-        "EDGED_TRUST_TEST_KEYS": "1",
         "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
         "WATCHDOG_USEC": "1000000",
         # What systemd sets when stderr is connected to the journal.

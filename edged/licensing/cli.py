@@ -13,7 +13,7 @@ from edged import config
 from edged.errors import ConfigError, LicenceError
 from edged.licensing.counting import Admission, capacity_at, maintenance_at, plan_admission
 from edged.licensing.keys import running_from_source
-from edged.licensing.licence import iso_time
+from edged.licensing.licence import Licence, iso_time
 from edged.licensing.release import (
     RELEASE_DATE,
     RELEASE_KIND,
@@ -22,6 +22,7 @@ from edged.licensing.release import (
     covers,
     release_kind,
 )
+from edged.licensing.state import LicenceState
 from edged.licensing.store import DEFAULT_DIRECTORY, Evaluation, LicenceStore
 from edged.model import DeviceSpec
 
@@ -44,15 +45,17 @@ class _Context:
         self.warn_days: Sequence[int] = DEFAULT_WARN_DAYS
         self.tolerance = 3600.0
         directory: Path = DEFAULT_DIRECTORY
+        history: tuple[Path, ...] = ()
         if args.config is not None:
             cfg = config.load(args.config)
             self.devices = cfg.devices
             self.warn_days = cfg.licensing.warn_days
             self.tolerance = cfg.licensing.clock_tolerance
             directory = cfg.licensing.directory
+            history = (cfg.gateway.data_dir,)
         if args.dir is not None:
             directory = args.dir
-        self.store = LicenceStore(directory, tolerance=self.tolerance)
+        self.store = LicenceStore(directory, tolerance=self.tolerance, history=history)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -174,7 +177,38 @@ def _show(ctx: _Context, args: argparse.Namespace) -> int:
     _out()
     for line in format_summary(ev, ctx.devices, ctx.warn_days):
         _out(line)
+    _out()
+    for line in format_history(ev.history):
+        _out(line)
     return 0
+
+
+def format_history(state: LicenceState | None) -> list[str]:
+    """What the licence history remembers: trials, releases, expiries, repairs."""
+    if state is None:
+        return []
+    pad = " " * 15
+
+    def ids(items: Sequence[str]) -> str:
+        return ", ".join(items) if items else "none"
+
+    lines = [
+        f"history        trials used: {ids(sorted(state.trials))}",
+        pad + "released: " + ids([f"{lid} ({iso_time(when)})" for lid, when in state.released]),
+        f"{pad}seen expired: {ids(sorted(state.expired))}",
+    ]
+    if state.revoked:
+        lines.append(f"{pad}disabled by a repair: {ids(sorted(state.revoked))}")
+    if state.history_lost is not None:
+        lines.append(
+            f"{pad}history lost or altered on {iso_time(state.history_lost)}: "
+            "no trial can be activated"
+        )
+    if not state.repairs:
+        lines.append(f"{pad}repairs: none")
+    for when, what in state.repairs:
+        lines.append(f"{pad}repair {iso_time(when)}: {what}")
+    return lines
 
 
 def format_table(ev: Evaluation) -> list[str]:
@@ -250,23 +284,24 @@ def _demo_trial(ctx: _Context, args: argparse.Namespace) -> int:
     # The signing code (tools/licensing) and the TEST key (tests/licensing/keys) exist only in
     # a source checkout, never in the wheel. The trial then goes through the normal trust
     # rule: it only activates where the test key is trusted.
+    # Only the checkout's tools trust the TEST key (for this activation); the daemon counts
+    # the trial only when started through the checkout's launcher, tools.licensing.trusting.
     checkout = Path(__file__).resolve().parents[2]
     if not running_from_source() or not (checkout / "tools" / "licensing" / "demo.py").is_file():
         _err(
             "demo-trial needs a source checkout of edged (it signs with tools/licensing and "
             "the TEST key in tests/licensing/keys); in the checkout run: "
-            "EDGED_TRUST_TEST_KEYS=1 .venv/bin/python -m edged.cli license demo-trial --dir DIR"
+            ".venv/bin/python -m tools.licensing.trusting license demo-trial --dir DIR"
         )
         return 1
-    if any(e.licence and e.licence.kind == "trial" for e in ctx.store.evaluate().entries):
-        _out("a trial licence is already installed")
-        return 0
     if str(checkout) not in sys.path:
         sys.path.insert(0, str(checkout))
     demo = importlib.import_module("tools.licensing.demo")
-    issue_demo_trial: Callable[[str, Path], bytes] = demo.issue_demo_trial
-    data = issue_demo_trial(ctx.store.install_code, args.key or demo.TEST_KEY)
-    lic = ctx.store.activate(data)
+    activate: Callable[[Path, Path], Licence | None] = demo.activate_demo_trial
+    lic = activate(ctx.store.directory, args.key or demo.TEST_KEY)
+    if lic is None:
+        _out("a trial licence is already installed")
+        return 0
     _out(f"activated demo trial {lic.id} (TEST key, capacity {lic.capacity})")
     return 0
 

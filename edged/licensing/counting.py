@@ -1,7 +1,7 @@
 """Counting rules: how many capacity units a configuration uses, and what is licensed when.
 
-- the gateway counts 1, but only when it provisions at least one device (a pure
-  router/pass-through gateway needs no capacity licence);
+- the gateway always counts 1, also with no devices configured (a pure router/pass-through
+  gateway refuses nothing, so it runs without any licence, but the count still shows it);
 - every device counts 1; devices that share a ``licence_group`` (one I/O module showing
   up as several logical devices) count 1 together;
 - devices are admitted in config order until the capacity is used; the rest are
@@ -32,24 +32,24 @@ class Admission:
 
 
 def _unit(dev: DeviceSpec) -> tuple[str, str]:
-    # Tuples keep group names and device ids in separate namespaces.
-    return ("group", dev.licence_group) if dev.licence_group else ("device", dev.id)
+    # Tuples keep group names and device ids in separate namespaces. edged.config refuses a
+    # group that is not one module; the connection and address in the key make sure that
+    # devices built any other way never share a unit across connections or addresses.
+    if dev.licence_group:
+        return ("group", f"{dev.licence_group}\0{dev.connection}\0{dev.address!r}")
+    return ("device", dev.id)
 
 
 def units_needed(devices: Sequence[DeviceSpec]) -> int:
-    """Capacity units needed to admit every device (gateway included when there is one)."""
-    if not devices:
-        return 0
+    """Capacity units needed to admit every device (the gateway included, always 1)."""
     return 1 + len({_unit(d) for d in devices})
 
 
 def plan_admission(devices: Sequence[DeviceSpec], capacity: int) -> Admission:
     """Admit devices in config order until ``capacity`` units are used."""
-    if not devices:
-        return Admission((), (), 0, capacity)
-    if capacity < 1:
-        return Admission((), tuple(d.id for d in devices), 0, capacity)
-    used = 1  # the gateway itself
+    used = 1  # the gateway itself, always
+    if capacity < 2:
+        return Admission((), tuple(d.id for d in devices), used, capacity)
     admitted_units: set[tuple[str, str]] = set()
     refused_units: set[tuple[str, str]] = set()
     admitted: list[str] = []
@@ -66,8 +66,7 @@ def plan_admission(devices: Sequence[DeviceSpec], capacity: int) -> Admission:
             # A group refused once stays refused, so one module is never half-provisioned.
             refused_units.add(unit)
             unlicensed.append(dev.id)
-    # With no device admitted the gateway provisions nothing and uses no capacity.
-    return Admission(tuple(admitted), tuple(unlicensed), used if admitted else 0, capacity)
+    return Admission(tuple(admitted), tuple(unlicensed), used, capacity)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,13 @@ from typing import Protocol
 
 from edged.licensing.counting import CapacityWindow, MaintenanceStatus
 from edged.licensing.keys import KeyRing
+from edged.licensing.release import (
+    RELEASE_DATE,
+    RELEASE_KIND,
+    RELEASE_VERSION,
+    Coverage,
+    covers,
+)
 from edged.licensing.store import LicenceStore
 from edged.model import DeviceSpec
 
@@ -29,11 +36,21 @@ class LicensingSettings(Protocol):
     def clock_tolerance(self) -> float: ...
 
 
+class GatewaySettings(Protocol):
+    """The ``[gateway]`` section: its data directory keeps a copy of the licence history."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+
 class LicensedConfig(Protocol):
     """The parts of a loaded config that licensing needs."""
 
     @property
     def devices(self) -> tuple[DeviceSpec, ...]: ...
+
+    @property
+    def gateway(self) -> GatewaySettings: ...
 
     @property
     def licensing(self) -> LicensingSettings: ...
@@ -58,9 +75,15 @@ def open_store(
     *,
     install_code: str | None = None,
     keys: KeyRing | None = None,
+    history: Sequence[Path] = (),
 ) -> LicenceStore:
-    """A store that evaluates at ``now`` (the supervisor's clock)."""
-    return LicenceStore(directory, install_code, lambda: now, keys=keys, tolerance=tolerance)
+    """A store that evaluates at ``now`` (the supervisor's clock).
+
+    ``history``: directories keeping another copy of the licence history (the data dir).
+    """
+    return LicenceStore(
+        directory, install_code, lambda: now, keys=keys, tolerance=tolerance, history=history
+    )
 
 
 def capacity(directory: Path, now: float, tolerance: float = 3600.0) -> CapacityWindow:
@@ -76,9 +99,12 @@ def admit_devices(
     *,
     install_code: str | None = None,
     keys: KeyRing | None = None,
+    history: Sequence[Path] = (),
 ) -> AdmissionResult:
     """Which of ``devices`` are licensed at ``now``."""
-    store = open_store(directory, now, tolerance, install_code=install_code, keys=keys)
+    store = open_store(
+        directory, now, tolerance, install_code=install_code, keys=keys, history=history
+    )
     gate = store.admission(devices)
     adm = gate.admission
     admitted = set(adm.admitted)
@@ -94,10 +120,26 @@ def admit_devices(
 
 def admit(config: LicensedConfig, directory: Path, now: float) -> AdmissionResult:
     """Which configured devices are licensed at ``now`` (licences read from ``directory``)."""
-    return admit_devices(config.devices, directory, now, config.licensing.clock_tolerance)
+    return admit_devices(
+        config.devices,
+        directory,
+        now,
+        config.licensing.clock_tolerance,
+        history=(config.gateway.data_dir,),
+    )
+
+
+def release_coverage(config: LicensedConfig, directory: Path, now: float) -> Coverage:
+    """Whether the installed licences cover this running release (RELEASE_VERSION/KIND)."""
+    store = open_store(
+        directory, now, config.licensing.clock_tolerance, history=(config.gateway.data_dir,)
+    )
+    return covers(RELEASE_VERSION, RELEASE_DATE, RELEASE_KIND, store.evaluate().genuine())
 
 
 def maintenance(config: LicensedConfig, directory: Path, now: float) -> MaintenanceStatus:
     """Maintenance end and the warning due at ``now`` for ``[licensing] warn_days``."""
-    store = open_store(directory, now, config.licensing.clock_tolerance)
+    store = open_store(
+        directory, now, config.licensing.clock_tolerance, history=(config.gateway.data_dir,)
+    )
     return store.maintenance(config.licensing.warn_days)

@@ -1,16 +1,17 @@
-"""Vendor public keys built into edged, and the rule for when the test key is trusted.
+"""Vendor public keys built into edged, and how a process comes to trust the test key.
 
-The production key is the only key a deployed gateway trusts. The test/demo key's private
-half is committed with the tests, so trusting it must need more than a config edit: both
-``EDGED_TRUST_TEST_KEYS=1`` in the process environment *and* edged running from a source
-checkout (its package directory sits beside ``pyproject.toml`` and outside any
-``site-packages``). A wheel-installed gateway therefore never trusts it.
+The production key is the only key a gateway trusts. The test/demo key's private half is
+committed with the tests, so nothing a gateway's operator can set at run time makes edged
+trust it: no environment variable, no config key, no file beside the package. Code that
+wants it hands it over explicitly: a store built with ``keys=with_test_keys()`` (tests), or
+:func:`trust_in_this_process` called by the source checkout's launcher
+``python -m tools.licensing.trusting …`` (end-to-end tests and ``make demo``), which is not
+part of the ``edged`` package.
 """
 
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 PRODUCTION_KEY_ID = "edged-vendor-2026"
 TEST_KEY_ID = "edged-test-2026"
-TRUST_TEST_KEYS_ENV = "EDGED_TRUST_TEST_KEYS"
 
 # Raw 32-byte Ed25519 public keys, base64.
 PRODUCTION_PUBLIC_KEYS: Mapping[str, str] = MappingProxyType(
@@ -66,21 +66,26 @@ def with_test_keys() -> KeyRing:
 
 
 def running_from_source(package_dir: Path | None = None) -> bool:
-    """True when edged runs from a source checkout rather than an installed wheel."""
+    """True when edged runs from a source checkout (used only to explain demo-trial)."""
     pkg = (package_dir or Path(__file__).resolve().parent.parent).resolve()
     if any(part in ("site-packages", "dist-packages") for part in pkg.parts):
         return False
     return (pkg.parent / "pyproject.toml").is_file()
 
 
-def may_trust_test_keys(
-    environ: Mapping[str, str] | None = None, package_dir: Path | None = None
-) -> bool:
-    """Whether this process may trust the test key (environment variable *and* source tree)."""
-    env = os.environ if environ is None else environ
-    return env.get(TRUST_TEST_KEYS_ENV) == "1" and running_from_source(package_dir)
+_process_keys: KeyRing | None = None
 
 
-def trusted_keys(environ: Mapping[str, str] | None = None) -> KeyRing:
-    """The key ring for this process: production, plus test keys only when allowed."""
-    return with_test_keys() if may_trust_test_keys(environ) else production_keys()
+def trust_in_this_process(keys: KeyRing) -> None:
+    """Make stores created later in this process without ``keys=`` trust ``keys``.
+
+    Only code can call this (the checkout's launcher and tests); the installed ``edged``
+    command never does, whatever its environment or configuration says.
+    """
+    global _process_keys
+    _process_keys = keys
+
+
+def trusted_keys() -> KeyRing:
+    """The key ring for this process: production only, unless code handed over another."""
+    return _process_keys if _process_keys is not None else production_keys()

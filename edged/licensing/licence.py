@@ -30,8 +30,8 @@ LicenceKind = Literal["capacity", "trial", "maintenance", "upgrade"]
 KINDS: tuple[LicenceKind, ...] = ("capacity", "trial", "maintenance", "upgrade")
 TRIAL_CAPACITY = 5
 TRIAL_DAYS = 30
-# A trial may be issued for a calendar month; anything longer is not a trial.
-TRIAL_MAX_SECONDS = 31 * 86400
+# A trial lasts at most 30 days (the "1 month" of the rules); anything longer is not a trial.
+TRIAL_MAX_SECONDS = TRIAL_DAYS * 86400
 MAX_CAPACITY = 100_000
 
 _FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -219,7 +219,9 @@ def check_rules(lic: Licence) -> None:
         if lic.capacity > TRIAL_CAPACITY:
             raise LicenceError(f"licence {lic.id}: a trial grants at most {TRIAL_CAPACITY}")
         if lic.valid_until is None or lic.valid_until - lic.issued > TRIAL_MAX_SECONDS:
-            raise LicenceError(f"licence {lic.id}: a trial must end within one month")
+            raise LicenceError(
+                f"licence {lic.id}: a trial must end within {TRIAL_DAYS} days (one month)"
+            )
     if lic.kind == "maintenance":
         if lic.valid_until is None:
             raise LicenceError(f"licence {lic.id}: a maintenance licence needs an end date")

@@ -8,6 +8,7 @@ daemon runs them in a thread (``asyncio.to_thread``).
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import time
@@ -31,7 +32,7 @@ from edged.licensing.counting import (
     plan_admission,
 )
 from edged.licensing.keys import KeyRing, trusted_keys
-from edged.licensing.licence import Licence, iso_time, parse, verify
+from edged.licensing.licence import Licence, iso_time, parse, parse_time, verify
 from edged.licensing.release import Coverage, ReleaseKind, covers
 from edged.licensing.state import LicenceState
 from edged.model import DeviceSpec
@@ -46,6 +47,14 @@ LOCK_FILE = ".lock"
 _TOUCH_INTERVAL = 60.0
 
 Status = Literal["valid", "pending", "expired", "invalid"]
+
+
+def _restrict(state: LicenceState, other: LicenceState) -> LicenceState:
+    """``state`` with every restriction of ``other`` added (its active ids are ignored)."""
+    merged = statefile.merge(state, replace(other, active=state.active))
+    return replace(merged, generation=state.generation)
+
+
 _REVOKED = (
     "disabled: the licence state was altered or lost, and a time-limited licence "
     "cannot be trusted after that"
@@ -71,6 +80,8 @@ class Evaluation:
     entries: tuple[LicenceEntry, ...]
     now: float
     clock_warning: str | None
+    # The licence history as it stands after this evaluation (for `license show`).
+    history: LicenceState | None = None
 
     def valid(self) -> list[Licence]:
         """Licences valid at ``now``."""
@@ -112,8 +123,16 @@ class LicenceStore:
         *,
         keys: KeyRing | None = None,
         tolerance: float = 3600.0,
+        history: Sequence[Path | str] = (),
+        identity: Sequence[codes.IdentitySource] | None = None,
+        read_only: bool = False,
     ):
         self.directory = Path(directory)
+        # Directories that keep another signed copy of the licence history (the data dir).
+        # read_only: evaluate without writing anything (installer checks run as root).
+        self._read_only = read_only
+        self._identity = tuple(identity) if identity is not None else codes.DEFAULT_SOURCES
+        self._copies = tuple(Path(d) / statefile.HISTORY_FILE for d in history)
         self._install_code = codes.normalise(install_code) if install_code else None
         self._clock = clock
         self._keys = keys if keys is not None else trusted_keys()
@@ -123,7 +142,7 @@ class LicenceStore:
     def install_code(self) -> str:
         """This gateway's install code."""
         if self._install_code is None:
-            self._install_code = codes.install_code(self.directory)
+            self._install_code = codes.install_code(self.directory, self._identity)
         return self._install_code
 
     @property
@@ -135,6 +154,9 @@ class LicenceStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
+        if self._read_only:
+            yield  # files are replaced atomically, so a reader needs no lock
+            return
         # The daemon and the CLI may both write; an advisory lock serialises them.
         self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
         (self.directory / LICENCE_DIR).mkdir(mode=0o750, exist_ok=True)
@@ -155,10 +177,12 @@ class LicenceStore:
             return {}
         return {p.stem: p for p in sorted(folder.glob("*.lic"))}
 
-    def _load_state(self) -> statefile.LoadedState:
-        return statefile.load(self.directory, self.install_code, bool(self._files()))
-
-    def _save_state(self, state: LicenceState, *, strict: bool) -> None:
+    def _save_state(self, state: LicenceState, *, strict: bool) -> LicenceState:
+        if self._read_only:
+            if strict:
+                raise LicenceError("this licence store is read-only")
+            return state
+        state = replace(state, generation=state.generation + 1)
         try:
             statefile.save(self.directory, state)
         except (OSError, LicenceError) as exc:
@@ -167,50 +191,132 @@ class LicenceStore:
                     f"cannot write the licence state in {self.directory}: {exc}"
                 ) from None
             log.warning("cannot write licence state dir=%s error=%s", self.directory, exc)
+            return state
+        for path in self._copies:
+            # A copy that cannot be written is only older next time, never wrong.
+            try:
+                statefile.save_copy(self.directory, state, path)
+            except (OSError, LicenceError) as exc:
+                log.warning("cannot write licence history copy path=%s error=%s", path, exc)
+        return state
 
-    def _state(self, now: float) -> LicenceState:
-        loaded = self._load_state()
-        if loaded.altered is None:
-            return loaded.state
-        return self._repair(loaded, now)
+    def _evidence(self) -> bool:
+        # Anything that shows this directory was used before (the key comes with the state).
+        return (
+            bool(self._files())
+            or any((self.directory / RECEIPT_DIR).glob("*.json"))
+            or (self.directory / gateway_key.PUBLIC_FILE).exists()
+        )
 
-    def _repair(self, loaded: statefile.LoadedState, now: float) -> LicenceState:
-        # The old content is untrusted, so it may only add restrictions. Licences that
-        # depend on time cannot be judged without a trustworthy history: they are revoked.
-        old = loaded.state
+    def _receipt_releases(self) -> dict[str, float]:
+        # Release receipts are one more record of releases; unchecked, as they only restrict.
+        out: dict[str, float] = {}
+        for path in sorted((self.directory / RECEIPT_DIR).glob("*.json")):
+            try:
+                body = json.loads(path.read_text(encoding="utf-8"))["receipt"]
+                out[str(body["licence_id"])] = parse_time(str(body["released"]))
+            except (OSError, ValueError, KeyError, TypeError, LicenceError):
+                out.setdefault(path.stem, 0.0)
+        return out
+
+    def _state(self, now: float) -> tuple[LicenceState, bool]:
+        """The history, reconciled from every copy; True when it must be written back."""
+        code = self.install_code
+        copies = [statefile.read_copy(self.directory / statefile.STATE_FILE, self.directory, code)]
+        copies += [statefile.read_copy(p, self.directory, code) for p in self._copies]
+        trusted = [c for c in copies if c.trusted]
+        if not trusted and all(c.missing for c in copies) and not self._evidence():
+            return LicenceState(code), True  # a new gateway: nothing to lose
+        if not trusted:
+            return self._rebuild(copies, now), True
+        best = max(trusted, key=lambda c: c.state.generation if c.state else 0)
+        assert best.state is not None
+        state = best.state
+        notes: list[str] = []
+        for c in copies:
+            if c is best:
+                continue
+            if c.trusted and c.state is not None and statefile.covers(state, c.state):
+                continue  # an older genuine copy: brought up to date below
+            if c.trusted and c.state is not None:
+                # Two genuine-looking copies where neither is a later version of the other:
+                # one was edited and re-signed. Every restriction of both counts.
+                log.warning(
+                    "licence history copies disagree; the more restrictive wins path=%s other=%s",
+                    best.path,
+                    c.path,
+                )
+                notes.append(f"{best.path} and {c.path} disagreed; merged to the stricter side")
+                state = statefile.merge(state, c.state)
+                continue
+            if c.state is not None:
+                state = _restrict(state, c.state)
+            notes.append(f"{c.altered}; restored from {best.path}")
+            log.warning("licence history copy restored reason=%s from=%s", c.altered, best.path)
+        receipts = self._receipt_releases()
+        unknown = {lid: t for lid, t in receipts.items() if lid not in state.released_ids()}
+        if unknown:
+            state = _restrict(state, replace(state, released=tuple(unknown.items())))
+            notes.append(f"release receipts for {', '.join(sorted(unknown))} added to the history")
+            log.warning("licence releases restored from receipts ids=%s", ",".join(unknown))
+        if notes:
+            state = replace(state, repairs=(*state.repairs, (now, "; ".join(notes))))
+        stale = any(
+            c is not best and (c.state is None or c.state.body() != state.body()) for c in copies
+        )
+        return state, bool(notes) or stale
+
+    def _rebuild(self, copies: Sequence[statefile.Copy], now: float) -> LicenceState:
+        # No copy of the history can be trusted. What their content says may only add
+        # restrictions; licences that depend on time cannot be judged without a trustworthy
+        # history and are disabled; no trial can be activated any more (an earlier one
+        # cannot be ruled out). A permanent licence proves itself (vendor-signed, bound to
+        # this install code) unless any surviving record says it was released.
+        state = LicenceState(self.install_code)
+        for c in copies:
+            if c.state is not None:
+                state = _restrict(state, c.state)
+        receipts = self._receipt_releases()
+        if receipts:
+            state = _restrict(state, replace(state, released=tuple(receipts.items())))
         active: list[str] = []
-        trials = set(old.trials)
+        trials = set(state.trials)
         timed: set[str] = set()
-        latest = old.last_seen
+        latest = state.last_seen
         for lid, path in self._files().items():
             try:
                 lic = verify(path.read_bytes(), self._keys, self.install_code)
             except (OSError, LicenceError):
                 continue
-            if lic.id != lid:
+            if lic.id != lid or lid in state.released_ids() or lid in state.revoked:
                 continue
-            active.append(lid)
             latest = max(latest, lic.issued)
             if lic.kind == "trial":
                 trials.add(lid)
             if lic.valid_until is not None:
                 timed.add(lid)
-        state = LicenceState(
-            self.install_code,
+            else:
+                active.append(lid)
+        reason = "; ".join(c.altered or "" for c in copies if not c.trusted)
+        what = (
+            f"{reason}; rebuilt from the licence files (disabled: "
+            f"{', '.join(sorted(timed)) or '-'}; no trial can be activated any more)"
+        )
+        state = replace(
+            state,
             last_seen=max(latest, now),
             active=tuple(active),
             trials=tuple(sorted(trials)),
-            expired=old.expired,
-            released=old.released,
-            revoked=old.revoked | timed,
+            revoked=state.revoked | timed,
+            history_lost=state.history_lost if state.history_lost is not None else now,
+            repairs=(*state.repairs, (now, what)),
         )
         log.warning(
             "licence state rebuilt dir=%s reason=%s revoked=%s",
             self.directory,
-            loaded.altered,
+            reason,
             ",".join(sorted(timed)) or "-",
         )
-        self._save_state(state, strict=False)
         return state
 
     # -- time guard --------------------------------------------------------------------
@@ -236,7 +342,7 @@ class LicenceStore:
         """Every licence with status and reason at ``now`` (default: the clock)."""
         clock_now = self._clock() if now is None else now
         with self._locked():
-            state = self._state(clock_now)
+            state, dirty = self._state(clock_now)
             effective, warning = self._effective(state, clock_now)
             entries, newly_expired = self._entries(state, effective)
             updated = replace(
@@ -244,9 +350,9 @@ class LicenceStore:
                 last_seen=max(state.last_seen, effective),
                 expired=state.expired | newly_expired,
             )
-            if newly_expired or updated.last_seen >= state.last_seen + _TOUCH_INTERVAL:
-                self._save_state(updated, strict=False)
-        return Evaluation(tuple(entries), effective, warning)
+            if dirty or newly_expired or updated.last_seen >= state.last_seen + _TOUCH_INTERVAL:
+                updated = self._save_state(updated, strict=False)
+        return Evaluation(tuple(entries), effective, warning, updated)
 
     def _entries(
         self, state: LicenceState, now: float
@@ -254,7 +360,9 @@ class LicenceStore:
         files = self._files()
         entries: list[LicenceEntry] = []
         expired: set[str] = set()
-        ids = list(state.active) + [i for i in files if i not in state.active]
+        # One id is one entry (and counts once), whatever the history lists.
+        ids = list(dict.fromkeys([*state.active, *files]))
+        released = dict(state.released)
         for lid in ids:
             path = files.get(lid)
             if path is None:
@@ -268,6 +376,14 @@ class LicenceStore:
             if lic.id != lid:
                 reason = f"file {path.name} holds licence {lic.id}"
                 entries.append(LicenceEntry(lid, lic, "invalid", reason))
+            elif lid in released:
+                reason = (
+                    f"released from this gateway on {iso_time(released[lid])}; "
+                    "it cannot be activated here again"
+                )
+                entries.append(LicenceEntry(lid, lic, "invalid", reason))
+            elif lid in state.revoked:
+                entries.append(LicenceEntry(lid, lic, "invalid", _REVOKED))
             elif lid not in state.active:
                 reason = "was not activated on this gateway (use `edged license activate`)"
                 entries.append(LicenceEntry(lid, lic, "invalid", reason))
@@ -319,7 +435,7 @@ class LicenceStore:
         """Verify a licence file and install it; LicenceError says why it was refused."""
         lic = verify(data, self._keys, self.install_code)
         with self._locked():
-            state = self._state(self._clock())
+            state, _ = self._state(self._clock())
             now, _ = self._effective(state, self._clock())
             if lic.id in state.revoked:
                 raise LicenceError(f"licence {lic.id} is {_REVOKED}")
@@ -347,6 +463,13 @@ class LicenceStore:
                     f"trial licence {lic.id} refused: this gateway already had trial "
                     f"{earlier_trials[0]} (one trial per install code)"
                 )
+            lost = state.history_lost
+            if lic.kind == "trial" and lost is not None and lic.id not in state.trials:
+                raise LicenceError(
+                    f"trial licence {lic.id} refused: the licence history of this gateway was "
+                    f"lost or altered ({iso_time(lost)}), so an earlier trial "
+                    "cannot be ruled out (one trial per install code)"
+                )
             # State first: a crash before the file is written leaves an id that can be
             # activated again, never a file whose history is unknown.
             self._save_state(
@@ -366,7 +489,7 @@ class LicenceStore:
     def release(self, licence_id: str) -> bytes:
         """Drop a licence from this gateway and return the signed release receipt."""
         with self._locked():
-            state = self._state(self._clock())
+            state, _ = self._state(self._clock())
             path = self._file(licence_id)
             if licence_id not in state.active or not path.exists():
                 raise LicenceError(f"no active licence {licence_id!r} on this gateway")
@@ -394,5 +517,7 @@ class LicenceStore:
 
     def gateway_fingerprint(self) -> str:
         """Fingerprint of the gateway key that signs release receipts (created if needed)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # The key and the history are created together: a key without a history later means
+        # the history was lost (see _evidence).
+        self.evaluate()
         return gateway_key.fingerprint(gateway_key.private_key(self.directory).public_key())

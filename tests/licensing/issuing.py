@@ -2,8 +2,8 @@
 
 The test key's private half lives with the tests (``tests/licensing/keys/``; its path is
 ``tests.licensing.licence_helpers.TEST_KEY``); callers pass its path. Stores built here trust
-the test key explicitly in code, so they work without ``EDGED_TRUST_TEST_KEYS``; a daemon
-started as a separate process needs that variable.
+the test key explicitly in code; a daemon started as a separate process runs through the
+checkout's launcher ``python -m tools.licensing.trusting`` (see ``tests.daemon.edged``).
 """
 
 from __future__ import annotations

@@ -10,14 +10,17 @@ from pathlib import Path
 import pytest
 
 from edged.licensing import cli as licensing_cli
+from edged.licensing import keys
 from edged.licensing.cli import main
 from tests.licensing.licence_helpers import TEST_KEY
 from tools.licensing import issue
 
 
-@pytest.fixture(autouse=True)
-def trust_test_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The checkout is a source tree, so the variable alone enables the test key here.
+@pytest.fixture
+def production_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # tests/conftest.py hands the TEST key to this process in code; undo that here, and set
+    # the variable that used to enable it: it must make no difference any more.
+    monkeypatch.setattr(keys, "_process_keys", None)
     monkeypatch.setenv("EDGED_TRUST_TEST_KEYS", "1")
 
 
@@ -132,10 +135,10 @@ def test_check_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     )
 
 
-def test_without_the_variable_the_test_key_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.usefixtures("production_only")
+def test_the_environment_variable_no_longer_trusts_the_test_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv("EDGED_TRUST_TEST_KEYS")
     d = str(tmp_path / "lic")
     main(["install-code", "--dir", d])
     code = capsys.readouterr().out.splitlines()[0]
@@ -184,12 +187,17 @@ def test_demo_trial_activates_a_trial_once(
     assert "capacity       5 devices" in capsys.readouterr().out
 
 
-def test_demo_trial_is_refused_without_the_variable(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.usefixtures("production_only")
+def test_demo_trial_counts_only_where_the_test_key_was_handed_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv("EDGED_TRUST_TEST_KEYS")
-    assert main(["demo-trial", "--dir", str(tmp_path / "lic")]) == 1
-    assert "does not trust" in capsys.readouterr().err
+    d = str(tmp_path / "lic")
+    assert main(["demo-trial", "--dir", d]) == 0  # the checkout's tools trust it to activate
+    capsys.readouterr()
+    assert main(["show", "--dir", d]) == 0
+    out = capsys.readouterr().out
+    assert "which this gateway does not trust" in out
+    assert "capacity       0 devices" in out
 
 
 def test_demo_trial_outside_a_checkout_says_what_to_do(
@@ -200,7 +208,7 @@ def test_demo_trial_outside_a_checkout_says_what_to_do(
     assert main(["demo-trial", "--dir", str(tmp_path / "lic")]) == 1
     err = capsys.readouterr().err
     assert "needs a source checkout" in err
-    assert "EDGED_TRUST_TEST_KEYS=1 .venv/bin/python -m edged.cli license demo-trial" in err
+    assert ".venv/bin/python -m tools.licensing.trusting license demo-trial" in err
     assert not (tmp_path / "lic").exists() or not list((tmp_path / "lic").rglob("*.lic"))
 
 
@@ -215,3 +223,23 @@ def test_issuing_tool_runs_as_a_module_from_the_checkout(tmp_path: Path) -> None
     assert res.returncode == 0, res.stderr
     assert "public key (add to edged/licensing/keys.py)" in res.stdout
     assert (tmp_path / "v.pem").stat().st_mode & 0o777 == 0o600
+
+
+def test_show_explains_the_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path, devices=0)
+    assert main(["install-code", "-c", str(cfg)]) == 0
+    code = capsys.readouterr().out.splitlines()[0]
+    cap = _issue(tmp_path, code, "L-CAP", "--kind", "capacity", "--capacity", "3")
+    assert main(["activate", str(cap), "-c", str(cfg)]) == 0
+    assert main(["release", "L-CAP", "-c", str(cfg)]) == 0
+    (tmp_path / "lic" / "state.json").unlink()  # restored from the data-dir copy
+    capsys.readouterr()
+    assert main(["show", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    print(out)
+    assert "devices        1 of 0 used" in out  # the gateway always counts 1
+    assert "history        trials used: none" in out
+    assert "released: L-CAP (" in out
+    assert "seen expired: none" in out
+    assert "state.json is missing; restored from" in out
+    assert "licence-history.json" in out

@@ -54,14 +54,17 @@ def test_capacity_plus_one_units_leave_exactly_one_device_unlicensed() -> None:
     assert adm.used == capacity
 
 
-def test_gateway_without_devices_needs_no_licence() -> None:
+def test_gateway_without_devices_counts_one_and_refuses_nothing() -> None:
+    # Issue 16 item 6: the gateway always counts 1 (it counted 0 with no devices); a
+    # routing-only gateway still needs no licence, since nothing is refused.
     adm = plan_admission([], 0)
-    assert (adm.admitted, adm.unlicensed, adm.used, adm.total) == ((), (), 0, 0)
+    assert (adm.admitted, adm.unlicensed, adm.used, adm.total) == ((), (), 1, 0)
+    assert units_needed([]) == 1
 
 
 def test_without_capacity_nothing_is_admitted() -> None:
     adm = plan_admission([dev(1)], 0)
-    assert (adm.admitted, adm.unlicensed, adm.used) == ((), ("m1",), 0)
+    assert (adm.admitted, adm.unlicensed, adm.used) == ((), ("m1",), 1)
 
 
 def test_capacity_changes_when_a_trial_ends_and_maintenance_grants_none() -> None:
@@ -91,7 +94,7 @@ def test_admission_invariants(spec: list[tuple[int, str | None]], capacity: int)
     ids = [d.id for d in devices]
     assert sorted(adm.admitted + adm.unlicensed) == sorted(ids)
     assert list(adm.admitted) == [i for i in ids if i in adm.admitted]  # config order
-    assert adm.used <= max(capacity, 0)
+    assert adm.used <= max(capacity, 1)
     assert adm.used == units_needed([d for d in devices if d.id in adm.admitted])
     if units_needed(devices) <= capacity:
         assert adm.unlicensed == ()

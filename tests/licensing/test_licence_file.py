@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -12,7 +13,7 @@ from edged.licensing.keys import PRODUCTION_KEY_ID, TEST_KEY_ID, production_keys
 from edged.licensing.licence import parse, verify
 from tests.licensing.issuing import fake_install_code, issue_test_licence
 from tests.licensing.licence_helpers import T0, TEST_KEY
-from tools.licensing.issue import build
+from tools.licensing.issue import build, run
 
 
 def test_round_trip_keeps_every_field(code: str) -> None:
@@ -90,7 +91,7 @@ def test_garbage_is_not_a_licence() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
     [
-        ({"kind": "trial", "days": 90}, "within one month"),
+        ({"kind": "trial", "days": 90}, "within 30 days"),
         ({"kind": "trial", "capacity": 50}, "at most 5"),
         ({"kind": "maintenance"}, "needs an end date"),
         ({"kind": "upgrade"}, "exactly one version"),
@@ -102,3 +103,17 @@ def test_licences_that_contradict_their_kind_are_not_issued(
 ) -> None:
     with pytest.raises(LicenceError, match=reason):
         issue_test_licence(TEST_KEY, code, issued=T0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_issuing_tool_refuses_a_trial_longer_than_30_days(
+    code: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 16 item 6: the tool issued a 31-day trial; 30 days is the longest trial.
+    out = tmp_path / "trial.lic"
+    common = ["issue", "--key", str(TEST_KEY), "--kind", "trial", "--install-code", code]
+    common += ["--customer", "C1", "--out", str(out)]
+    assert run([*common, "--days", "31"]) == 1
+    assert "a trial must end within 30 days" in capsys.readouterr().err
+    assert not out.exists()
+    assert run([*common, "--days", "30"]) == 0
+    assert verify(out.read_bytes(), with_test_keys(), code).kind == "trial"
