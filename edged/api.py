@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +32,25 @@ from edged.errors import ConfigError
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Sample, Source
 
 ENTRY_POINT_GROUP = "edged.drivers"
+_log = logging.getLogger("edged.api")
 
 # -- located option parsing -----------------------------------------------------------
 
 _MISSING: Any = object()
+
+# The keys of a ``[[devices]]`` table the core reads itself; the rest go to the driver.
+DEVICE_KEYS = (
+    "id",
+    "connection",
+    "address",
+    "profile",
+    "poll_interval",
+    "publish_interval",
+    "cloud_licence",
+    "licence_group",
+    "medium",
+    "labels",
+)
 
 
 class Options:
@@ -44,15 +60,23 @@ class Options:
     line; ``finish()`` rejects keys nobody read.
     """
 
-    def __init__(self, data: Mapping[builtins.str, Any], source: Source):
+    def __init__(
+        self,
+        data: Mapping[builtins.str, Any],
+        source: Source,
+        core_keys: Sequence[builtins.str] = (),
+    ):
         self._data = data
         self._source = source
         self._read: set[builtins.str] = set()
+        # Keys the core already read from the same table: candidates for "did you mean".
+        self._core = tuple(core_keys)
 
     @classmethod
     def of(cls, spec: ConnectionSpec | DeviceSpec) -> Options:
         """Located access to the driver-specific settings of a connection or device."""
-        return cls(spec.settings, spec.source)
+        core = DEVICE_KEYS if isinstance(spec, DeviceSpec) else ("driver",)
+        return cls(spec.settings, spec.source, core)
 
     @property
     def source(self) -> Source:
@@ -114,8 +138,10 @@ class Options:
         v = self._get(key, default)
         if v is default:
             return v
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, int | float):
             raise self.error(key, f"expected a number, got {_typename(v)}")
+        if not math.isfinite(v):
+            raise self.error(key, f"expected a finite number, got {v}")
         _check_range(self, key, v, min, max)
         return float(v)
 
@@ -142,7 +168,7 @@ class Options:
         """Reject keys that were configured but never read."""
         unknown = sorted(set(self._data) - self._read)
         if unknown:
-            near = difflib.get_close_matches(unknown[0], sorted(self._read))
+            near = difflib.get_close_matches(unknown[0], sorted(self._read | set(self._core)))
             if near:
                 known = f"did you mean {near[0]!r}?"
             elif self._read:
@@ -369,5 +395,15 @@ def get(name: str, source: Source | None = None) -> AnyDriver:
 
 
 def all_drivers() -> dict[str, AnyDriver]:
-    """One instance of every known driver, by name (for the command line)."""
-    return {name: get(name) for name in sorted(available())}
+    """One instance of every driver that loads, by name (for the command line).
+
+    A broken third-party driver is left out with a warning: it must not take the
+    command line of the others with it.
+    """
+    found: dict[str, AnyDriver] = {}
+    for name in sorted(available()):
+        try:
+            found[name] = get(name)
+        except Exception as exc:  # an entry point that fails to import or to construct
+            _log.warning("driver %r left out: %s", name, exc)
+    return found

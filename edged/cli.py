@@ -17,7 +17,7 @@ from edged.api import CliCommand, Command, DriverCommand, SimulatorCommand
 DEFAULT_CONFIG = Path("/etc/edged/edged.toml")
 EX_CONFIG = 78  # sysexits EX_CONFIG: systemd and installers know it as "configuration error"
 
-CORE_COMMANDS = ("run", "check-config", "status", "reload", "license", "sim")
+CORE_COMMANDS = ("run", "check-config", "status", "reload", "reconnect", "license", "sim")
 
 
 def _driver_clis() -> dict[str, CliCommand]:
@@ -39,6 +39,9 @@ def _simulators() -> dict[str, SimulatorCommand]:
 
 
 def _sim(argv: list[str]) -> int:
+    drv = _one_driver(argv[0]) if argv and not argv[0].startswith("-") else None
+    if isinstance(drv, api.HasSimulator):
+        return int(drv.simulator().main(argv[1:]))
     sims = _simulators()
     p = argparse.ArgumentParser(
         prog="edged sim",
@@ -83,7 +86,7 @@ def _parser(clis: dict[str, CliCommand]) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run the daemon")
-    r.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    _config_arg(r, "main configuration file")
     r.add_argument(
         "--licence-dir",
         type=Path,
@@ -92,19 +95,35 @@ def _parser(clis: dict[str, CliCommand]) -> argparse.ArgumentParser:
     )
 
     c = sub.add_parser("check-config", help="validate the configuration without starting anything")
-    c.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
-    c.add_argument("--licence-dir", type=Path, default=None)
+    _config_arg(c, "main configuration file (conf.d/*.toml beside it are read too)")
+    c.add_argument(
+        "--licence-dir",
+        type=Path,
+        default=None,
+        help="licence directory (default: [licensing] directory)",
+    )
 
     s = sub.add_parser("status", help="ask the running daemon for its status")
-    s.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    _config_arg(s)
     s.add_argument("--socket", type=Path, default=None, help="control socket (default from config)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--values", action="store_true", help="show each device's last values")
     s.add_argument("device", nargs="?", metavar="DEVICE", help="show one device and its values")
 
     rl = sub.add_parser("reload", help="ask the running daemon to reload its configuration")
-    rl.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
-    rl.add_argument("--socket", type=Path, default=None)
+    _config_arg(rl)
+    rl.add_argument(
+        "--socket", type=Path, default=None, help="control socket (default from config)"
+    )
+
+    rc = sub.add_parser(
+        "reconnect", help="ask the running daemon to retry a device's connection now"
+    )
+    _config_arg(rc)
+    rc.add_argument(
+        "--socket", type=Path, default=None, help="control socket (default from config)"
+    )
+    rc.add_argument("device", metavar="DEVICE", help="device id (its whole connection is retried)")
 
     lic = sub.add_parser("license", help="licences: install code, activate, show", add_help=False)
     lic.add_argument("args", nargs=argparse.REMAINDER)
@@ -114,6 +133,18 @@ def _parser(clis: dict[str, CliCommand]) -> argparse.ArgumentParser:
         d = sub.add_parser(name, help=cli.help, add_help=False)
         d.add_argument("args", nargs=argparse.REMAINDER)
     return p
+
+
+def _config_arg(p: argparse.ArgumentParser, what: str | None = None) -> None:
+    """``-c CONFIG`` with its help text and default."""
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="CONFIG",
+        help=f"{what or 'the daemon configuration, for its control socket'} (default: %(default)s)",
+    )
 
 
 def _socket_path(config: Path, socket: Path | None) -> Path:
@@ -135,7 +166,7 @@ def _socket_path(config: Path, socket: Path | None) -> Path:
     found: dict[str, str] = {}
     for file in configmod.config_files(config):
         try:
-            doc = tomllib.loads(file.read_text(encoding="utf-8"))
+            doc = tomllib.loads(file.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             continue
         for section, key in (("control", "socket"), ("gateway", "data_dir")):
@@ -163,6 +194,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _one_driver(name: str) -> api.AnyDriver | None:
+    """The named driver for ``edged NAME …`` / ``edged sim NAME …`` (None when unknown)."""
+    if name not in api.available():
+        return None
+    try:
+        return api.get(name)
+    except Exception:  # a broken third-party driver: argparse then says what is known
+        return None
+
+
 def _main(argv: list[str] | None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in and args_in[0] == "license":
@@ -177,10 +218,10 @@ def _main(argv: list[str] | None) -> int:
     # and exit 78, anything else edged reports (no daemon, refused reload) exit 1.
     try:
         if args_in and args_in[0] not in CORE_COMMANDS and not args_in[0].startswith("-"):
-            clis = _driver_clis()
-            if args_in[0] in clis:
-                return int(clis[args_in[0]].main(args_in[1:], _ControlLink()))
-            return _command(_parser(clis).parse_args(args_in))
+            drv = _one_driver(args_in[0])
+            if isinstance(drv, api.HasCli):
+                return int(drv.cli().main(args_in[1:], _ControlLink()))
+            return _command(_parser(_driver_clis()).parse_args(args_in))
         return _command(_parser(_driver_clis() if _wants_help(args_in) else {}).parse_args(args_in))
     except ConfigError as exc:
         print(f"edged: config error: {exc}", file=sys.stderr)
@@ -205,6 +246,13 @@ def _command(args: argparse.Namespace) -> int:
             print(f"warning: {note}", file=sys.stderr)
         print("reloaded")
         return 0
+    if args.cmd == "reconnect":
+        from edged.control import request
+
+        msg = {"command": "reconnect", "device": args.device}
+        reply = asyncio.run(request(_socket_path(args.config, args.socket), msg))
+        print(f"reconnecting connection {reply.get('connection')} (device {args.device})")
+        return 0
     return 2
 
 
@@ -213,22 +261,100 @@ def _check_config(path: Path, licence_dir: Path | None) -> int:
     from edged.provisioning import provision
 
     cfg = configmod.load(path)
-    plan = provision(cfg, licence_dir=licence_dir)
-    for w in plan.warnings:
+    prov = provision(cfg, licence_dir=licence_dir)
+    for w in [*prov.warnings, *_site_checks(cfg)]:
         print(f"warning: {w}", file=sys.stderr)
-    if plan.unlicensed:
+    if prov.unlicensed:
         print(
-            f"warning: {len(plan.unlicensed)} device(s) not licensed and never polled: "
-            f"{', '.join(d.id for d in plan.unlicensed)} (capacity {plan.licence_total}, "
+            f"warning: {len(prov.unlicensed)} device(s) not licensed and never polled: "
+            f"{', '.join(d.id for d in prov.unlicensed)} (capacity {prov.licence_total}, "
             "gateway included; see `edged license show`)",
             file=sys.stderr,
         )
     print(
         f"{path}: OK ({len(cfg.files)} file(s), {len(cfg.connections)} connection(s), "
-        f"{len(plan.admitted)} device(s) licensed, {len(plan.unlicensed)} unlicensed; "
-        f"licence {plan.licence_used}/{plan.licence_total})"
+        f"{len(prov.admitted)} device(s) licensed, {len(prov.unlicensed)} unlicensed; "
+        f"licence {prov.licence_used}/{prov.licence_total})"
     )
+    print(_tier_line(cfg))
     return 0
+
+
+def _tier_line(cfg: Any) -> str:
+    """The account tier and the publish interval it implies."""
+    from edged import tiers
+
+    account = tiers.account_tier(cfg)
+    return (
+        f"account tier {account.value}: each metering point publishes at most every "
+        f"{tiers.tier_interval(account):g} s"
+    )
+
+
+def _site_checks(cfg: Any) -> list[str]:
+    """What can be checked without touching a device; raises ConfigError, returns warnings."""
+    import ipaddress
+    import socket
+
+    from edged import tiers
+    from edged.model import Tier
+
+    warnings: list[str] = []
+    account = tiers.account_tier(cfg)
+    implicit = list(cfg.no_cloud_licence)
+    if account is Tier.BASIC and implicit:
+        srcs = {d.id: d.source for d in cfg.devices} | {v.id: v.source for v in cfg.virtual_meters}
+        first = srcs[implicit[0]].error(
+            "cloud_licence",
+            f"not set on {len(implicit)} metering point(s) ({', '.join(implicit[:10])}"
+            f"{', …' if len(implicit) > 10 else ''}), which count as basic: the account tier "
+            "is the lowest of all, so the whole site publishes at most every "
+            f"{tiers.tier_interval(Tier.BASIC):g} s (set cloud_licence on every device)",
+        )
+        warnings.append(str(first))
+    hosts = [(cfg.mqtt.host, _section_error(cfg, "mqtt", "host"))]
+    for conn in cfg.connections.values():
+        host = conn.settings.get("host")
+        if isinstance(host, str) and host:
+            hosts.append((host, lambda m, c=conn: c.source.error("host", m)))
+        device = conn.settings.get("device")
+        if isinstance(device, str) and device.startswith("/") and not Path(device).exists():
+            warnings.append(
+                str(
+                    conn.source.error(
+                        "device",
+                        f"{device} does not exist (yet): the daemon will keep retrying; "
+                        "is the adapter plugged in and the path right (ls /dev/serial/by-id)?",
+                    )
+                )
+            )
+    for host, error in hosts:
+        try:
+            ipaddress.ip_address(host)
+            continue
+        except ValueError:
+            pass
+        try:
+            socket.getaddrinfo(host, None)
+        except (OSError, UnicodeError) as exc:
+            raise error(
+                f"{host!r} is neither an IP address nor a name this machine can resolve ({exc})"
+            ) from None
+    return warnings
+
+
+def _section_error(cfg: Any, section: str, key: str) -> Any:
+    """A function making a located error for ``[section] key`` of the loaded files."""
+    from edged.errors import ConfigError
+
+    def make(message: str) -> ConfigError:
+        for file in reversed(cfg.files):
+            err = ConfigError(file, f"{section}.{key}", message)
+            if err.line is not None or file == cfg.files[0]:
+                return err
+        return ConfigError(cfg.files[0], f"{section}.{key}", message)
+
+    return make
 
 
 def _run(path: Path, licence_dir: Path | None) -> int:

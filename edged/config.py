@@ -5,20 +5,20 @@ Sections merge key by key (a later file overrides a scalar), connections merge
 by name (a name defined twice is an error), and ``[[devices]]`` /
 ``[[virtual_meters]]`` are appended in file order, which is the order devices
 are admitted under the licence. Driver-specific keys are kept as raw settings
-and validated by the driver (see ``edged.app.check``).
+and validated once by the driver (see ``edged.provisioning.provision``).
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from edged.api import Options
+from edged.api import DEVICE_KEYS, Options
 from edged.errors import ConfigError
 from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
 
@@ -144,6 +144,8 @@ class Config:
     connections: Mapping[str, ConnectionSpec]
     devices: tuple[DeviceSpec, ...]
     virtual_meters: tuple[VirtualMeter, ...] = field(default=())
+    # Metering points that set no ``cloud_licence`` and so count as Basic.
+    no_cloud_licence: tuple[str, ...] = field(default=())
 
 
 FEATURES = (
@@ -246,18 +248,50 @@ def config_files(path: Path) -> list[Path]:
 
 def _read(file: Path) -> dict[str, Any]:
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
     except FileNotFoundError:
         raise ConfigError(file, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(file, "", f"cannot read: {exc}") from None
+    try:
+        # Editors on Windows save a UTF-8 byte order mark; it is not part of the TOML.
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            file, "", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save it as UTF-8", line=line
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        line = int(m.group(1)) if m else None
-        raise ConfigError(file, "", f"TOML syntax error: {msg}", line=line) from None
+        raise _syntax_error(file, text, str(exc)) from None
+
+
+def _syntax_error(file: Path, text: str, error: str) -> ConfigError:
+    """A TOML syntax error with its line and, for a key set twice, the key."""
+    m = re.search(r"\(at line (\d+), column (\d+)\)", error)
+    msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", error)
+    lines = text.splitlines()
+    line: int | None
+    if m:
+        line = int(m.group(1))
+    else:
+        # "at end of document": a truncated file; point at its last non-empty line.
+        line = max((i + 1 for i, ln in enumerate(lines) if ln.strip()), default=1)
+        msg += " (the file ends early: truncated?)"
+    key = ""
+    if msg.startswith("Cannot overwrite a value") and line <= len(lines):
+        km = re.match(r"\s*([A-Za-z0-9_.\-\"' ]+?)\s*=", lines[line - 1])
+        if km:
+            table = ""
+            for ln in reversed(lines[: line - 1]):
+                hm = re.match(r"\s*\[\[?\s*([^\]]+?)\s*\]\]?", ln)
+                if hm:
+                    table = hm.group(1) + "."
+                    break
+            key = table + km.group(1).replace(" ", "")
+            msg += " (this key is set twice)"
+    return ConfigError(file, key, f"TOML syntax error: {msg}", line=line)
 
 
 def load(path: str | Path) -> Config:
@@ -276,6 +310,8 @@ def load(path: str | Path) -> Config:
     data_dir = Path(g.str("data_dir", "/var/lib/edged"))
     if not data_dir.is_absolute():
         data_dir = (main.parent / data_dir).resolve()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise g.error("data_dir", f"not a directory: {data_dir} (the outbox and state go there)")
     # Default: profiles/ beside the main file (/etc/edged/profiles); it need not exist.
     configured = g.str("profile_dir", None)
     profile_dir = _path(configured or "profiles", main.parent)
@@ -342,6 +378,7 @@ def load(path: str | Path) -> Config:
             )
         seen[dev.id] = src
         devices.append(dev)
+    _check_licence_groups(devices)
 
     virtual: list[VirtualMeter] = []
     for table, src in merged.virtual:
@@ -367,6 +404,11 @@ def load(path: str | Path) -> Config:
         connections=MappingProxyType(connections),
         devices=tuple(devices),
         virtual_meters=tuple(virtual),
+        no_cloud_licence=tuple(
+            str(table["id"])
+            for table, _ in [*merged.devices, *merged.virtual]
+            if "cloud_licence" not in table
+        ),
     )
 
 
@@ -455,18 +497,7 @@ def _outbox(o: Options, data_dir: Path) -> OutboxConfig:
     return cfg
 
 
-_DEVICE_KEYS = (
-    "id",
-    "connection",
-    "address",
-    "profile",
-    "poll_interval",
-    "publish_interval",
-    "cloud_licence",
-    "licence_group",
-    "medium",
-    "labels",
-)
+_DEVICE_KEYS = DEVICE_KEYS
 
 
 def _device(
@@ -508,6 +539,51 @@ def _device(
         profile_dir=profile_dir if profile is not None else None,
     )
     return spec
+
+
+# An I/O module shows up as at most this many logical devices (docs/licensing.md).
+LICENCE_GROUP_MAX = 3
+
+
+def _check_licence_groups(devices: Sequence[DeviceSpec]) -> None:
+    """A ``licence_group`` must be what is physically one I/O module, or it is an error.
+
+    Devices sharing a group count as one capacity unit, so a group may only hold what is one
+    module: at most three logical devices, one connection and one physical address.
+    """
+    first: dict[str, DeviceSpec] = {}
+    members: dict[str, list[str]] = {}
+    for dev in devices:
+        group = dev.licence_group
+        if group is None:
+            continue
+        if group not in first:
+            first[group] = dev
+            members[group] = [dev.id]
+            continue
+        head = first[group]
+        if dev.connection != head.connection:
+            raise dev.source.error(
+                "licence_group",
+                f"licence group {group!r} is one I/O module on connection "
+                f"{head.connection!r} (device {head.id!r}); device {dev.id!r} is on connection "
+                f"{dev.connection!r}: devices on different connections are separate devices",
+            )
+        if dev.address != head.address:
+            raise dev.source.error(
+                "licence_group",
+                f"licence group {group!r} is one I/O module at address {head.address!r} "
+                f"(device {head.id!r}); device {dev.id!r} has address {dev.address!r}: "
+                "devices at different addresses are separate devices",
+            )
+        if len(members[group]) >= LICENCE_GROUP_MAX:
+            raise dev.source.error(
+                "licence_group",
+                f"licence group {group!r} already has {LICENCE_GROUP_MAX} devices "
+                f"({', '.join(members[group])}); one I/O module shows up as at most "
+                f"{LICENCE_GROUP_MAX} logical devices, so {dev.id!r} is a separate device",
+            )
+        members[group].append(dev.id)
 
 
 def _virtual(table: dict[str, Any], src: Source) -> VirtualMeter:

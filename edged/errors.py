@@ -88,7 +88,7 @@ def _find_line(file: str | None, key: str) -> int | None:
     if not file or not key:
         return None
     try:
-        lines = Path(file).read_text(encoding="utf-8").splitlines()
+        lines = Path(file).read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError):
         return None
     stripped = [ln.split("#", 1)[0].strip() for ln in lines]

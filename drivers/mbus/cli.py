@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 from drivers.mbus import telegram as tg
-from drivers.mbus.address import SecondaryAddress, manufacturer_code, parse_address
+from drivers.mbus.address import PRIMARY_MAX, SecondaryAddress, manufacturer_code, parse_address
 from drivers.mbus.master import Master, header_address
 from drivers.mbus.transport import BAUDRATES, PARITIES, LineSettings, LinkSpec, parse_tcp
+from drivers.mbus.vif import medium_name
 from edged.errors import EdgedError
 
 
@@ -67,39 +69,94 @@ def _bus_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, default=2, help="retries per request (default 2)")
 
 
-def _progress(text: str) -> None:
-    """Scan progress on stderr, so stdout stays the list of slaves."""
-    sys.stderr.write(f"scan: {text}\n")
-    sys.stderr.flush()
+class _Progress:
+    """Scan progress on stderr (stdout stays the list of slaves): a bar on a terminal."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self._open = False
+
+    def elapsed(self) -> float:
+        """Seconds since the scan started."""
+        return time.monotonic() - self.start
+
+    def __call__(self, text: str) -> None:
+        self.line(f"{text}, {self.elapsed():.0f} s elapsed")
+
+    def step(self, done: int, total: int, text: str) -> None:
+        """How far a scan of known length got, with the time it will still take."""
+        elapsed = self.elapsed()
+        left = elapsed / done * (total - done) if done else 0.0
+        detail = f"{text}, {elapsed:.0f} s elapsed, about {left:.0f} s left"
+        if self.tty:
+            bar = "#" * (30 * done // total) + "." * (30 - 30 * done // total)
+            sys.stderr.write(f"\rscan: [{bar}] {done}/{total} {detail}\x1b[K")
+            sys.stderr.flush()
+            self._open = True
+        else:
+            self.line(detail)
+
+    def line(self, text: str) -> None:
+        """One progress line (on a terminal: below the bar)."""
+        self.end()
+        sys.stderr.write(f"scan: {text}\n")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        """Finish a bar line before other output."""
+        if self._open:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._open = False
+
+
+def _say(progress: _Progress, text: str) -> None:
+    progress.end()
+    _out(text)
+    sys.stdout.flush()
 
 
 async def _scan(args: argparse.Namespace) -> int:
     link = await _link_spec(args).open()
+    progress = _Progress()
     try:
         master = Master(link, retries=args.retries, timeout=args.timeout)
         if args.secondary:
             mask = SecondaryAddress.parse(args.mask)
-            found = await master.scan_secondary(mask, progress=_progress)
-            for a in found:
-                _out(
+
+            def found_one(a: SecondaryAddress) -> None:
+                _say(
+                    progress,
                     f"{a}  manufacturer {manufacturer_code(a.manufacturer)}"
-                    f"  version {a.version}  medium 0x{a.medium:02X}"
+                    f"  version {a.version}  medium {medium_name(a.medium)} (0x{a.medium:02X})",
                 )
-            _out(f"{len(found)} slaves found")
+
+            found = await master.scan_secondary(mask, progress=progress, on_found=found_one)
+            _say(progress, f"{len(found)} slaves found ({progress.elapsed():.0f} s)")
             return 0
-        primaries = await master.scan_primary(
-            range(args.first, args.last + 1), retries=0, progress=_progress
-        )
-        for address in primaries:
+        addresses = range(args.first, args.last + 1)
+        primaries: list[int] = []
+        for n, address in enumerate(addresses):
+            # A full scan takes about a minute at 2400 baud: say how far it got.
+            if n and (n % 25 == 0 or progress.tty):
+                progress.step(n, len(addresses), f"address {address} ({n}/{len(addresses)}), "
+                              f"{len(primaries)} found so far")  # fmt: skip
+            if not await master.scan_primary(range(address, address + 1), retries=0):
+                continue
+            primaries.append(address)
             try:
                 reading = await master.read(address)
                 secondary = header_address(reading.frames[0])
-                _out(f"primary {address:3d}  secondary {secondary or '-'}")
+                medium = reading.telegrams[0].header if reading.telegrams else None
+                what = f"  medium {medium.medium_name}" if medium is not None else ""
+                _say(progress, f"primary {address:3d}  secondary {secondary or '-'}{what}")
             except EdgedError as exc:
-                _out(f"primary {address:3d}  answered SND_NKE but not REQ_UD2: {exc}")
-        _out(f"{len(primaries)} slaves found")
+                _say(progress, f"primary {address:3d}  answered SND_NKE but not REQ_UD2: {exc}")
+        _say(progress, f"{len(primaries)} slaves found ({progress.elapsed():.0f} s)")
         return 0
     finally:
+        progress.end()
         await link.close()
 
 
@@ -180,6 +237,11 @@ def main(argv: list[str]) -> int:
                     SecondaryAddress.parse(args.mask)
                 except ValueError as exc:
                     parser.error(f"--mask: {exc}")
+            elif not 0 <= args.first <= args.last <= PRIMARY_MAX:
+                parser.error(
+                    f"--first/--last: primary addresses are 0-{PRIMARY_MAX} "
+                    f"(251-255 are reserved), got {args.first}-{args.last}"
+                )
             return asyncio.run(_scan(args))
         return asyncio.run(_read(args))
     except ValueError as exc:

@@ -96,6 +96,8 @@ class Master:
         self.max_telegrams = max_telegrams
         self.rejected = 0  # answers thrown away (garbled, unexpected, undecodable)
         self._progress: Callable[[str], None] | None = None
+        self._on_found: Callable[[SecondaryAddress], None] | None = None
+        self._top = -1
         self._idle = idle if idle is not None else idle_gap(self.baudrate)
         self._fcb: dict[Address, bool] = {}
         self._quiet_at = 0.0
@@ -296,15 +298,23 @@ class Master:
         self,
         mask: SecondaryAddress = WILDCARD,
         progress: Callable[[str], None] | None = None,
+        on_found: Callable[[SecondaryAddress], None] | None = None,
     ) -> list[SecondaryAddress]:
-        """Every slave matching ``mask``, found by wildcard selects split on collisions."""
+        """Every slave matching ``mask``, found by wildcard selects split on collisions.
+
+        ``on_found`` is called with each slave as soon as it is identified.
+        """
         found: list[SecondaryAddress] = []
         self._progress = progress
+        self._on_found = on_found
+        self._top = mask.id.find("F")
         position = mask.id.find("F")
         if position < 0:
             if await self.probe(mask) is not Probe.NOTHING:
                 ident = await self._identify()
                 found.append(ident or mask)
+                if on_found is not None:
+                    on_found(ident or mask)
             return found
         await self._scan_from(mask, position, found)
         return found
@@ -314,6 +324,8 @@ class Master:
     ) -> None:
         for digit in range(10):
             candidate = mask.with_digit(position, digit)
+            if position == self._top and self._progress is not None:
+                self._progress(f"searching {candidate} ({digit + 1}/10), {len(found)} found so far")
             outcome = await self.probe(candidate)
             if outcome is Probe.NOTHING:
                 continue
@@ -322,6 +334,8 @@ class Master:
                 if ident is not None:
                     log.info("mbus scan found address=%s", ident)
                     found.append(ident)
+                    if self._on_found is not None:
+                        self._on_found(ident)
                     if self._progress is not None:
                         self._progress(f"found {ident} ({len(found)} so far)")
                     continue

@@ -18,7 +18,7 @@ from drivers.modbus import settings as cfg
 from drivers.modbus.link import Link
 from drivers.modbus.poller import DevicePoller
 from drivers.modbus.settings import ConnectionSettings, ModbusSettings
-from edged.api import DriverContext, SimulatorCommand
+from edged.api import CliCommand, DriverContext, SimulatorCommand
 from edged.model import ConnectionSpec, DeviceSpec
 from edged.polling import PolledConnection
 from edged.reconnect import Reconnect
@@ -66,6 +66,12 @@ class ModbusDriver:
             wall=self._wall,
             logger=log,
         )
+
+    def cli(self) -> CliCommand:
+        """``edged modbus read|scan``: one-shot reads and a unit-id scan."""
+        from drivers.modbus import cli
+
+        return CliCommand("read a Modbus meter or scan a bus for unit ids", cli.main)
 
     def simulator(self) -> SimulatorCommand:
         """``edged sim modbus``: simulated meters over Modbus TCP or RTU."""

@@ -22,6 +22,14 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edged ocpp", description="Send a command to a connected OCPP charger."
     )
+    # Read by main() before this parser runs; listed here so --help documents them.
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="CONFIG",
+        help="the daemon configuration, for its control socket (default: /etc/edged/edged.toml)",
+    )
+    p.add_argument("--socket", help="control socket (default from the configuration)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -148,7 +156,14 @@ def main(argv: list[str], daemon: DaemonLink) -> int:
     if argv[:1] == ["hash-password"]:
         return hash_password_main(argv[1:])
     ap = argparse.ArgumentParser(prog="edged ocpp", add_help=False)
-    ap.add_argument("-c", "--config", type=Path, default=None)
+    ap.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        metavar="CONFIG",
+        help="the daemon configuration, for its control socket (default: /etc/edged/edged.toml)",
+    )
     ap.add_argument("--socket", type=Path, default=None)
     known, rest = ap.parse_known_args(argv)
     body = build_request(rest)
