@@ -131,9 +131,10 @@ class Daemon:
 
     async def apply(self, prov: Provisioning) -> None:
         """Bring connections, windows and status in line with a provisioning."""
-        await self.supervisor.apply(prov)
+        # Intervals first: a device added live may send its first sample at once.
         self.windows.set_intervals(dict(prov.intervals))
-        self.live.keep_only(d.id for d in prov.config.devices)
+        await self.supervisor.apply(prov)
+        self.live.keep_only(d.id for d in prov.admitted)
         self.provisioning = prov
         self.status_service.provisioning = prov
 
@@ -169,7 +170,7 @@ class Daemon:
 
     async def run(self, config: Config | None = None) -> int:
         """Run until SIGTERM/SIGINT; return the exit code (``config``: already loaded)."""
-        prov = self.load(config)
+        prov = await asyncio.to_thread(self.load, config)
         cfg = prov.config
         # Two daemons on one outbox would hand out the same sequence numbers twice, and the
         # cloud would drop real records as duplicates: refuse before touching anything.
@@ -340,4 +341,10 @@ class Daemon:
             except EdgedError as exc:
                 return {"ok": False, "error": str(exc)}
             return {"ok": True, "result": result}
+        if cmd == "reconnect":
+            try:
+                connection = await self.supervisor.reconnect(str(request.get("device")))
+            except EdgedError as exc:
+                return {"ok": False, "error": str(exc)}
+            return {"ok": True, "connection": connection}
         return {"ok": False, "error": f"unknown command {cmd!r}"}

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from edged.licensing import enforcement
-from edged.provisioning import Provisioning
+from edged.licensing.release import RELEASE_DATE, RELEASE_KIND, RELEASE_VERSION
+from edged.provisioning import Provisioning, readmit
 
 log = logging.getLogger("edged.app")
 
@@ -42,6 +42,7 @@ class LicenceWatcher:
         self._clock = clock
         self._poke = asyncio.Event()
         self._announced: set[tuple[float, int | None]] = set()
+        self._release_checked = False
 
     def poke(self) -> None:
         """Check again now (after a reload)."""
@@ -74,15 +75,8 @@ class LicenceWatcher:
                 ",".join(dropped) or "-",
                 ",".join(added) or "-",
             )
-            await self._apply(
-                dataclasses.replace(
-                    prov,
-                    admitted=result.admitted,
-                    unlicensed=result.unlicensed,
-                    licence_used=result.used,
-                    licence_total=result.total,
-                )
-            )
+            # Re-read: a reload may have applied a new configuration meanwhile.
+            await self._apply(await asyncio.to_thread(readmit, self._current(), result))
             await self._publish(
                 "licence_changed",
                 {
@@ -92,6 +86,9 @@ class LicenceWatcher:
                     "admitted": added,
                 },
             )
+        if not self._release_checked:
+            self._release_checked = True
+            await self._check_release(prov, directory, now)
         maint = await asyncio.to_thread(enforcement.maintenance, prov.config, directory, now)
         if maint.end is not None and (maint.warning_days is not None or maint.ended):
             key = (maint.end, -1 if maint.ended else maint.warning_days)
@@ -116,3 +113,25 @@ class LicenceWatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._poke.wait(), delay)
         self._poke.clear()
+
+    async def _check_release(self, prov: Provisioning, directory: Path, now: float) -> None:
+        """Once per start: say so when no licence covers this (feature) release."""
+        cov = await asyncio.to_thread(enforcement.release_coverage, prov.config, directory, now)
+        if cov.covered:
+            return
+        log.warning(
+            "this release is not covered by a licence version=%s kind=%s released=%s reason=%s",
+            RELEASE_VERSION,
+            RELEASE_KIND,
+            RELEASE_DATE.isoformat(),
+            cov.reason,
+        )
+        await self._publish(
+            "release_not_covered",
+            {
+                "version": RELEASE_VERSION,
+                "release_kind": RELEASE_KIND,
+                "released": RELEASE_DATE.isoformat(),
+                "reason": cov.reason,
+            },
+        )

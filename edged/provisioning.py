@@ -8,6 +8,7 @@ and the device-capacity licence admits devices in configuration order.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -25,7 +26,11 @@ log = logging.getLogger("edged.provisioning")
 
 @dataclass(frozen=True)
 class Connection:
-    """One configured connection: its driver instance and the settings it validated."""
+    """One configured connection: its driver and the settings it runs with.
+
+    ``settings`` cover the connection's admitted devices only: an unlicensed device is
+    validated like any other but never handed to the driver.
+    """
 
     driver: api.AnyDriver
     settings: Any
@@ -73,7 +78,7 @@ def provision(
     )
     if result.clock_warning:
         log.warning("licence clock: %s", result.clock_warning)
-    return Provisioning(
+    prov = Provisioning(
         config,
         connections,
         result.admitted,
@@ -83,15 +88,57 @@ def provision(
         result.used,
         result.total,
     )
+    return _admitted_only(prov, set(config.connections), reuse=True)
 
 
-def configure_admitted(prov: Provisioning, name: str, devices: list[DeviceSpec]) -> Any:
-    """The settings of one connection for the devices admitted on it.
+def readmit(prov: Provisioning, result: enforcement.AdmissionResult) -> Provisioning:
+    """The provisioning after a licence change: new admitted devices, settings to match."""
+    return with_admitted(
+        prov,
+        result.admitted,
+        result.unlicensed,
+        used=result.used,
+        total=result.total,
+    )
 
-    ``provision`` configured every connection with all its devices (so a mistake on an
-    unlicensed device is still an error); a connection runs only its admitted ones.
+
+def with_admitted(
+    prov: Provisioning,
+    admitted: tuple[DeviceSpec, ...],
+    unlicensed: tuple[DeviceSpec, ...],
+    *,
+    used: int | None = None,
+    total: int | None = None,
+) -> Provisioning:
+    """The same configuration with another set of admitted devices (settings to match)."""
+    before = {d.id for d in prov.admitted}
+    after = {d.id for d in admitted}
+    changed = {
+        d.connection for d in (*prov.admitted, *admitted) if (d.id in before) != (d.id in after)
+    }
+    updated = dataclasses.replace(
+        prov,
+        admitted=admitted,
+        unlicensed=unlicensed,
+        licence_used=prov.licence_used if used is None else used,
+        licence_total=prov.licence_total if total is None else total,
+    )
+    return _admitted_only(updated, changed)
+
+
+def _admitted_only(prov: Provisioning, names: set[str], *, reuse: bool = False) -> Provisioning:
+    """Configure the named connections for their admitted devices.
+
+    ``provision`` configured every connection with all its devices, so a mistake on an
+    unlicensed device is still an error; a connection runs its admitted devices only.
+    With ``reuse`` the settings of a connection whose devices are all admitted are kept.
     """
-    conn = prov.config.connections[name]
-    if len(devices) == sum(1 for d in prov.config.devices if d.connection == name):
-        return prov.connections[name].settings
-    return prov.connections[name].driver.configure(conn, devices)
+    connections = dict(prov.connections)
+    for name in sorted(names):
+        conn = prov.config.connections[name]
+        admitted = [d for d in prov.admitted if d.connection == name]
+        if reuse and len(admitted) == sum(1 for d in prov.config.devices if d.connection == name):
+            continue
+        drv = connections[name].driver
+        connections[name] = Connection(drv, drv.configure(conn, admitted))
+    return dataclasses.replace(prov, connections=connections)

@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from edged import api
 from edged.errors import EdgedError
 from edged.metrics import Metrics
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Sample, Source, Tier
-from edged.provisioning import Provisioning, configure_admitted
+from edged.provisioning import Provisioning
 from edged.reconnect import Reconnect
 
 log = logging.getLogger("edged.app")
@@ -80,6 +80,10 @@ async def cancel_and_wait(tasks: Sequence[asyncio.Task[None]], patience: float =
             return
 
 
+def _tasks(runs: Iterable[Running]) -> list[asyncio.Task[None]]:
+    return [r.task for r in runs if r.task is not None]
+
+
 @dataclass
 class DeviceStatus:
     """Live state of one device, for status and metrics."""
@@ -95,10 +99,12 @@ class Running:
     """One connection task and what it was started with."""
 
     fingerprint: Fingerprint
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None
     driver: api.AnyDriver
     devices: tuple[str, ...] = field(default_factory=tuple)
     context: ConnectionContext | None = None
+    settings: Any = None
+    """What the driver runs with (replaced when it takes a device list live)."""
 
 
 class ConnectionContext:
@@ -108,8 +114,6 @@ class ConnectionContext:
         self._supervisor = supervisor
         self._metrics = supervisor.metrics
         self._driver = driver
-        # The settings the connection runs with (updated when the driver takes a list live).
-        self.settings: Any = None
         self.replace(devices)
 
     def replace(self, devices: Sequence[DeviceSpec]) -> None:
@@ -146,6 +150,9 @@ class Supervisor:
         self._sink = on_sample
         self.devices: dict[str, DeviceStatus] = {}
         self.connections: dict[str, Running] = {}
+        # Reloads, licence changes and reconnects change the same tasks: one at a time.
+        self._lock = asyncio.Lock()
+        self._closing = False
 
     # -- what drivers report ------------------------------------------------------------
 
@@ -214,9 +221,40 @@ class Supervisor:
             )
         return await run.driver.command(command)
 
+    async def reconnect(self, device_id: str) -> str:
+        """Retry the connection of a device now: restart its task; return the connection's name.
+
+        The restarted task opens its bus or endpoint at once, with its backoffs (the link's
+        and every device's) fresh, instead of waiting out a backoff grown while the device
+        was away. The other devices on the same connection are polled again right after.
+        """
+        st = self.devices.get(device_id)
+        if st is None:
+            raise EdgedError(f"no device {device_id!r}")
+        name = st.spec.connection
+        run = self.connections.get(name)
+        if run is None or run.context is None or device_id not in run.devices:
+            raise EdgedError(
+                f"device {device_id!r} is not served by a running connection "
+                f"(state {st.state.value})"
+            )
+        if not run.driver.polled:
+            raise EdgedError(
+                f"device {device_id!r} connects to edged itself (connection {name!r}); "
+                "there is nothing to retry from this side"
+            )
+        log.info("reconnecting connection=%s device=%s (requested)", name, device_id)
+        async with self._lock:
+            await cancel_and_wait(_tasks([run]))
+            if self.connections.get(name) is run and not self._closing:
+                run.task = asyncio.create_task(
+                    self._supervise(name, run), name=f"connection:{name}"
+                )
+        return name
+
     # -- connections --------------------------------------------------------------------
 
-    async def _supervise(self, name: str, drv: api.AnyDriver, ctx: ConnectionContext) -> None:
+    async def _supervise(self, name: str, run: Running) -> None:
         """Run one connection; restart it with capped, jittered backoff if it fails."""
         # A connection that ran for a while before it failed starts its backoff afresh.
         policy = Reconnect(initial=1.0, maximum=60.0, long_run=LONG_RUN)
@@ -224,7 +262,8 @@ class Supervisor:
             policy.connected()  # the task runs; the driver reconnects its own bus inside
             try:
                 # The settings in force now: a driver may have taken a new device list live.
-                await drv.run(ctx.settings, ctx)
+                assert run.context is not None
+                await run.driver.run(run.settings, run.context)
                 log.warning("connection ended connection=%s; restarting", name)
                 error = "connection ended"
             except asyncio.CancelledError:
@@ -237,13 +276,18 @@ class Supervisor:
                     exc,
                     exc_info=not isinstance(exc, EdgedError),
                 )
-                for d in ctx.specs:
-                    self.on_state(d.id, DeviceState.OFFLINE, str(exc))
+                for dev_id in run.devices:
+                    self.on_state(dev_id, DeviceState.OFFLINE, str(exc))
                 error = str(exc)
             await policy.wait(error)
 
     async def apply(self, prov: Provisioning) -> None:
         """Start, keep or restart connection tasks so they match the provisioning."""
+        async with self._lock:
+            if not self._closing:
+                await self._apply(prov)
+
+    async def _apply(self, prov: Provisioning) -> None:
         by_conn: dict[str, list[DeviceSpec]] = {n: [] for n in prov.config.connections}
         for dev in prov.admitted:
             by_conn[dev.connection].append(dev)
@@ -259,13 +303,13 @@ class Supervisor:
             fp = wanted.get(name)
             if fp == run.fingerprint:
                 continue
-            if fp is not None and await self._update_live(prov, name, by_conn[name], run, fp):
+            if fp is not None and self._update_live(prov, name, by_conn[name], run, fp):
                 continue
             log.info("stopping connection connection=%s", name)
-            stopping.append(run.task)
+            stopping.append(run)
             del self.connections[name]
         # The old task must be gone before a new one opens the same bus.
-        await cancel_and_wait(stopping)
+        await cancel_and_wait(_tasks(stopping))
         old = self.devices
         self.devices = {}
         for dev in prov.config.devices:
@@ -292,20 +336,21 @@ class Supervisor:
                 continue
             devs = tuple(by_conn[name])
             drv = prov.connections[name].driver
-            settings = await asyncio.to_thread(configure_admitted, prov, name, list(devs))
+            kind = prov.config.connections[name].driver
             log.info(
-                "starting connection connection=%s driver=%s devices=%d",
-                name,
-                drv.name,
-                len(devs),
+                "starting connection connection=%s driver=%s devices=%d", name, kind, len(devs)
             )
-            self._zero_series(drv, devs)
-            ctx = ConnectionContext(self, drv.name, devs)
-            ctx.settings = settings
-            task = asyncio.create_task(self._supervise(name, drv, ctx), name=f"connection:{name}")
-            self.connections[name] = Running(
-                wanted[name], task, drv, tuple(d.id for d in devs), ctx
+            self._zero_series(kind, drv, devs)
+            run = Running(
+                wanted[name],
+                None,
+                drv,
+                tuple(d.id for d in devs),
+                ConnectionContext(self, kind, devs),
+                prov.connections[name].settings,
             )
+            run.task = asyncio.create_task(self._supervise(name, run), name=f"connection:{name}")
+            self.connections[name] = run
         if prov.unlicensed:
             log.warning(
                 "devices not licensed (never polled) used=%d capacity=%d devices=%s",
@@ -315,20 +360,22 @@ class Supervisor:
             )
 
     async def stop(self) -> None:
-        """Stop every connection task."""
-        await cancel_and_wait([r.task for r in self.connections.values()])
-        self.connections.clear()
+        """Stop every connection task; later applies and reconnects do nothing."""
+        async with self._lock:
+            self._closing = True
+            await cancel_and_wait(_tasks(self.connections.values()))
+            self.connections.clear()
 
-    def _zero_series(self, drv: api.AnyDriver, devices: Sequence[DeviceSpec]) -> None:
+    def _zero_series(self, kind: str, drv: api.AnyDriver, devices: Sequence[DeviceSpec]) -> None:
         """Create the device's series at 0, so rate() alerts see 0 rather than nothing."""
         for dev in devices:
             events: tuple[str, ...] = ("samples", "records")
             if drv.polled:
                 events += ("poll", "poll_error")
             for event in events:
-                self.metrics.count(event, drv.name, dev.id, 0)
+                self.metrics.count(event, kind, dev.id, 0)
 
-    async def _update_live(
+    def _update_live(
         self,
         prov: Provisioning,
         name: str,
@@ -346,20 +393,21 @@ class Supervisor:
             or fp.connection != run.fingerprint.connection
         ):
             return False
+        settings = prov.connections[name].settings
         try:
-            settings = await asyncio.to_thread(configure_admitted, prov, name, list(devices))
             applied = bool(run.driver.update(settings))
-        except EdgedError as exc:
-            log.error("device list not applied connection=%s error=%s", name, exc)
-            return False
         except Exception as exc:  # a driver bug costs a restart, not the reload
             log.error("live update failed connection=%s error=%s", name, exc, exc_info=True)
             return False
         if not applied:
             return False
-        self._zero_series(run.driver, [d for d in devices if d.id not in run.devices])
+        self._zero_series(
+            prov.config.connections[name].driver,
+            run.driver,
+            [d for d in devices if d.id not in run.devices],
+        )
         run.context.replace(devices)
-        run.context.settings = settings
+        run.settings = settings
         run.fingerprint = fp
         run.devices = tuple(d.id for d in devices)
         log.info("updated connection connection=%s devices=%d", name, len(devices))

@@ -125,6 +125,12 @@ def test_a_driver_that_breaks_the_contract_is_refused(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             api.get("broken", Source("/etc/edged/edged.toml", "connections.x.driver"))
         assert "does not implement edged.api.Driver" in str(err.value)
+        # The command line of the other drivers keeps working.
+        assert "broken" not in api.all_drivers() and "modbus" in api.all_drivers()
+        for argv in (["--help"], ["sim", "--help"]):
+            with pytest.raises(SystemExit) as done:
+                cli.main(argv)
+            assert done.value.code == 0
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("broken_edged_driver", None)

@@ -5,7 +5,6 @@ samples of chargers no longer on the connection are rejected."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from drivers.ocpp.driver import REMOVED
 from drivers.ocpp.simulator import SimCharger, SimConfig
 from edged.app import Daemon
 from edged.model import DeviceState, Sample
+from edged.provisioning import with_admitted
 from tests.conftest import free_port, wait_port
 from tests.daemon import write_config
 from tests.drivers.ocpp.ocpp_helpers import running, wait_until
@@ -51,7 +51,6 @@ def counter(daemon: Daemon, name: str, device_id: str) -> float | None:
 async def test_device_list_changes_apply_to_the_running_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EDGED_TRUST_TEST_KEYS", "1")
     port = free_port()
     cfg = write_config(tmp_path, body(port, "1", "2"), mqtt_port=free_port(), capacity=10)
     daemon = Daemon(cfg)
@@ -86,10 +85,8 @@ async def test_device_list_changes_apply_to_the_running_connection(
             # The licence watcher takes ev1 out of service: its charger is closed live.
             ev1 = next(d for d in plan.admitted if d.id == "ev1")
             await daemon.apply(
-                dataclasses.replace(
-                    plan,
-                    admitted=tuple(d for d in plan.admitted if d.id != "ev1"),
-                    unlicensed=(ev1,),
+                with_admitted(
+                    plan, tuple(d for d in plan.admitted if d.id != "ev1"), unlicensed=(ev1,)
                 )
             )
             assert daemon.supervisor.connections["chargers"].task is task and not task.done()

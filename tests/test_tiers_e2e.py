@@ -238,7 +238,6 @@ def expect_window(rec: dict[str, Any], start: float, length: float, k: int, scal
 async def test_limited_and_basic_publish_one_aggregated_record_per_window(
     tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch, tier: str, length: float
 ) -> None:
-    monkeypatch.setenv("EDGED_TRUST_TEST_KEYS", "1")
     cfg = charger_config(tmp_path, broker, tier)
     f0 = aligned_start()
     clock = FakeClock(f0)
@@ -284,7 +283,6 @@ async def test_limited_and_basic_publish_one_aggregated_record_per_window(
 async def test_tier_change_at_reload_switches_interval_at_next_window_boundary(
     tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EDGED_TRUST_TEST_KEYS", "1")
     cfg = charger_config(tmp_path, broker, "limited")
     f0 = aligned_start()
     clock = FakeClock(f0)

@@ -52,7 +52,7 @@ __all__ = ["OcppDriver", "hash_password"]
 
 
 class OcppDriver:
-    """Local OCPP central system; implements ``drivers.Driver`` and the command API."""
+    """Local OCPP central system; implements ``edged.api.Driver`` and its capabilities."""
 
     name = "ocpp"
     # Chargers send when they have something to report; the daemon does not poll them.
