@@ -8,6 +8,7 @@ never see the outbox or the uplink.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 from edged.live import LiveValues
@@ -15,6 +16,10 @@ from edged.model import Record, Sample
 from edged.windows import Windows
 
 Emit = Callable[[Sequence[Record]], None]
+
+EMIT_BATCH = 0.05
+"""Seconds records of windows completed by a read wait to leave together: the outbox
+writes one transaction per batch, not one per record."""
 
 
 class Pipeline:
@@ -24,23 +29,32 @@ class Pipeline:
         self.windows = windows
         self.live = live
         self._emit = emit
+        self._batch: asyncio.TimerHandle | None = None
 
     def add(self, sample: Sample) -> None:
         """One sample from a driver (non-finite values and late samples: see Windows)."""
         self.live.update(sample)
         self.windows.add(sample)
+        if self._batch is None and self.windows.has_ready():
+            self._batch = asyncio.get_running_loop().call_later(EMIT_BATCH, self._emit_ready)
+
+    def _emit_ready(self) -> None:
+        self._batch = None
         ready = self.windows.take_ready()
         if ready:
             self._emit(ready)
 
     def tick(self, now: float) -> None:
         """Close the windows whose grace has passed and emit their records."""
-        records = self.windows.due(now)
+        records = self.windows.take_ready() + self.windows.due(now)
         if records:
             self._emit(records)
 
     def flush(self) -> None:
         """Close every open window (at shutdown) and emit the records."""
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
         records = self.windows.flush()
         if records:
             self._emit(records)

@@ -150,6 +150,10 @@ class Windows:
                 if o.end <= horizon:
                     self._close(o, self._ready)
 
+    def has_ready(self) -> bool:
+        """True when windows closed early wait to be taken."""
+        return bool(self._ready)
+
     def take_ready(self) -> list[Record]:
         """Records of windows that closed early (complete before their grace); cleared."""
         if not self._ready:
