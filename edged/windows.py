@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from edged.model import Reading, Record, Sample, is_counter
+from edged.model import Reading, Record, Sample, is_counter, iso
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,9 @@ class Windows:
         for w in dev.windows.values():
             switch = max(switch, w.end)
         sched.append((switch, interval))
-        log.info("publish interval change device=%s interval=%g from=%s", dev.id, interval, switch)
+        log.info(
+            "publish interval change device=%s interval=%g from=%s", dev.id, interval, iso(switch)
+        )
 
     def stale_devices(self, now: float | None = None) -> list[str]:
         """Devices that sent no sample in their last completed window (in config order)."""

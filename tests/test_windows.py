@@ -429,3 +429,11 @@ def test_property_reload_switches_at_next_window(
             assert math.isclose(end / new, round(end / new), abs_tol=1e-6)
         else:
             raise AssertionError(f"window {r} straddles the switch at {switch}")
+
+
+def test_interval_change_logs_its_start_as_rfc3339(caplog: pytest.LogCaptureFixture) -> None:
+    th = Windows({"m": LIMITED}, clock=FakeClock(T0))
+    with caplog.at_level("INFO", logger="edged.windows"):
+        th.set_intervals({"m": BASIC}, now=T0 + 10)
+    (line,) = [r.getMessage() for r in caplog.records if "interval change" in r.getMessage()]
+    assert line.endswith("from=2026-11-23T12:01:00.000Z"), line
