@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN = 1.0
 RECONNECT_MAX = 60.0
+FAILURE_REMINDER = 300.0
+"""Seconds between two warnings about a meter that keeps failing."""
 
 
 @dataclass(frozen=True)
@@ -176,11 +178,18 @@ class MeterPoller:
     Counts rejected frames per device; an offline meter gets a single attempt.
     """
 
-    def __init__(self, config: DeviceSettings, ctx: DriverContext) -> None:
+    def __init__(
+        self,
+        config: DeviceSettings,
+        ctx: DriverContext,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.ctx = ctx
         self.device_id = config.device_id
         self.poll_interval = config.poll_interval
+        self._clock = clock
+        self._warned_at: float | None = None
 
     async def read(self, master: Master, offline: bool) -> dict[str, float]:
         """Read and map the meter once; DeviceTimeout / DecodeError say why not."""
@@ -198,14 +207,26 @@ class MeterPoller:
             rejected = master.rejected - rejected_before
             if rejected:
                 self.ctx.count("frame_rejected", cfg.device_id, rejected)
+        self._warned_at = None  # it answered: the next failure is news again
         values = map_telegrams(reading.telegrams, cfg.profile)
         if not values:
             log.warning("mbus read gave no mapped values device=%s", cfg.device_id)
         return values
 
     def _failed(self, error: str) -> str:
-        log.warning(
-            "mbus poll failed device=%s address=%s error=%s",
+        # One warning when a meter stops answering, then a reminder every few minutes: a
+        # missing meter must not fill the journal with a line per poll.
+        now = self._clock()
+        if self._warned_at is None or now - self._warned_at >= FAILURE_REMINDER:
+            still = "" if self._warned_at is None else " (still failing)"
+            self._warned_at = now
+            level = logging.WARNING
+        else:
+            still, level = " (still failing)", logging.DEBUG
+        log.log(
+            level,
+            "mbus poll failed%s device=%s address=%s error=%s",
+            still,
             self.config.device_id,
             self.config.address,
             error,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,10 @@ async def test_run_emits_samples_in_canonical_units(kind: str) -> None:
     assert any(s.device_id == "heat-2" for s in ctx.samples)
 
 
-async def test_dead_slave_goes_offline_without_holding_up_the_others(kind: str) -> None:
+async def test_dead_slave_goes_offline_without_holding_up_the_others(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="drivers.mbus.driver")
     (s1, _), (s2, _), (s3, _) = meter(1, 1), meter(2, 2), meter(3, 3)
     s2.dead = True
     sim, connection = await serve([s1, s2, s3], kind)
@@ -144,6 +148,10 @@ async def test_dead_slave_goes_offline_without_holding_up_the_others(kind: str) 
     assert ctx.last_state("m1") is DeviceState.ONLINE
     assert ctx.counts[("poll_error", "m2")] >= 2
     assert not any(s.device_id == "m2" for s in ctx.samples)
+    # One warning when it stopped answering; the further failures only at debug level.
+    failed = [r for r in caplog.records if "mbus poll failed" in r.getMessage()]
+    assert len(failed) == ctx.counts[("poll_error", "m2")]
+    assert [r.levelno for r in failed if r.levelno >= logging.WARNING] == [logging.WARNING]
     # The dead meter costs at most its own deadline: 3 attempts while still online, 1 after.
     master_deadline = parse_connection(connection)
     assert master_deadline.timeout == 0.05
