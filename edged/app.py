@@ -88,8 +88,9 @@ class Daemon:
         self.windows = Windows(clock=clock)
         self.pipeline = Pipeline(self.windows, self.live, self._emit)
         self.supervisor = Supervisor(self.metrics, self.pipeline.add)
-        self.status_service = StatusService(self.supervisor, self.live, self.metrics, clock)
-        self.status_service.windows = self.windows
+        self.status_service = StatusService(
+            self.supervisor, self.live, self.windows, self.metrics, clock
+        )
         self.licences = LicenceWatcher(
             self._current, self.apply, self._publish_event, self._licence_dir, clock
         )
@@ -288,7 +289,6 @@ class Daemon:
         await self.supervisor.stop()
         if self.outbox is not None:
             self.pipeline.flush()
-        if self.outbox is not None:
             await self.outbox.flush()
         if self.uplink is not None:
             with contextlib.suppress(Exception):

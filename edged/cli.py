@@ -80,6 +80,15 @@ class _ControlLink:
         return reply.get("result")
 
 
+def _licence_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--licence-dir",
+        type=Path,
+        default=None,
+        help="licence directory (default: [licensing] directory)",
+    )
+
+
 def _parser(clis: dict[str, CliCommand]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edged", description="Edge daemon for energy gateways.")
     p.add_argument("--version", action="version", version=f"edged {__version__}")
@@ -87,21 +96,11 @@ def _parser(clis: dict[str, CliCommand]) -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the daemon")
     _config_arg(r, "main configuration file")
-    r.add_argument(
-        "--licence-dir",
-        type=Path,
-        default=None,
-        help="licence directory (default: [licensing] directory)",
-    )
+    _licence_dir_arg(r)
 
     c = sub.add_parser("check-config", help="validate the configuration without starting anything")
     _config_arg(c, "main configuration file (conf.d/*.toml beside it are read too)")
-    c.add_argument(
-        "--licence-dir",
-        type=Path,
-        default=None,
-        help="licence directory (default: [licensing] directory)",
-    )
+    _licence_dir_arg(c)
 
     s = sub.add_parser("status", help="ask the running daemon for its status")
     _config_arg(s)

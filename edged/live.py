@@ -48,10 +48,6 @@ class LiveValues:
         """The latest value of one quantity, or None."""
         return self._points.get(device_id, {}).get(quantity)
 
-    def points(self) -> list[str]:
-        """Metering points with at least one value."""
-        return sorted(self._points)
-
     def keep_only(self, device_ids: Iterable[str]) -> None:
         """Forget metering points that are no longer configured."""
         keep = set(device_ids)

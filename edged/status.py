@@ -29,15 +29,16 @@ class StatusService:
         self,
         supervisor: Supervisor,
         live: LiveValues,
+        windows: Windows,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.supervisor = supervisor
         self.live = live
+        self.windows = windows
         self.metrics = metrics
         self.clock = clock
         self.provisioning: Provisioning | None = None
-        self.windows: Windows | None = None
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
         self._tier_gauges_for: Provisioning | None = None
@@ -104,10 +105,9 @@ class StatusService:
 
     def refresh_gauges(self) -> None:
         """Copy the pipeline's state into the metrics gauges."""
-        if self.windows is not None:
-            dropped = self.windows.counts()
-            for what in ("late", "nonfinite", "unknown"):
-                self.metrics.set_gauge("throttle_dropped", dropped[what], reason=what)
+        dropped = self.windows.counts()
+        for what in ("late", "nonfinite", "unknown"):
+            self.metrics.set_gauge("throttle_dropped", dropped[what], reason=what)
         if self.outbox is not None:
             s = self.outbox.stats()
             self.metrics.set_gauge("outbox_depth", s.depth)

@@ -118,7 +118,6 @@ class ConnectionContext:
 
     def replace(self, devices: Sequence[DeviceSpec]) -> None:
         """Serve a new device list: samples of devices no longer on it are rejected."""
-        self.specs = tuple(devices)
         self._devices = frozenset(d.id for d in devices)
 
     def sample(self, sample: Sample) -> None:
