@@ -266,13 +266,47 @@ class Command:
     device_id: str
 
 
+ChargingPurpose = Literal["default", "tx", "station_max"]
+"""Which charging profile carries a limit: OCPP's TxDefaultProfile, TxProfile (the running
+transaction) or ChargePointMaxProfile (2.0.1: ChargingStationMaxProfile)."""
+
+
 @dataclass(frozen=True)
 class SetChargingLimit(Command):
-    """Limit a charger (all its connectors when ``connector`` is None)."""
+    """Limit a charger (all its connectors when ``connector`` is None).
+
+    ``limit`` is per phase in amperes unless ``unit`` says watts; 0 pauses charging.
+    ``duration`` (seconds) makes the limit lapse on its own, so a charger that loses the
+    gateway falls back to the profile below it (a lower ``stack_level``) instead of keeping
+    a limit nobody watches any more. ``phases`` is how many phases the limit is for.
+    """
 
     limit: float
     unit: Literal["A", "W"] = "A"
     connector: int | None = None
+    purpose: ChargingPurpose = "default"
+    stack_level: int = 0
+    duration: float | None = None
+    phases: int | None = None
+
+
+@dataclass(frozen=True)
+class ClearChargingLimit(Command):
+    """Remove the charging profiles edged set (all of them when ``purpose`` is None)."""
+
+    connector: int | None = None
+    purpose: ChargingPurpose | None = None
+    stack_level: int | None = None
+
+
+@dataclass(frozen=True)
+class WriteRegister(Command):
+    """Write a Modbus holding register (``values``: one or more 16-bit words) or a coil."""
+
+    address: int
+    values: tuple[int, ...] = ()
+    coil: bool | None = None
+    """For a coil write: the state to set (``values`` is then empty)."""
 
 
 @dataclass(frozen=True)
