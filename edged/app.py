@@ -189,7 +189,7 @@ class Daemon:
         )
         await self.outbox.open()
         self.uplink = Uplink(cfg.mqtt, cfg.gateway.id, self.outbox)
-        self.status_service.outbox = self.outbox
+        self.status_service.attach_outbox(self.outbox)
         self.status_service.uplink = self.uplink
         self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
         if cfg.metrics.enabled:

@@ -42,6 +42,8 @@ class StatusService:
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
         self._tier_gauges_for: Provisioning | None = None
+        self._dropped_before = 0
+        self._device_ids: frozenset[str] = frozenset()
 
     def status(self, *, values: bool = False, device: str | None = None) -> dict[str, Any]:
         """A JSON-ready picture of the daemon; with ``values`` each device's live values."""
@@ -103,24 +105,30 @@ class StatusService:
             }
         return out
 
+    def attach_outbox(self, outbox: Outbox) -> None:
+        """Read this outbox from now on; its drops before this process count as history."""
+        self.outbox = outbox
+        self._dropped_before = outbox.stats().dropped
+
     def refresh_gauges(self) -> None:
-        """Copy the pipeline's state into the metrics gauges."""
+        """Copy the pipeline's state into the metrics gauges and counters."""
         dropped = self.windows.counts()
         for what in ("late", "nonfinite", "unknown"):
-            self.metrics.set_gauge("throttle_dropped", dropped[what], reason=what)
+            self.metrics.advance("throttle_dropped", dropped[what], reason=what)
         if self.outbox is not None:
             s = self.outbox.stats()
             self.metrics.set_gauge("outbox_depth", s.depth)
             self.metrics.set_gauge("outbox_bytes", s.bytes)
-            self.metrics.set_gauge("outbox_dropped", s.dropped)
+            self.metrics.advance("outbox_dropped", s.dropped - self._dropped_before)
             self.metrics.set_gauge(
                 "outbox_oldest_age", 0.0 if s.oldest is None else max(0.0, self.clock() - s.oldest)
             )
         if self.uplink is not None:
             u = self.uplink.stats()
             self.metrics.set_gauge("uplink_connected", 1.0 if u.connected else 0.0)
-            self.metrics.set_gauge("uplink_published", u.published)
-            self.metrics.set_gauge("uplink_acked", u.acked)
+            self.metrics.advance("uplink_published", u.published)
+            self.metrics.advance("uplink_acked", u.acked)
+        self._device_series()
         prov = self.provisioning
         if prov is not None:
             self.metrics.set_gauge("licence_capacity", prov.licence_total)
@@ -132,6 +140,28 @@ class StatusService:
             counts[st.state] += 1
         for state, n in counts.items():
             self.metrics.set_gauge("devices", n, state=state.value)
+
+    def _device_series(self) -> None:
+        """Per-device up and last-sample age: one series each, bounded by the device count."""
+        devices = self.supervisor.devices
+        ids = frozenset(devices)
+        if ids != self._device_ids:
+            # Devices that left the configuration leave the exposition too.
+            self.metrics.clear_gauge("device_up")
+            self.metrics.clear_gauge("device_last_sample_age")
+            self._device_ids = ids
+        now = self.clock()
+        for dev_id, st in devices.items():
+            driver = st.spec.driver
+            up = 1.0 if st.state is DeviceState.ONLINE else 0.0
+            self.metrics.set_gauge("device_up", up, device=dev_id, driver=driver)
+            if st.last_sample is not None:
+                self.metrics.set_gauge(
+                    "device_last_sample_age",
+                    max(0.0, now - st.last_sample),
+                    device=dev_id,
+                    driver=driver,
+                )
 
     def _set_tier_gauges(self, prov: Provisioning) -> None:
         """Account tier, interval in force and each device's cloud licence (1 = the current)."""

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Broker, free_port, subscribe, wait_port
 from tests.daemon import TRUST, Proc, edged, modbus_sim_cmd, start_daemon, write_config
@@ -281,6 +282,18 @@ cloud_licence = "limited"
         # error series exist from the start, so alerts on their rate see 0, not nothing
         assert 'edged_poll_error_total{device="m1",driver="modbus"} 0.0' in text
         assert "edged_outbox_oldest_age" in text
+        # Running totals are counters (rate() works on them); per-device series are bounded.
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        for name in ("outbox_dropped", "uplink_published", "uplink_acked", "throttle_dropped"):
+            assert families[f"edged_{name}"].type == "counter", name
+        published = [s for s in families["edged_uplink_published"].samples]
+        assert published[0].name == "edged_uplink_published_total" and published[0].value > 0
+        up = {s.labels["device"]: s.value for s in families["edged_device_up"].samples}
+        assert up == {"dead": 0.0, "m1": 1.0, "m2": 0.0}
+        ages = {
+            s.labels["device"]: s.value for s in families["edged_device_last_sample_age"].samples
+        }
+        assert set(ages) == {"m1"} and ages["m1"] < 10
     finally:
         assert daemon.stop() == 0
 
