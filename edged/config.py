@@ -146,6 +146,8 @@ class Config:
     virtual_meters: tuple[VirtualMeter, ...] = field(default=())
     # Metering points that set no ``cloud_licence`` and so count as Basic.
     no_cloud_licence: tuple[str, ...] = field(default=())
+    log_libraries: str = "warning"
+    """Level of the protocol libraries' own loggers (pymodbus, websockets, ...)."""
 
 
 FEATURES = (
@@ -356,6 +358,7 @@ def load(path: str | Path) -> Config:
 
     lg = merged.section("logging", mainname)
     log_level = lg.choice("level", ("debug", "info", "warning", "error"), "info")
+    log_libraries = lg.choice("libraries", ("debug", "info", "warning", "error"), "warning")
     lg.finish()
 
     connections: dict[str, ConnectionSpec] = {}
@@ -401,6 +404,7 @@ def load(path: str | Path) -> Config:
         metrics=metrics,
         licensing=licensing,
         log_level=log_level,
+        log_libraries=log_libraries,
         connections=MappingProxyType(connections),
         devices=tuple(devices),
         virtual_meters=tuple(virtual),

@@ -78,6 +78,22 @@ def provision(
     )
     if result.clock_warning:
         log.warning("licence clock: %s", result.clock_warning)
+    if log.isEnabledFor(logging.DEBUG):
+        for dev in result.admitted:
+            log.debug(
+                "device admitted device=%s driver=%s cloud_licence=%s interval=%g",
+                dev.id,
+                dev.driver,
+                dev.cloud_licence.value,
+                intervals.get(dev.id, 0.0),
+            )
+        for dev in result.unlicensed:
+            log.debug(
+                "device not admitted device=%s reason=capacity used=%d total=%d",
+                dev.id,
+                result.used,
+                result.total,
+            )
     prov = Provisioning(
         config,
         connections,

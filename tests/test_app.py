@@ -325,3 +325,29 @@ async def test_second_daemon_on_the_same_outbox_is_refused(
         assert first.proc.poll() is None
     finally:
         assert first.stop() == 0
+
+
+async def test_debug_level_shows_edged_decisions_not_library_frames(
+    tmp_path: Path, broker: Broker, modbus_sim: int
+) -> None:
+    cfg = write_config(
+        tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port, capacity=10
+    )
+    log = tmp_path / "daemon.log"
+    daemon = Proc(edged("run", "-c", str(cfg), "--level", "debug"), log, env=TRUST)
+    try:
+        daemon.wait_for("window closed device=m1", timeout=30)
+        text = daemon.text()
+        assert "device admitted device=m1" in text
+        # pymodbus logs every frame at debug; those stay out unless [logging] libraries asks
+        assert " DEBUG pymodbus" not in text, text[-2000:]
+    finally:
+        assert daemon.stop() == 0
+    (tmp_path / "conf.d").mkdir(exist_ok=True)
+    (tmp_path / "conf.d" / "90-libs.toml").write_text('[logging]\nlibraries = "debug"\n')
+    chatty = Proc(edged("run", "-c", str(cfg)), tmp_path / "chatty.log", env=TRUST)
+    try:
+        chatty.wait_for(" DEBUG pymodbus", timeout=30)
+        assert "window closed" not in chatty.text()  # edged itself stays at info
+    finally:
+        assert chatty.stop() == 0
