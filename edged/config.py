@@ -521,9 +521,7 @@ def _device(
     address = o.raw("address", None)
     if address is not None and (isinstance(address, bool) or not isinstance(address, int | str)):
         raise o.error("address", "expected an integer or a string")
-    labels = o.raw("labels", {})
-    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise o.error("labels", "expected a table of strings")
+    labels = _labels(o)
     tier = o.choice("cloud_licence", tuple(t.value for t in Tier), "basic")
     profile = o.str("profile", None)
     spec = DeviceSpec(
@@ -547,6 +545,29 @@ def _device(
 
 # An I/O module shows up as at most this many logical devices (docs/licensing.md).
 LICENCE_GROUP_MAX = 3
+
+
+MAX_LABELS = 16
+"""Labels per device: they become metric series, so their number is bounded."""
+_LABEL_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
+
+
+def _labels(o: Options) -> dict[str, str]:
+    """A device's ``labels``: short string values under keys usable as metric label values."""
+    labels = o.raw("labels", {})
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise o.error("labels", "expected a table of strings, e.g. labels = { flat = \"3a\" }")
+    if len(labels) > MAX_LABELS:
+        raise o.error("labels", f"at most {MAX_LABELS} labels per device, got {len(labels)}")
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key):
+            raise o.error(
+                "labels",
+                f"label {key!r}: a key is letters, digits and '_', not starting with a digit",
+            )
+        if len(value) > 200:
+            raise o.error("labels", f"label {key!r}: at most 200 characters")
+    return dict(labels)
 
 
 def _check_licence_groups(devices: Sequence[DeviceSpec]) -> None:

@@ -268,6 +268,7 @@ _DEVICE_COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("INTERVAL", ("interval", "publish_interval"), False),
     ("LAST SAMPLE", ("last_sample_age", "last_sample"), True),
     ("ERROR", ("last_error", "error"), True),
+    ("LABELS", ("labels",), False),
 )
 
 
@@ -277,7 +278,7 @@ def _device_table(devices: Sequence[Mapping[str, Any]]) -> list[str]:
     columns = [
         (title, keys)
         for title, keys, always in _DEVICE_COLUMNS
-        if always or any(_first(d, *keys) is not None for d in devices)
+        if always or any(_first(d, *keys) not in (None, {}) for d in devices)
     ]
     rows = [[title for title, _ in columns]]
     for dev in devices:
@@ -296,8 +297,10 @@ def _first(mapping: Mapping[str, Any], *keys: str) -> Any:
 
 
 def _cell(title: str, value: Any) -> str:
-    if value is None or value == "":
+    if value is None or value == "" or value == {}:
         return "-"
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
     if isinstance(value, int | float) and not isinstance(value, bool):
         if title == "LAST SAMPLE":
             return f"{_duration(float(value))} ago"

@@ -58,6 +58,7 @@ HELP: dict[str, str] = {
     "uplink_connected": "1 while the MQTT uplink is connected.",
     "device_up": "1 while the device answers (state online), per device.",
     "device_last_sample_age": "Seconds since the device's last sample, per device.",
+    "device_label": "The labels of each device from the configuration (value 1).",
     "licence_capacity": "Devices the installed capacity licences allow (gateway included).",
     "licence_used": "Devices counted against the capacity licences.",
     "devices": "Configured devices per state.",
@@ -124,7 +125,7 @@ class Metrics:
             self._histograms[name] = histogram
         histogram.labels(driver).observe(seconds)
 
-    def advance(self, name: str, total: float, **labels: str) -> None:
+    def advance(self, name: str, total: float, /, **labels: str) -> None:
         """Bring the counter ``edged_<name>_total`` up to a running total kept elsewhere.
 
         The parts that keep running totals (outbox, uplink, windows) count since they were
@@ -148,7 +149,7 @@ class Metrics:
         if step > 0:
             (counter.labels(**labels) if labels else counter).inc(step)
 
-    def set_gauge(self, name: str, value: float, **labels: str) -> None:
+    def set_gauge(self, name: str, value: float, /, **labels: str) -> None:
         """Set a gauge; a gauge keeps the label names it was first set with."""
         key = metric_name(name)
         entry = self._gauges.get(key)

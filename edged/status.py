@@ -66,6 +66,7 @@ class StatusService:
                 if st.last_sample is None
                 else round(now - st.last_sample, 1),
                 "last_error": st.last_error,
+                "labels": dict(st.spec.labels),
             }
             if values or device is not None:
                 entry["values"] = {
@@ -179,4 +180,10 @@ class StatusService:
             self.metrics.set_gauge(
                 "device_cloud_licence", 1.0, device=dev.id, tier=dev.cloud_licence.value
             )
+        # Labels as series of their own: the set of label keys differs between devices,
+        # and one series per device and label keeps the count bounded by the configuration.
+        self.metrics.clear_gauge("device_label")
+        for dev in prov.config.devices:
+            for key, value in sorted(dev.labels.items()):
+                self.metrics.set_gauge("device_label", 1.0, device=dev.id, key=key, value=value)
         self._tier_gauges_for = prov

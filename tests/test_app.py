@@ -218,6 +218,7 @@ connection = "attic"
 address = 1
 profile = "eastron_sdm630"
 cloud_licence = "limited"
+labels = {{ room = "attic" }}
 """ + modbus_body(modbus_sim, count=2)
     # gateway + 2 devices: "dead" and m1 are admitted, m2 (last in config order) is not
     cfg = write_config(tmp_path, body, mqtt_port=broker.port, capacity=3)
@@ -242,10 +243,13 @@ cloud_licence = "limited"
         assert status["tier"]["account_tier"] == "limited"
         assert status["uplink"]["connected"] is True
         assert status["outbox"]["dropped"] == 0
+        labels = {d["id"]: d["labels"] for d in status["devices"]}
+        assert labels == {"dead": {"room": "attic"}, "m1": {}, "m2": {}}
         human = subprocess.run(
             edged("status", "-c", str(cfg)), capture_output=True, text=True, timeout=30
         )
         assert human.returncode == 0 and "unlicensed" in human.stdout and "offline" in human.stdout
+        assert "LABELS" in human.stdout and "room=attic" in human.stdout
         assert "values" not in status["devices"][0]
 
         # Last values come from the live-values stage: one device, or all with --values.
@@ -294,6 +298,8 @@ cloud_licence = "limited"
             s.labels["device"]: s.value for s in families["edged_device_last_sample_age"].samples
         }
         assert set(ages) == {"m1"} and ages["m1"] < 10
+        label_series = [s.labels for s in families["edged_device_label"].samples]
+        assert label_series == [{"device": "dead", "key": "room", "value": "attic"}]
     finally:
         assert daemon.stop() == 0
 
