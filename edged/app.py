@@ -21,12 +21,13 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edged import api
+from edged import api, payload
 from edged import config as configmod
+from edged import outbox_sizing as sizing
 from edged.config import Config
 from edged.control import ControlServer
 from edged.errors import EdgedError
@@ -48,6 +49,17 @@ log = logging.getLogger("edged.app")
 Clock = Callable[[], float]
 TICK = 0.2
 """Seconds between two closings of due windows."""
+
+
+def outbox_size(cfg: Config, intervals: Iterable[float]) -> sizing.OutboxSize:
+    """The outbox limits for this site: configured, or derived from ``outage_hours``."""
+    return sizing.size_for(
+        rate=sizing.site_rate(intervals),
+        record_bytes=sizing.typical_record_bytes(payload.encode),
+        outage_hours=cfg.outbox.outage_hours,
+        max_records=cfg.outbox.max_records,
+        max_mb=cfg.outbox.max_mb,
+    )
 
 
 def _lock_outbox(outbox: Path) -> int:
@@ -181,10 +193,18 @@ class Daemon:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
 
+        size = outbox_size(cfg, prov.intervals.values())
+        log.info(
+            "outbox limits max_records=%d max_mb=%d derived=%s keeps_hours=%.1f",
+            size.max_records,
+            size.max_bytes // (1024 * 1024),
+            size.derived,
+            size.lasts_seconds / 3600,
+        )
         self.outbox = Outbox(
             cfg.outbox.path,
-            max_records=cfg.outbox.max_records,
-            max_bytes=cfg.outbox.max_bytes,
+            max_records=size.max_records,
+            max_bytes=size.max_bytes,
             synchronous=cfg.outbox.synchronous,
         )
         await self.outbox.open()

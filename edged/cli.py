@@ -283,6 +283,13 @@ def _check_config(path: Path, licence_dir: Path | None) -> int:
         f"licence {prov.licence_used}/{prov.licence_total})"
     )
     print(_tier_line(cfg))
+    from edged.app import outbox_size
+    from edged.outbox_sizing import describe
+
+    line, warning = describe(outbox_size(cfg, prov.intervals.values()), cfg.outbox.outage_hours)
+    print(line)
+    if warning:
+        print(f"warning: {_section_error(cfg, 'outbox', 'max_mb')(warning)}", file=sys.stderr)
     return 0
 
 

@@ -79,9 +79,11 @@ class OutboxConfig:
     """The durable outbox."""
 
     path: Path
-    max_records: int
-    max_bytes: int
+    max_records: int | None
+    """None: derived from ``outage_hours`` and the site (edged/outbox_sizing.py)."""
+    max_mb: int | None
     synchronous: str
+    outage_hours: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -493,9 +495,10 @@ def _outbox(o: Options, data_dir: Path) -> OutboxConfig:
     p = Path(path) if Path(path).is_absolute() else data_dir / path
     cfg = OutboxConfig(
         path=p,
-        max_records=o.int("max_records", 1_000_000, min=1),
-        max_bytes=o.int("max_mb", 256, min=1) * 1024 * 1024,
+        max_records=o.int("max_records", None, min=1),
+        max_mb=o.int("max_mb", None, min=1),
         synchronous=o.choice("synchronous", ("normal", "full"), "normal"),
+        outage_hours=o.float("outage_hours", 24.0, min=0.1, max=24 * 366),
     )
     o.finish()
     return cfg
@@ -556,7 +559,7 @@ def _labels(o: Options) -> dict[str, str]:
     """A device's ``labels``: short string values under keys usable as metric label values."""
     labels = o.raw("labels", {})
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise o.error("labels", "expected a table of strings, e.g. labels = { flat = \"3a\" }")
+        raise o.error("labels", 'expected a table of strings, e.g. labels = { flat = "3a" }')
     if len(labels) > MAX_LABELS:
         raise o.error("labels", f"at most {MAX_LABELS} labels per device, got {len(labels)}")
     for key, value in labels.items():
