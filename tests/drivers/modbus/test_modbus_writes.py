@@ -9,7 +9,7 @@ import contextlib
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from drivers.modbus import profile
+from drivers.modbus import frame, profile
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.simulator import Meter, Simulator
 from edged.api import DeviceInfo, SetChargingLimit, WriteRegister
@@ -109,3 +109,69 @@ def test_writable_addresses_are_validated() -> None:
             conn(host="127.0.0.1", port=1502),
             [dev("m", "eastron_sdm630", settings={"writable_registers": "1"})],
         )
+
+
+async def test_driver_writes_over_rtu_between_polls() -> None:
+    meter = _meter(unit=4)
+    async with Simulator() as sim:
+        path = await sim.add_rtu_pty([meter])
+        driver = ModbusDriver()
+        settings = driver.configure(
+            # A pty keeps no even parity on this kernel: 8N1.
+            conn(transport="rtu", device=path, baudrate=19200, parity="N", timeout=0.5),
+            [
+                dev(
+                    "io",
+                    "eastron_sdm630",
+                    address=4,
+                    poll_interval=0.1,
+                    settings={"writable_coils": [2], "writable_registers": [10, 11, 12]},
+                )
+            ],
+        )
+        ctx = FakeContext()
+        task = asyncio.create_task(driver.run(settings, ctx))
+        try:
+            await _until(lambda: len(ctx.samples_of("io")) >= 2)
+            await driver.command(WriteRegister("io", 10, values=(1, 2, 3)))
+            await driver.command(WriteRegister("io", 2, coil=True))
+            await driver.command(WriteRegister("io", 12, values=(9,)))
+            before = len(ctx.samples_of("io"))
+            await _until(lambda: len(ctx.samples_of("io")) >= before + 2)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert meter.written == {10: 1, 11: 2, 12: 9}
+    assert meter.coils == {2: True}
+    assert meter.writes == [("holding", 10, (1, 2, 3)), ("coil", 2, (1,)), ("holding", 12, (9,))]
+
+
+async def test_malformed_writes_get_exception_replies() -> None:
+    meter = _meter(unit=1)
+    async with Simulator() as sim:
+        port = await sim.add_tcp([meter])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def ask(tid: int, pdu: bytes) -> bytes:
+            writer.write(frame.mbap(tid, 1, pdu))
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readexactly(7), 5)
+            return await asyncio.wait_for(reader.readexactly(head[5] - 1), 5)
+
+        try:
+            # A coil value other than 0xFF00 / 0x0000.
+            assert await ask(1, bytes((5, 0, 1, 0x12, 0x34))) == bytes((0x85, 3))
+            # Byte count disagrees with the register count.
+            assert await ask(2, bytes((16, 0, 1, 0, 2, 2, 0, 1))) == bytes((0x90, 3))
+            # A truncated write.
+            assert await ask(3, bytes((6, 0))) == bytes((0x86, 3))
+            # Past the end of the address space.
+            assert await ask(4, bytes((15, 0xFF, 0xFF, 0, 2, 1, 3))) == bytes((0x8F, 2))
+            # The meter still answers a good write afterwards.
+            assert await ask(5, bytes((6, 0, 7, 0, 42))) == bytes((6, 0, 7, 0, 42))
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    assert meter.written == {7: 42}
+    assert meter.coils == {}
