@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -295,3 +296,70 @@ def test_check_config_prints_the_located_error(tmp_path: Path) -> None:
     assert f"{path}:{line_of(path, 'clear = 6000')}: actions[0].when.clear: must be at most" in (
         res.stderr
     )
+
+
+DOC_SITE = """
+[gateway]
+id = "gw-doc"
+data_dir = "{tmp}/data"
+
+[connections.meters]
+driver = "modbus"
+host = "127.0.0.1"
+port = 15020
+
+[connections.pv]
+driver = "modbus"
+host = "127.0.0.1"
+port = 15021
+
+[connections.chargers]
+driver = "ocpp"
+host = "127.0.0.1"
+port = 19000
+
+[[devices]]
+id = "grid"
+connection = "meters"
+profile = "eastron_sdm630"
+cloud_licence = "limited"
+
+[[devices]]
+id = "io-module"
+connection = "meters"
+address = 2
+profile = "eastron_sdm630"
+cloud_licence = "limited"
+writable_coils = [0]
+
+[[devices]]
+id = "inverter"
+connection = "pv"
+profile = "eastron_sdm630"
+cloud_licence = "limited"
+writable_registers = [40242]
+
+[[devices]]
+id = "wallbox"
+connection = "chargers"
+address = "CP-1"
+cloud_licence = "limited"
+"""
+
+
+def _doc_rules(path: Path) -> list[str]:
+    """The TOML examples with rules in a document, without the devices they show."""
+    blocks = re.findall(r"```toml\n(.*?)```", path.read_text(), flags=re.S)
+    rules = [b for b in blocks if "[[actions]]" in b]
+    return [b[b.index("[[actions]]") :] for b in rules]
+
+
+@pytest.mark.parametrize("doc", ["docs/actions.md", "README.md"])
+def test_the_documented_rules_pass_check_config(tmp_path: Path, doc: str) -> None:
+    examples = _doc_rules(Path(__file__).resolve().parent.parent / doc)
+    assert examples
+    for i, example in enumerate(examples):
+        site = tmp_path / str(i)
+        site.mkdir()
+        _, rules = load(site, example, site=DOC_SITE)
+        assert rules
