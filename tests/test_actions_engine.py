@@ -268,3 +268,17 @@ async def test_reload_keeps_the_state_of_an_unchanged_rule() -> None:
     assert site.engine.states()["limit-ev"].value == "active"
     site.engine.set_rules([limit_rule(hold=1.0)])
     assert site.engine.states()["limit-ev"].value == "idle"
+
+
+async def test_an_unexpected_driver_error_is_reported_not_raised() -> None:
+    site = Site()
+
+    async def broken(command: Command) -> dict[str, Any]:
+        raise ValueError("driver bug")
+
+    site.engine._command = broken
+    site.engine.set_rules([limit_rule(hold=0.0)])
+    site.value(7000)
+    await settle(site)
+    (status,) = site.engine.status()
+    assert status["failed"] == 1 and "ValueError: driver bug" in status["last_error"]

@@ -287,6 +287,9 @@ class Engine:
                 error = str(exc)
             except (OSError, TimeoutError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a driver bug must not end the rule's reporting
+                log.error("action raised rule=%s", st.rule.name, exc_info=True)
+                error = f"{type(exc).__name__}: {exc}"
             else:
                 policy.connected()
                 if st.last_error is not None and st.last_error.startswith(action.describe()):
