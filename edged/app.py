@@ -28,13 +28,14 @@ from typing import Any
 from edged import api, payload
 from edged import config as configmod
 from edged import outbox_sizing as sizing
+from edged.actions.engine import Engine
 from edged.config import Config
 from edged.control import ControlServer
 from edged.errors import EdgedError
 from edged.licence_watch import LicenceWatcher
 from edged.live import LiveValues
 from edged.metrics import Metrics
-from edged.model import Record
+from edged.model import DeviceState, Record, Sample
 from edged.outbox import Outbox
 from edged.pipeline import Pipeline
 from edged.provisioning import Provisioning, provision
@@ -99,10 +100,19 @@ class Daemon:
         self.live = LiveValues()
         self.windows = Windows(clock=clock)
         self.pipeline = Pipeline(self.windows, self.live, self._emit)
-        self.supervisor = Supervisor(self.metrics, self.pipeline.add)
+        self.supervisor = Supervisor(self.metrics, self._sample)
+        self.actions = Engine(
+            self.live,
+            self.supervisor.command,
+            self._publish_event,
+            self._device_state,
+            lambda event, rule, n: self.metrics.count(f"action_{event}", "actions", rule, n),
+            clock,
+        )
         self.status_service = StatusService(
             self.supervisor, self.live, self.windows, self.metrics, clock
         )
+        self.status_service.actions = self.actions
         self.licences = LicenceWatcher(
             self._current, self.apply, self._publish_event, self._licence_dir, clock
         )
@@ -141,6 +151,15 @@ class Daemon:
     async def _publish_event(self, kind: str, body: dict[str, object]) -> None:
         if self.uplink is not None:
             await self.uplink.publish_event(kind, body)
+        self.actions.on_event(kind, body)
+
+    def _sample(self, sample: Sample) -> None:
+        self.pipeline.add(sample)
+        self.actions.observe(sample)
+
+    def _device_state(self, device_id: str) -> DeviceState | None:
+        st = self.supervisor.devices.get(device_id)
+        return None if st is None else st.state
 
     async def apply(self, prov: Provisioning) -> None:
         """Bring connections, windows and status in line with a provisioning."""
@@ -148,6 +167,7 @@ class Daemon:
         self.windows.set_intervals(dict(prov.intervals))
         await self.supervisor.apply(prov)
         self.live.keep_only(d.id for d in prov.admitted)
+        self.actions.set_rules(prov.config.actions)
         self.provisioning = prov
         self.status_service.provisioning = prov
 
@@ -161,6 +181,7 @@ class Daemon:
             now = self.clock()
             self.pipeline.tick(now)
             self.supervisor.mark_stale(self.windows.stale_devices(now), now)
+            self.actions.tick(now)
             # Gauges walk every device: once a second is plenty for a scraper.
             if ticks % 5 == 1:
                 self.status_service.refresh_gauges()
@@ -306,6 +327,7 @@ class Daemon:
         """Stop polling, flush everything durable, give the uplink a moment, exit."""
         self.notifier.notify("STOPPING=1")
         log.info("stopping")
+        await self.actions.close()
         await self.supervisor.stop()
         if self.outbox is not None:
             self.pipeline.flush()

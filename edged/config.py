@@ -18,6 +18,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from edged.actions import config as actions_config
+from edged.actions.config import Rule
 from edged.api import DEVICE_KEYS, Options
 from edged.errors import ConfigError
 from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
@@ -150,6 +152,8 @@ class Config:
     no_cloud_licence: tuple[str, ...] = field(default=())
     log_libraries: str = "warning"
     """Level of the protocol libraries' own loggers (pymodbus, websockets, ...)."""
+    # If/then rules ([[actions]], edged.actions).
+    actions: tuple[Rule, ...] = field(default=())
 
 
 FEATURES = (
@@ -183,6 +187,7 @@ class _Merged:
         self.connections: dict[str, tuple[dict[str, Any], Source]] = {}
         self.devices: list[tuple[dict[str, Any], Source]] = []
         self.virtual: list[tuple[dict[str, Any], Source]] = []
+        self.actions: list[tuple[dict[str, Any], Source]] = []
         self.counts: dict[tuple[str, str], int] = {}
 
     def add(self, file: Path, doc: dict[str, Any]) -> None:
@@ -212,14 +217,18 @@ class _Merged:
                             f"connection defined twice (first in {first})",
                         )
                     self.connections[cname] = (table, Source(name, f"connections.{cname}"))
-            elif key in ("devices", "virtual_meters"):
+            elif key in ("devices", "virtual_meters", "actions"):
                 if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
                     raise ConfigError(name, key, f"expected an array of tables [[{key}]]")
-                target = self.devices if key == "devices" else self.virtual
+                target = {"devices": self.devices, "virtual_meters": self.virtual}.get(
+                    key, self.actions
+                )
                 for i, table in enumerate(value):
                     target.append((table, Source(name, f"{key}[{i}]")))
             else:
-                known = ", ".join([*_SECTIONS, "connections", "devices", "virtual_meters"])
+                known = ", ".join(
+                    [*_SECTIONS, "connections", "devices", "virtual_meters", "actions"]
+                )
                 raise ConfigError(name, key, f"unknown section (known: {known})")
 
     def section(self, name: str, main: str) -> Options:
@@ -410,6 +419,7 @@ def load(path: str | Path) -> Config:
         connections=MappingProxyType(connections),
         devices=tuple(devices),
         virtual_meters=tuple(virtual),
+        actions=actions_config.parse(merged.actions, list(seen)),
         no_cloud_licence=tuple(
             str(table["id"])
             for table, _ in [*merged.devices, *merged.virtual]

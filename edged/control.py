@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from edged.actions.text import format_lines as format_actions
 from edged.errors import ControlError
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,10 @@ def format_status(status: Mapping[str, Any]) -> str:
             if isinstance(dev.get("values"), Mapping):
                 out.append("")
                 out.extend(_value_lines(dev))
+    rules = status.get("actions")
+    if isinstance(rules, list) and rules:
+        out.append("")
+        out.extend(format_actions([r for r in rules if isinstance(r, Mapping)]))
     return "\n".join(out) + "\n"
 
 

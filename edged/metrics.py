@@ -41,6 +41,9 @@ COUNTER_HELP: dict[str, str] = {
     "samples": "Samples handed to the pipeline.",
     "samples_rejected": "Samples for devices not on the connection that produced them.",
     "records": "Records written to the outbox.",
+    "action_fired": "If/then rules fired, per rule (label device: the rule's name).",
+    "action_cleared": "If/then rules cleared, per rule (label device: the rule's name).",
+    "action_failed": "Actions of if/then rules that failed after their retries, per rule.",
 }
 HISTOGRAM_HELP: dict[str, str] = {
     "poll": "Duration of one poll of one device.",

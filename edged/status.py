@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edged import tiers
+from edged.actions.engine import Engine
 from edged.live import LiveValues
 from edged.metrics import Metrics
 from edged.model import DeviceState, Tier, iso, unit_of
@@ -41,6 +42,7 @@ class StatusService:
         self.provisioning: Provisioning | None = None
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
+        self.actions: Engine | None = None
         self._tier_gauges_for: Provisioning | None = None
         self._dropped_before = 0
         self._device_ids: frozenset[str] = frozenset()
@@ -104,6 +106,8 @@ class StatusService:
                 "reconnects": u.reconnects,
                 "last_error": u.last_error,
             }
+        if self.actions is not None and self.actions.rules:
+            out["actions"] = self.actions.status()
         return out
 
     def attach_outbox(self, outbox: Outbox) -> None:
