@@ -20,6 +20,7 @@ from typing import Any
 
 from edged.api import DEVICE_KEYS, Options
 from edged.errors import ConfigError
+from edged.modbus_server import config as modbus_server_config
 from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -146,6 +147,9 @@ class Config:
     virtual_meters: tuple[VirtualMeter, ...] = field(default=())
     # Metering points that set no ``cloud_licence`` and so count as Basic.
     no_cloud_licence: tuple[str, ...] = field(default=())
+    modbus_server: modbus_server_config.ModbusServerConfig = field(
+        default_factory=modbus_server_config.ModbusServerConfig
+    )
 
 
 FEATURES = (
@@ -167,6 +171,7 @@ _SECTIONS = (
     "metrics",
     "licensing",
     "logging",
+    "modbus_server",
 )
 
 
@@ -391,6 +396,8 @@ def load(path: str | Path) -> Config:
                 raise src.error(f"sources[{i}]", f"no device with id {ref!r}")
         virtual.append(vm)
 
+    modbus_server = modbus_server_config.parse(merged.section("modbus_server", mainname), [*seen])
+
     return Config(
         files=tuple(files),
         gateway=gateway,
@@ -409,6 +416,7 @@ def load(path: str | Path) -> Config:
             for table, _ in [*merged.devices, *merged.virtual]
             if "cloud_licence" not in table
         ),
+        modbus_server=modbus_server,
     )
 
 

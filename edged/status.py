@@ -14,6 +14,7 @@ from typing import Any
 from edged import tiers
 from edged.live import LiveValues
 from edged.metrics import Metrics
+from edged.modbus_server.server import ModbusServer
 from edged.model import DeviceState, Tier, iso, unit_of
 from edged.outbox import Outbox
 from edged.provisioning import Provisioning
@@ -42,6 +43,7 @@ class StatusService:
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
         self._tier_gauges_for: Provisioning | None = None
+        self.modbus_server: ModbusServer | None = None
 
     def status(self, *, values: bool = False, device: str | None = None) -> dict[str, Any]:
         """A JSON-ready picture of the daemon; with ``values`` each device's live values."""
@@ -101,6 +103,8 @@ class StatusService:
                 "reconnects": u.reconnects,
                 "last_error": u.last_error,
             }
+        if self.modbus_server is not None:
+            out["modbus_server"] = self.modbus_server.status()
         return out
 
     def refresh_gauges(self) -> None:
