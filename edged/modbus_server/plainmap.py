@@ -77,3 +77,18 @@ def registers(unit: int, fresh: Mapping[str, float], age: float | None) -> list[
         v = fresh.get(name)
         regs.extend(NAN_WORDS if v is None else float_words(v))
     return regs
+
+
+def markdown_table() -> str:
+    """The documented map (``docs/modbus-server.md`` carries exactly this table)."""
+    lines = [
+        "| address (0-based) | register (1-based) | quantity | unit | kind | description |",
+        "| ---: | ---: | --- | --- | --- | --- |",
+    ]
+    for row in rows():
+        q = row.quantity
+        lines.append(
+            f"| {row.address}-{row.address + 1} | {row.address + 1}-{row.address + 2} | "
+            f"`{q.name}` | {q.unit or '-'} | {q.kind} | {q.description} |"
+        )
+    return "\n".join(lines)
