@@ -240,7 +240,8 @@ class _Session(ServerRequestHandler):
         super().__init__(owner, None, None, None)  # type: ignore[no-untyped-call]
         self.server = owner
         self._buf = b""
-        self._queue: asyncio.Queue[tuple[int, int, bytes]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[int, int, bytes] | None] = asyncio.Queue()
+        self._reading = True  # False once the stream broke: nothing more is read
         self._worker: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._admitted = False
@@ -321,16 +322,18 @@ class _Session(ServerRequestHandler):
 
     def data_received(self, data: bytes) -> None:
         """Split the stream into MBAP frames; check each before pymodbus sees it."""
-        if not self._admitted:
+        if not self._admitted or not self._reading:
             return
         self._touch()
         self._buf += data
         while len(self._buf) >= 7:
             tid, pid, length, unit = _MBAP.unpack_from(self._buf)
             if pid != 0 or not 2 <= length <= 254:
+                # The rest of the stream cannot be framed: answer what came before, then close.
                 self.server.count("malformed")
                 self._buf = b""
-                self._close()
+                self._reading = False
+                self._queue.put_nowait(None)
                 return
             if len(self._buf) < 6 + length:
                 return
@@ -344,7 +347,11 @@ class _Session(ServerRequestHandler):
 
     async def _serve(self) -> None:
         while True:
-            tid, unit, pdu = await self._queue.get()
+            item = await self._queue.get()
+            if item is None:
+                self._close()
+                return
+            tid, unit, pdu = item
             try:
                 reply = await self._answer(unit, pdu)
             except Exception:  # a bug here must cost one reply, never the server
