@@ -122,12 +122,16 @@ class LiveRegisters(ModbusServerContext):
         self.clock = clock
         self.units: dict[int, ServedPoint] = {}
         self._models: dict[str, sunspec.MeterModel] = {}
+        self._maps: dict[str, tuple[object, list[int]]] = {}
+        self._plain: dict[str, tuple[object, list[int]]] = {}
 
     def set_points(self, points: Sequence[ServedPoint]) -> None:
         """Serve these points (on start and on reload)."""
         self.units = {p.unit: p for p in points}
         keep = {p.id for p in points}
         self._models = {k: v for k, v in self._models.items() if k in keep}
+        self._maps.clear()
+        self._plain.clear()
 
     def device_ids(self) -> list[int]:
         """The unit ids served."""
@@ -159,16 +163,40 @@ class LiveRegisters(ModbusServerContext):
         end = address + count
         if end <= plainmap.SIZE:
             fresh, age = self.fresh(point)
-            return plainmap.registers(unit, fresh, age)[address:end]
+            return self._plain_map(point, fresh, age)[address:end]
         base = sunspec.BASE_ADDRESS
         if point.sunspec and address >= base:
             fresh, _ = self.fresh(point)
             model = self.model_of(point, fresh)
             if end - base <= sunspec.map_size(model):
-                values = sunspec.meter_values(model, fresh)
-                regs = sunspec.device_map(self.identity(point), model, values)
+                regs = self._sunspec_map(point, model, fresh)
                 return regs[address - base : end - base]
         return ExcCodes.ILLEGAL_ADDRESS
+
+    def _plain_map(
+        self, point: ServedPoint, fresh: Mapping[str, float], age: float | None
+    ) -> list[int]:
+        key = (None if age is None else int(age), tuple(fresh.items()))
+        cached = self._plain.get(point.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        regs = plainmap.registers(point.unit, fresh, age)
+        self._plain[point.id] = (key, regs)
+        return regs
+
+    def _sunspec_map(
+        self, point: ServedPoint, model: sunspec.MeterModel, fresh: Mapping[str, float]
+    ) -> list[int]:
+        # Encoding is the costly part and the values change once per poll, while several
+        # clients read in between: keep the last map per point for the same fresh values.
+        key = (model, tuple(fresh.items()))
+        cached = self._maps.get(point.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        values = sunspec.meter_values(model, fresh)
+        regs = sunspec.device_map(self.identity(point), model, values)
+        self._maps[point.id] = (key, regs)
+        return regs
 
     def fresh(self, point: ServedPoint) -> tuple[dict[str, float], float | None]:
         """The values served as fresh, and the age of the newest value (None: never read).

@@ -40,6 +40,7 @@ Why the values a client decodes are right (the correctness argument):
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -240,8 +241,17 @@ class Identity:
     device_address: int
 
 
+@functools.lru_cache(maxsize=512)
+def _common(ident: Identity) -> tuple[int, ...]:
+    return tuple(_common_registers(ident))
+
+
 def common_registers(ident: Identity) -> list[int]:
     """Model 1 (ID and L included)."""
+    return list(_common(ident))
+
+
+def _common_registers(ident: Identity) -> list[int]:
     regs = [COMMON_ID, length(COMMON)]
     regs += string_registers(ident.manufacturer, 16)
     regs += string_registers(ident.model, 16)
@@ -288,21 +298,27 @@ def meter_registers(model: MeterModel, values: Mapping[str, float]) -> list[int]
     return regs
 
 
-def _exponents(points: Sequence[PointDef], values: Mapping[str, float]) -> dict[str, int]:
-    groups: dict[str, list[float]] = {}
+def _groups(points: Sequence[PointDef]) -> dict[str, tuple[PointType, tuple[str, ...]]]:
+    """Scale-factor point → the type and names of the points it scales."""
+    names: dict[str, list[str]] = {}
     types: dict[str, PointType] = {}
     for p in points:
-        if p.sf is None:
-            continue
-        groups.setdefault(p.sf, [])
-        types[p.sf] = p.type
-        v = values.get(p.name)
-        if v is not None and math.isfinite(v):
-            groups[p.sf].append(v)
+        if p.sf is not None:
+            names.setdefault(p.sf, []).append(p.name)
+            types[p.sf] = p.type
+    return {sf: (types[sf], tuple(n)) for sf, n in names.items()}
+
+
+_INT_GROUPS = _groups(METER_INT)
+
+
+def _exponents(points: Sequence[PointDef], values: Mapping[str, float]) -> dict[str, int]:
+    groups = _INT_GROUPS if points is METER_INT else _groups(points)
     out: dict[str, int] = {}
-    for sf, vals in groups.items():
+    for sf, (type_, names) in groups.items():
+        vals = [v for n in names if (v := values.get(n)) is not None and math.isfinite(v)]
         preferred = PREFERRED_SF[sf]
-        s = _pick_sf(vals, types[sf], preferred) if vals else preferred
+        s = _pick_sf(vals, type_, preferred) if vals else preferred
         if s is not None:
             out[sf] = s
     return out
