@@ -3,6 +3,7 @@ pymodbus client read edged's Modbus TCP server; a stopped simulator's values go 
 
 from __future__ import annotations
 
+import signal
 import struct
 from pathlib import Path
 
@@ -115,6 +116,20 @@ async def test_sunspec_client_and_plain_map_read_the_simulated_meters(
         grid = decode(203, (await scan(c, 1))[203])
         assert grid["W"] is not None
         assert (await read(c, 0, 2, 1))[1] == plainmap.STATUS_FRESH
+
+        # unit ids change on reload, without a restart of the server
+        cfg = tmp_path / "edged.toml"
+        cfg.write_text(cfg.read_text().replace("units = { pv = 5 }", "units = { pv = 7 }"))
+        daemon.signal(signal.SIGHUP)
+
+        async def moved() -> bool:
+            assert c is not None
+            gone = await c.read_holding_registers(0, count=2, device_id=5)
+            return gone.isError() and gone.exception_code == 0x0B
+
+        await until(moved, "unit 5 to be gone after the reload", daemon)
+        assert decode(1, (await scan(c, 7))[1])["SN"] == "gw-test/pv"
+        assert "takes effect at the next restart" not in daemon.text()
         c.close()
     finally:
         assert daemon.stop() == 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
+from edged.control import format_status
 from edged.live import LiveValues
 from edged.modbus_server import plainmap
 from edged.modbus_server.config import ModbusServerConfig
@@ -260,3 +261,8 @@ async def test_status_line(rig: Rig) -> None:
     assert status["requests"] == 1 and status["connections"] == 1
     assert "3 unit(s), 1 client(s), 1 requests" in status["line"]
     c.close()
+
+
+def test_edged_status_text_has_a_modbus_line() -> None:
+    text = format_status({"gateway": "gw", "modbus_server": {"line": "listening on x:1"}})
+    assert "modbus   listening on x:1" in text.splitlines()
