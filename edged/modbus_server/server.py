@@ -167,7 +167,7 @@ class LiveRegisters(ModbusServerContext):
         base = sunspec.BASE_ADDRESS
         if point.sunspec and address >= base:
             fresh, _ = self.fresh(point)
-            model = self.model_of(point, fresh)
+            model = self.model_of(point)
             if end - base <= sunspec.map_size(model):
                 regs = self._sunspec_map(point, model, fresh)
                 return regs[address - base : end - base]
@@ -221,7 +221,7 @@ class LiveRegisters(ModbusServerContext):
         }
         return fresh, age
 
-    def model_of(self, point: ServedPoint, fresh: Mapping[str, float]) -> sunspec.MeterModel:
+    def model_of(self, point: ServedPoint) -> sunspec.MeterModel:
         """The point's meter model: decided by its quantities once it has values, then kept."""
         model = self._models.get(point.id)
         if model is not None:
