@@ -3,6 +3,7 @@ pymodbus client read edged's Modbus TCP server; a stopped simulator's values go 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import struct
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from edged.modbus_server import plainmap
 from tests.conftest import Broker
 from tests.modbus_server.e2e import client, decode, read, scan, start, until
+from tests.modbus_server.test_server import sunspec_alliance_scan
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +93,13 @@ async def test_sunspec_client_and_plain_map_read_the_simulated_meters(
                 assert got == pytest.approx(want[quantity], rel=1e-6), quantity
             at = plainmap.ADDRESS["volume"]  # not a quantity of this meter
             assert regs[at : at + 2] == [0x7FC0, 0]
+
+        # the SunSpec Alliance's own client (pysunspec2) finds the same
+        found = await asyncio.to_thread(sunspec_alliance_scan, port, 1)
+        assert found["models"] == [1, 203] and found["serial"] == "gw-test/grid"
+        want = meters["grid"].fixed
+        assert close_enough(found["W"], want["power_active"], 0)
+        assert close_enough(found["TotWhImp"], want["energy_import"], 0)
 
         # the virtual meter (unit 2: the next free id after grid=1; pv took 5) has a plain
         # map and a SunSpec map, and nothing fresh to serve

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
+from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
 from edged.control import format_status
 from edged.live import LiveValues
@@ -266,3 +267,37 @@ async def test_status_line(rig: Rig) -> None:
 def test_edged_status_text_has_a_modbus_line() -> None:
     text = format_status({"gateway": "gw", "modbus_server": {"line": "listening on x:1"}})
     assert "modbus   listening on x:1" in text.splitlines()
+
+
+def sunspec_alliance_scan(port: int, unit: int) -> dict[str, object]:
+    """What pysunspec2, the SunSpec Alliance's own client, finds on one unit id."""
+    device = SunSpecModbusClientDeviceTCP(slave_id=unit, ipaddr="127.0.0.1", ipport=port, timeout=5)
+    try:
+        device.scan()
+        meter = device.models[203][0]
+        return {
+            "models": sorted(k for k in device.models if isinstance(k, int)),
+            "base": device.base_addr,
+            "serial": device.common[0].SN.cvalue,
+            "W": meter.W.cvalue,
+            "PhVphB": meter.PhVphB.cvalue,
+            "AphA": meter.AphA.cvalue,
+            "Hz": meter.Hz.cvalue,
+            "TotWhImp": meter.TotWhImp.cvalue,
+            "TotVAhImp": meter.TotVAhImp.cvalue,
+        }
+    finally:
+        device.close()
+
+
+async def test_the_sunspec_alliance_client_finds_and_reads_the_meter(rig: Rig) -> None:
+    found = await asyncio.to_thread(sunspec_alliance_scan, rig.port, 1)
+    assert found["models"] == [1, 203]
+    assert found["base"] == 40000
+    assert found["serial"] == "gw-test/grid"
+    assert found["W"] == pytest.approx(2310.5, abs=0.5)
+    assert found["PhVphB"] == pytest.approx(231.0, abs=0.05)
+    assert found["AphA"] == pytest.approx(3.3, abs=0.005)
+    assert found["Hz"] == pytest.approx(50.01, abs=0.005)
+    assert found["TotWhImp"] == pytest.approx(1523340.0, abs=0.5)
+    assert found["TotVAhImp"] is None  # not implemented
