@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +49,10 @@ UNPOLLED_MAX_AGE = 120.0
 """Age limit for values of points that send when they like (chargers, virtual meters)."""
 MAX_PENDING = 32
 """Requests one connection may have waiting; a client that pipelines more is closed."""
+SEND_BUFFER = 16 * 1024
+"""Kernel send buffer of a client connection (Linux doubles it)."""
+MAX_UNREAD = 64 * 1024
+"""Bytes of replies a client may leave unread before it is closed."""
 _READS = (3, 4)
 _MBAP = struct.Struct(">HHHB")
 
@@ -255,6 +260,7 @@ class ServerStats:
     requests: int = 0
     exceptions: int = 0
     malformed: int = 0
+    overrun: int = 0
     idle_closed: int = 0
 
 
@@ -295,6 +301,12 @@ class _Session(ServerRequestHandler):
             else:
                 transport.close()
             return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Replies are at most 260 bytes: a small kernel buffer bounds what a client that
+            # does not read can hold there (the transport's own buffer is bounded below).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self._admitted = True
         owner.stats.connections += 1
         owner.count("accepted")
@@ -368,7 +380,7 @@ class _Session(ServerRequestHandler):
             pdu = self._buf[7 : 6 + length]
             self._buf = self._buf[6 + length :]
             if self._queue.qsize() >= MAX_PENDING:
-                self.server.count("malformed")
+                self.server.count("overrun")
                 self._close()
                 return
             self._queue.put_nowait((tid, unit, pdu))
@@ -389,6 +401,15 @@ class _Session(ServerRequestHandler):
             reply.dev_id = unit
             if isinstance(reply, ExceptionResponse):
                 self.server.count("exceptions")
+            transport = self.transport
+            if (
+                isinstance(transport, asyncio.WriteTransport)
+                and transport.get_write_buffer_size() > MAX_UNREAD
+            ):
+                # A client that sends but does not read would grow this buffer without end.
+                self.server.count("overrun")
+                transport.abort()
+                return
             self.send(self.framer.buildFrame(reply))
 
     async def _answer(self, unit: int, pdu: bytes) -> ModbusPDU:
@@ -491,6 +512,7 @@ class ModbusServer:
             "refused": s.refused,
             "busy": s.busy,
             "malformed": s.malformed,
+            "overrun": s.overrun,
             "idle_closed": s.idle_closed,
             "line": line,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
@@ -301,3 +302,32 @@ async def test_the_sunspec_alliance_client_finds_and_reads_the_meter(rig: Rig) -
     assert found["Hz"] == pytest.approx(50.01, abs=0.005)
     assert found["TotWhImp"] == pytest.approx(1523340.0, abs=0.5)
     assert found["TotVAhImp"] is None  # not implemented
+
+
+async def test_a_client_that_never_reads_its_replies_is_closed(rig: Rig) -> None:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", rig.port))
+    request = struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 0, plainmap.SIZE)  # 237-byte replies
+    sent = 0
+    try:
+        for _ in range(20_000):  # a few requests at a time, never reading a reply
+            if rig.server.stats.overrun:
+                break
+            try:
+                await asyncio.wait_for(loop.sock_sendall(sock, request * 4), 5)
+            except (ConnectionError, TimeoutError):
+                break
+            sent += 4
+            await asyncio.sleep(0.002)
+        await wait_for(lambda: rig.server.stats.overrun == 1, "the reader-less client closed")
+    finally:
+        sock.close()
+    # the replies waiting for it were bounded (64 KiB buffered + a small kernel buffer)
+    assert rig.server.stats.requests * 237 < 1_000_000
+    await wait_for(lambda: rig.server.stats.connections == 0, "the connection to be gone")
+    c = await rig.client()
+    assert not (await c.read_holding_registers(0, count=2, device_id=1)).isError()
+    c.close()
