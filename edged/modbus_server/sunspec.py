@@ -32,7 +32,7 @@ Why the values a client decodes are right (the correctness argument):
    SunSpec; a counter that is really 0 Wh reads as not implemented, which the spec accepts).
 4. A value and its scale factor come from the same computation: every read computes the
    whole model from one snapshot of the live values, so a client that reads a model in one
-   request (all SunSpec clients do: 107 registers fit one request) gets a consistent pair.
+   request (107 registers fit one; pysunspec2 reads each model so) gets a consistent pair.
    The preferred exponents are fixed, so ``s`` only moves when a value outgrows int16.
 5. Stale or missing values are the spec's "not implemented" values (int16 0x8000, uint16
    0xFFFF, acc32 0, float32 NaN 0x7FC00000, bitfield32 0xFFFFFFFF), never a number.
