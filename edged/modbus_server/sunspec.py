@@ -29,7 +29,7 @@ Why the values a client decodes are right (the correctness argument):
    is never mistaken for "not implemented" and vice versa. ``s`` stays within -10..10 as the
    sunssf type requires; a group no exponent fits is served as not implemented.
 3. acc32 energy counters work the same way within 1..2**32-1 (0 means not implemented in
-   SunSpec; a counter that is really 0 Wh reads as not implemented, which the spec accepts).
+   SunSpec; a counter that is really 0 Wh reads as not implemented, a limit of the type).
 4. A value and its scale factor come from the same computation: every read computes the
    whole model from one snapshot of the live values, so a client that reads a model in one
    request (107 registers fit one; pysunspec2 reads each model so) gets a consistent pair.
