@@ -11,9 +11,11 @@ because pymodbus 3.16's server request handler answers only one request per rece
 id. Here every complete frame is answered in order; a read of function 3 or 4 goes to
 pymodbus's request PDU and the datastore; every other function code gets ILLEGAL FUNCTION
 (the server is read-only), a bad count ILLEGAL DATA VALUE; a frame that breaks the MBAP
-framing (protocol id, length) closes the connection. Peers outside the allow-list and
-connections beyond the limit are closed at once; idle connections are closed after the
-idle timeout. Everything is counted.
+framing (protocol id, length) closes the connection once the requests before it are
+answered. Peers outside the allow-list and connections beyond the limit are closed at once;
+so are clients that pipeline more than ``MAX_PENDING`` requests or leave more than
+``MAX_UNREAD`` bytes of replies unread, and idle connections after the idle timeout.
+Everything is counted.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ _MBAP = struct.Struct(">HHHB")
 
 StateOf = Callable[[str], DeviceState | None]
 Count = Callable[[str], None]
+"""Counts a server event (``requests``, ``refused``, ...) for the metrics."""
 
 
 @dataclass(frozen=True)
@@ -437,7 +440,7 @@ class EdgedModbusServer(ModbusTcpServer):
     context: LiveRegisters
 
     def __init__(
-        self, registers: LiveRegisters, settings: ModbusServerConfig, count: Callable[[str], None]
+        self, registers: LiveRegisters, settings: ModbusServerConfig, count: Count
     ) -> None:
         super().__init__(registers, address=(settings.address, settings.port))
         self.settings = settings
@@ -461,7 +464,7 @@ class ModbusServer:
         self,
         settings: ModbusServerConfig,
         registers: LiveRegisters,
-        count: Callable[[str], None] = lambda event: None,
+        count: Count = lambda event: None,
     ) -> None:
         self.settings = settings
         self.registers = registers
