@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from edged.errors import ConfigError
 from edged.modbus_server import plainmap
 from edged.modbus_server.config import DEFAULT_PORT, is_allowed
 from edged.model import QUANTITIES
+from tests.daemon import TRUST, edged
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,3 +160,24 @@ def test_docs_carry_the_generated_table() -> None:
         "docs/modbus-server.md is out of date; paste the output of\n"
         "python -c 'from edged.modbus_server import plainmap; print(plainmap.markdown_table())'"
     )
+
+
+def test_check_config_refuses_the_server_below_professional(tmp_path: Path) -> None:
+    # BASE sets no cloud_licence: every metering point counts as basic.
+    main = tmp_path / "edged.toml"
+    text = textwrap.dedent(BASE).replace("{data}", str(tmp_path / "data"))
+    text = text.replace(
+        '[[devices]]\nid = "grid"', '[[devices]]\ncloud_licence = "limited"\nid = "grid"'
+    )
+    text = text.replace("[licensing]", "[features]\nmodbus_server = true\n\n[licensing]")
+    main.write_text(text + "\n[modbus_server]\nport = 1502\n")
+    out = subprocess.run(
+        edged("check-config", "-c", str(main)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **TRUST},
+    )
+    assert out.returncode == 78, out
+    assert "features.modbus_server" in out.stderr
+    assert "needs the professional cloud tier" in out.stderr
