@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edged import api, payload
+from edged import __version__, api, payload
 from edged import config as configmod
 from edged import outbox_sizing as sizing
 from edged.actions.engine import Engine
@@ -35,6 +35,7 @@ from edged.errors import EdgedError
 from edged.licence_watch import LicenceWatcher
 from edged.live import LiveValues
 from edged.metrics import Metrics
+from edged.modbus_server.server import LiveRegisters, ModbusServer, ServedPoint, served_points
 from edged.model import DeviceState, Record, Sample
 from edged.outbox import Outbox
 from edged.pipeline import Pipeline
@@ -85,6 +86,17 @@ def _lock_outbox(outbox: Path) -> int:
     return fd
 
 
+def modbus_points(prov: Provisioning) -> list[ServedPoint]:
+    """The metering points the Modbus server serves, with their unit ids and age limits."""
+    cfg = prov.config
+    return served_points(
+        cfg.modbus_server,
+        cfg.devices,
+        [(v.id, v.medium) for v in cfg.virtual_meters],
+        lambda dev: prov.connections[dev.connection].driver.polled,
+    )
+
+
 class Daemon:
     """The running edged process."""
 
@@ -125,6 +137,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._control: ControlServer | None = None
         self._lock_fd: int | None = None
+        self.modbus_server: ModbusServer | None = None
 
     @property
     def devices(self) -> dict[str, Any]:
@@ -170,6 +183,8 @@ class Daemon:
         self.actions.set_rules(prov.config.actions)
         self.provisioning = prov
         self.status_service.provisioning = prov
+        if self.modbus_server is not None:
+            self.modbus_server.set_points(modbus_points(prov))
 
     async def _tick(self) -> None:
         """Close due windows, mark stale devices, refresh gauges."""
@@ -185,6 +200,37 @@ class Daemon:
             # Gauges walk every device: once a second is plenty for a scraper.
             if ticks % 5 == 1:
                 self.status_service.refresh_gauges()
+
+    async def _start_modbus_server(self, prov: Provisioning) -> ModbusServer | None:
+        """The Modbus TCP server on the live values; None (logged) when it cannot listen."""
+        supervisor = self.supervisor
+
+        def state_of(point: str) -> DeviceState | None:
+            st = supervisor.devices.get(point)
+            return None if st is None else st.state
+
+        cfg = prov.config
+        registers = LiveRegisters(
+            self.live,
+            state_of,
+            gateway_id=cfg.gateway.id,
+            models=cfg.modbus_server.models,
+            version=__version__,
+            clock=self.clock,
+        )
+        server = ModbusServer(
+            cfg.modbus_server,
+            registers,
+            lambda event: self.metrics.count(f"modbus_server_{event}", "modbus_server"),
+        )
+        server.set_points(modbus_points(prov))
+        try:
+            await server.start()
+        except (OSError, RuntimeError) as exc:
+            log.error("modbus server unavailable port=%s error=%s", cfg.modbus_server.port, exc)
+            return None
+        self.status_service.modbus_server = server
+        return server
 
     def healthy(self) -> bool:
         """True while the loop ticks and the uplink task is alive (watchdog condition)."""
@@ -245,6 +291,8 @@ class Daemon:
         except OSError as exc:
             log.error("control socket unavailable path=%s error=%s", cfg.control.socket, exc)
             self._control = None
+        if cfg.cloud.features["modbus_server"]:
+            self.modbus_server = await self._start_modbus_server(prov)
         await self.apply(prov)
         self._tasks.append(asyncio.create_task(self._tick(), name="tick"))
         self._tasks.append(asyncio.create_task(self.licences.run(), name="licences"))
@@ -295,6 +343,14 @@ class Daemon:
                 ("outbox", prov.config.outbox, old.config.outbox),
                 ("control", prov.config.control, old.config.control),
                 ("metrics", prov.config.metrics, old.config.metrics),
+                (
+                    "modbus_server",
+                    (
+                        prov.config.cloud.features["modbus_server"],
+                        prov.config.modbus_server.listener,
+                    ),
+                    (old.config.cloud.features["modbus_server"], old.config.modbus_server.listener),
+                ),
             ):
                 if new_value != old_value:
                     notes.append(
@@ -343,6 +399,8 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._control is not None:
             await self._control.close()
+        if self.modbus_server is not None:
+            await self.modbus_server.close()
         if self.outbox is not None:
             await self.outbox.close()
         log.info("stopped")

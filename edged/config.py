@@ -22,6 +22,7 @@ from edged.actions import config as actions_config
 from edged.actions.config import Rule
 from edged.api import DEVICE_KEYS, Options
 from edged.errors import ConfigError
+from edged.modbus_server import config as modbus_server_config
 from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -154,6 +155,9 @@ class Config:
     """Level of the protocol libraries' own loggers (pymodbus, websockets, ...)."""
     # If/then rules ([[actions]], edged.actions).
     actions: tuple[Rule, ...] = field(default=())
+    modbus_server: modbus_server_config.ModbusServerConfig = field(
+        default_factory=modbus_server_config.ModbusServerConfig
+    )
 
 
 FEATURES = (
@@ -175,6 +179,7 @@ _SECTIONS = (
     "metrics",
     "licensing",
     "logging",
+    "modbus_server",
 )
 
 
@@ -405,6 +410,8 @@ def load(path: str | Path) -> Config:
                 raise src.error(f"sources[{i}]", f"no device with id {ref!r}")
         virtual.append(vm)
 
+    modbus_server = modbus_server_config.parse(merged.section("modbus_server", mainname), [*seen])
+
     return Config(
         files=tuple(files),
         gateway=gateway,
@@ -425,6 +432,7 @@ def load(path: str | Path) -> Config:
             for table, _ in [*merged.devices, *merged.virtual]
             if "cloud_licence" not in table
         ),
+        modbus_server=modbus_server,
     )
 
 

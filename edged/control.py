@@ -218,6 +218,10 @@ def format_status(status: Mapping[str, Any]) -> str:
             line += f" (disk error: {outbox['disk_error']})"
         out.append(line)
 
+    modbus = status.get("modbus_server")
+    if isinstance(modbus, Mapping) and modbus.get("line"):
+        out.append(f"modbus   {modbus['line']}")
+
     devices = status.get("devices")
     if isinstance(devices, Sequence) and not isinstance(devices, str):
         rows = [d for d in devices if isinstance(d, Mapping)]

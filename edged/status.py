@@ -15,6 +15,7 @@ from edged import tiers
 from edged.actions.engine import Engine
 from edged.live import LiveValues
 from edged.metrics import Metrics
+from edged.modbus_server.server import ModbusServer
 from edged.model import DeviceState, Tier, iso, unit_of
 from edged.outbox import Outbox
 from edged.provisioning import Provisioning
@@ -46,6 +47,7 @@ class StatusService:
         self._tier_gauges_for: Provisioning | None = None
         self._dropped_before = 0
         self._device_ids: frozenset[str] = frozenset()
+        self.modbus_server: ModbusServer | None = None
 
     def status(self, *, values: bool = False, device: str | None = None) -> dict[str, Any]:
         """A JSON-ready picture of the daemon; with ``values`` each device's live values."""
@@ -108,6 +110,8 @@ class StatusService:
             }
         if self.actions is not None and self.actions.rules:
             out["actions"] = self.actions.status()
+        if self.modbus_server is not None:
+            out["modbus_server"] = self.modbus_server.status()
         return out
 
     def attach_outbox(self, outbox: Outbox) -> None:
