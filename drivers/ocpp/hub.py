@@ -24,10 +24,7 @@ class Hub:
         self.settings = settings
         self.ctx = ctx
         self.statuses = statuses
-        for charger in settings.chargers.values():
-            statuses.setdefault(
-                charger.device_id, ChargerStatus(charger.device_id, charger.charge_point_id)
-            )
+        self._add_statuses()
         # 1.6 transaction ids are integers chosen by the central system; seeding from
         # the clock keeps them from repeating across restarts.
         self._tx_ids = itertools.count(int(time.time()) % 1_000_000_000)
@@ -37,10 +34,14 @@ class Hub:
         for device_id in removed:
             self.statuses.pop(device_id, None)
         self.settings = settings
-        for charger in settings.chargers.values():
-            self.statuses.setdefault(
+        self._add_statuses()
+
+    def _add_statuses(self) -> None:
+        for charger in self.settings.chargers.values():
+            st = self.statuses.setdefault(
                 charger.device_id, ChargerStatus(charger.device_id, charger.charge_point_id)
             )
+            st.default_id_token_type = charger.id_token_type
 
     def status(self, device_id: str) -> ChargerStatus:
         """The state of a configured charger."""
