@@ -6,6 +6,7 @@ Arguments arrive as a JSON object (from the control socket); every mistake is a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import decimal
 import enum
@@ -375,6 +376,10 @@ def _data_transfer(a: Args, version: str) -> Any:
     if version == "1.6" and data is not None and not isinstance(data, str):
         # 1.6 carries data as text; structured data goes as its JSON.
         data = json.dumps(data, separators=(",", ":"))
+    elif version == "2.0.1" and isinstance(data, str) and data.lstrip()[:1] in ("{", "["):
+        # 2.0.1 data may be any JSON: an object or array given as text goes as itself.
+        with contextlib.suppress(ValueError):
+            data = json.loads(data)
     lib = call16 if version == "1.6" else call201
     return lib.DataTransfer(vendor_id=vendor, message_id=message, data=data)
 

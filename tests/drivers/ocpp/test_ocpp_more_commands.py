@@ -101,6 +101,15 @@ def test_every_command_passes_the_librarys_schema_validation(version: str) -> No
     assert checked >= 12
 
 
+def test_data_transfer_data_as_text_or_json() -> None:
+    args = {"vendor_id": "v", "data": '{"a": [1, 2]}'}
+    assert commands.build("2.0.1", "data_transfer", args, _status()).data == {"a": [1, 2]}
+    assert commands.build("1.6", "data_transfer", args, _status()).data == '{"a": [1, 2]}'
+    structured = {"vendor_id": "v", "data": {"a": 1}}
+    assert commands.build("1.6", "data_transfer", structured, _status()).data == '{"a":1}'
+    _validate("1.6", commands.build("1.6", "data_transfer", structured, _status()))
+
+
 def test_bad_arguments_are_refused_with_the_argument_named() -> None:
     cases = [
         ("send_local_list", {"tags": ["A"]}, "list_version"),
