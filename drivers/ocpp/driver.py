@@ -218,6 +218,8 @@ class OcppDriver:
         if old is not None:
             log.info("charger reconnected, old session replaced device=%s", device_id)
             self._close_later(old._connection, "replaced by a new connection")
+            # The old link is gone: say so, so that the core sees a new connection.
+            hub.offline(device_id, "replaced by a new connection")
         remote = _remote(ws)
         log.info("charger connected device=%s version=%s remote=%s", device_id, version, remote)
         hub.online(device_id, version, remote)

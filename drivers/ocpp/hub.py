@@ -13,6 +13,7 @@ from edged.api import DriverContext
 from edged.model import DeviceState, Sample
 
 log = logging.getLogger("edged.ocpp")
+LINK_CONNECTS = "link_connects"
 
 
 class Hub:
@@ -78,7 +79,11 @@ class Hub:
         st = self.statuses[device_id]
         st.connected, st.version, st.remote = True, version, remote
         st.connected_since = st.last_seen = time.time()
+        st.connects += 1
         self.ctx.state(device_id, DeviceState.ONLINE)
+        # A counter in the live values, so the core sees every new connection (the charger
+        # may have rebooted and lost its limits) even when no offline state came in between.
+        self.ctx.sample(Sample(device_id, st.connected_since, {LINK_CONNECTS: float(st.connects)}))
 
     def offline(self, device_id: str, reason: str | None) -> None:
         """A charger's last WebSocket closed."""

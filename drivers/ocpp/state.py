@@ -63,6 +63,8 @@ class ChargerStatus:
     default_id_token_type: str = DEFAULT_ID_TOKEN_TYPE
     """The type of a tag the charger never presented (the ``id_token_type`` setting)."""
     last_remote_start_id: int = 0
+    connects: int = 0
+    """WebSocket connections accepted since the start (``link_connects``)."""
     last_request_id: int = 0
 
     def new_remote_start_id(self) -> int:
