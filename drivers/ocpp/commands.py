@@ -163,8 +163,9 @@ class ProfileRequest:
 def _profile_request(a: Args, st: ChargerStatus) -> ProfileRequest:
     purpose = a.choice("purpose", _PURPOSE_ALIASES, "tx_default")
     unit = a.choice("unit", {"w": "W", "a": "A"}, "W")
-    # Both schemas allow one decimal on limits.
-    limit = round(a.number("limit"), 1)
+    # Both schemas allow one decimal on limits; rounding down never lets a charger draw more
+    # than it was given (the epsilon keeps 8.2 from becoming 8.1 through binary fractions).
+    limit = math.floor(a.number("limit") * 10 + 1e-6) / 10
     stack_level = a.integer("stack_level", 0)
     if stack_level > MAX_STACK_LEVEL:
         raise a._bad("stack_level", f"must be at most {MAX_STACK_LEVEL}, got {stack_level}")

@@ -110,6 +110,13 @@ def test_data_transfer_data_as_text_or_json() -> None:
     _validate("1.6", commands.build("1.6", "data_transfer", structured, _status()))
 
 
+@pytest.mark.parametrize(("given", "sent"), [(15.96, 15.9), (8.2, 8.2), (16, 16.0), (0, 0.0)])
+def test_limits_are_rounded_down_to_one_decimal(given: float, sent: float) -> None:
+    request = commands.build("2.0.1", "set_charging_profile", {"limit": given}, _status())
+    period = request.charging_profile["charging_schedule"][0]["charging_schedule_period"][0]
+    assert period["limit"] == sent
+
+
 def test_bad_arguments_are_refused_with_the_argument_named() -> None:
     cases = [
         ("send_local_list", {"tags": ["A"]}, "list_version"),
