@@ -16,15 +16,15 @@ import pytest
 
 from drivers.modbus import profile
 from drivers.modbus.simulator import Meter, Simulator
-from drivers.ocpp.simulator import NOMINAL_VOLTAGE, PHASES, SimCharger, SimConfig
+from drivers.ocpp.simulator import SimCharger, SimConfig
 from tests.conftest import Broker, Collector, free_port, subscribe, wait_port
 from tests.daemon import run_edged, start_daemon, write_config
 from tests.drivers.ocpp.ocpp_helpers import running, wait_until
 
 pytestmark = pytest.mark.slow
 
-LIMIT_W = 6 * NOMINAL_VOLTAGE * PHASES
-RAISED_W = 16 * NOMINAL_VOLTAGE * PHASES
+LIMIT_A = 6.0
+RAISED_A = 16.0
 
 
 def body(modbus_port: int, ocpp_port: int) -> str:
@@ -136,13 +136,13 @@ async def test_grid_import_limits_the_charger_and_switches_a_coil_with_hysteresi
             async with running(charger):
                 await wait_until(charger.booted.is_set, within=30)
                 await wait_until(lambda: grid.request_count >= 4, within=30)
-                assert charger.limits_w == {}
+                assert charger.composite_limit() is None
 
                 grid.fixed["power_active"] = 6000.0
                 # Held for 5 s before it fires: nothing reaches the charger in the first 3 s.
                 await asyncio.sleep(3.0)
-                assert charger.limits_w == {}
-                await wait_until(lambda: LIMIT_W in charger.limits_w.values(), within=30)
+                assert charger.composite_limit() is None
+                await wait_until(lambda: charger.composite_limit() == LIMIT_A, within=30)
                 await wait_until(lambda: heatpump.coils.get(0) is True, within=30)
                 await col.wait_for(lambda c: len(action_events(c, "limit-ev")) >= 1, timeout=30)
                 fired = action_events(col, "limit-ev")[0]
@@ -153,12 +153,13 @@ async def test_grid_import_limits_the_charger_and_switches_a_coil_with_hysteresi
                 # Inside the hysteresis band: stays limited.
                 grid.fixed["power_active"] = 4500.0
                 await asyncio.sleep(3.0)
-                assert list(charger.limits_w.values()) == [LIMIT_W]
+                assert charger.composite_limit() == LIMIT_A and len(charger.profiles) == 1
                 assert heatpump.coils[0] is True
                 assert len(action_events(col, "limit-ev")) == 1
 
                 grid.fixed["power_active"] = 3000.0
-                await wait_until(lambda: RAISED_W in charger.limits_w.values(), within=30)
+                await wait_until(lambda: charger.composite_limit() == RAISED_A, within=30)
+                assert len(charger.profiles) == 1  # the same profile, replaced
                 await wait_until(lambda: heatpump.coils.get(0) is False, within=30)
                 await col.wait_for(lambda c: len(action_events(c, "limit-ev")) >= 2, timeout=30)
                 cleared = action_events(col, "limit-ev")[1]
