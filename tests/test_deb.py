@@ -524,3 +524,22 @@ def test_gate_takes_the_release_being_installed(tmp_path: Path) -> None:
         gate.parse_release("0.2.0 2026-12-01 major")
     assert gate.main(["--dir", str(lic), "--installed", str(installed), "--this",
                       "0.1.0 2026-01-01 feature"]) == 0  # fmt: skip
+
+
+def test_arm64_package_is_built_from_aarch64_wheels(tmp_path: Path) -> None:
+    """`make deb DEB_ARCH=arm64`: built here, not run (no arm64 machine in CI)."""
+    if not shutil.which("dpkg-deb"):
+        pytest.fail("dpkg-deb is missing: apt-get install dpkg")
+    deb = finish(make_deb(tmp_path / "out", "DEB_ARCH=arm64"))
+    assert deb.name == f"edged_{base_version()}_arm64.deb"
+    assert run("dpkg-deb", "-f", str(deb), "Architecture").stdout.strip() == "arm64"
+    run("dpkg-deb", "-x", str(deb), str(tmp_path / "root"))
+    site = next((tmp_path / "root/opt/edged/lib").glob("python3*/site-packages"))
+    extensions = list(site.rglob("*.so"))
+    assert any(p.name == "_rust.abi3.so" for p in extensions)  # cryptography
+    for so in extensions:
+        header = so.read_bytes()[:20]
+        assert header[:4] == b"\x7fELF", so
+        assert int.from_bytes(header[18:20], "little") == 183, so  # EM_AARCH64
+    assert (site / "edged/__init__.py").is_file()
+    assert os.readlink(tmp_path / "root/opt/edged/bin/python3") == "/usr/bin/python3"

@@ -11,6 +11,8 @@
 #   WHEELHOUSE    where the pinned wheels are kept between builds (default: build/wheels)
 #   OUT           output directory (default: dist)
 #   DEB_COMPRESS  dpkg-deb compressor: xz (default), gzip, zstd, none
+#   DEB_ARCH      target architecture (default: this machine's); another one (arm64) gets
+#                 the wheels for that platform; such a package is built, not run here
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +22,14 @@ prefix=/opt/edged
 OUT=${OUT:-$repo/dist}
 WHEELHOUSE=${WHEELHOUSE:-$repo/build/wheels}
 DEB_COMPRESS=${DEB_COMPRESS:-xz}
+
+host_arch=$(dpkg --print-architecture)
+arch=${DEB_ARCH:-$host_arch}
+case "$arch" in
+    amd64) platform=x86_64 ;;
+    arm64) platform=aarch64 ;;
+    *) echo "make deb: DEB_ARCH $arch is not supported (amd64, arm64)" >&2; exit 1 ;;
+esac
 
 "$python" -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/dev/null || {
     echo "make deb: needs Debian's python3 (>= 3.11) with venv: apt-get install python3-venv" >&2
@@ -89,9 +99,35 @@ fi
 make --no-print-directory -s -C "$src" install-venv install-files DESTDIR="$stage" \
     INSTALL_PYTHON="$python" GATE_PYTHON="$venv/bin/python" \
     PIP_INSTALL_ARGS="--no-index --find-links $WHEELHOUSE" >/dev/null
+# Another architecture: the same virtualenv (its scripts and layout do not depend on the
+# architecture) with site-packages replaced by the wheels for that platform and the
+# interpreter's version; Debian's python3 there provides the same /usr/bin/python3.
+if [ "$arch" != "$host_arch" ]; then
+    site=$(echo "$venv"/lib/python3*/site-packages)
+    pyabi=cp$("$python" -c 'import sys; print("%d%d" % sys.version_info[:2])')
+    cross=("--only-binary=:all:" --implementation cp --python-version "${pyabi#cp}"
+        --abi "$pyabi" --abi abi3 --abi none
+        --platform "manylinux2014_$platform" --platform "manylinux_2_28_$platform"
+        --platform "manylinux_2_34_$platform")
+    (cd "$src" && "$venv/bin/python" -m pip wheel -q --disable-pip-version-check --no-deps \
+        --no-index --find-links "$WHEELHOUSE" -w "$work/own" .)
+    mkdir -p "$WHEELHOUSE/$arch"
+    "${pip[@]}" install --no-compile --target "$work/site" --no-index \
+        --find-links "$WHEELHOUSE/$arch" "${cross[@]}" "$work"/own/edged-*.whl 2>/dev/null || {
+        "${pip[@]}" download -d "$WHEELHOUSE/$arch" --find-links "$work/own" "${cross[@]}" \
+            "$work"/own/edged-*.whl
+        rm -rf "$work/site"
+        "${pip[@]}" install --no-compile --target "$work/site" --no-index \
+            --find-links "$WHEELHOUSE/$arch" "${cross[@]}" "$work"/own/edged-*.whl
+    }
+    rm -rf "$site" "$work/site/bin"
+    mv "$work/site" "$site"
+    "$python" -m compileall -q -j 0 -s "$stage" -p / "$site" >/dev/null
+fi
+
 # pip and setuptools were needed to build the venv, not to run edged.
 "${pip[@]}" uninstall -y pip setuptools >/dev/null 2>&1 || true
-rm -f "$venv"/bin/activate* "$venv"/bin/Activate.ps1
+rm -f "$venv"/bin/activate* "$venv"/bin/Activate.ps1 "$venv"/bin/pip*
 
 # The configuration conffile: the shipped example with the gateway id left to the operator,
 # so `edged check-config` refuses it (and postinst does not start the daemon) until edited.
@@ -104,7 +140,6 @@ sed 's|^id = "gw-0001"\(.*\)$|# id = "gw-0001"\1\n#   ^ REQUIRED: set the gatewa
 
 version=$(cut -d' ' -f1 "$venv/share/edged/release")
 release=$(cat "$venv/share/edged/release")
-arch=$(dpkg --print-architecture)
 pyver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 pynext=$("$python" -c 'import sys; print("%d.%d" % (sys.version_info[0], sys.version_info[1] + 1))')
 
