@@ -386,6 +386,7 @@ def test_deb_install_run_upgrade_refuse_remove_purge(machine: Machine, broker: B
     # -- install: user, directories, files; the skeleton is refused, so nothing starts.
     inst = run("dpkg", "-i", str(first))
     out = inst.stdout + inst.stderr
+    print(f"dpkg -i {first.name}:\n{out}")
     assert "edged: not started: config error: /etc/edged/edged.toml" in out, out
     assert "gateway.id: required key is missing" in out
     assert "then: systemctl start edged" in out
@@ -436,11 +437,13 @@ def test_deb_install_run_upgrade_refuse_remove_purge(machine: Machine, broker: B
     assert stop(daemon) == 0, log1.read_text()[-3000:]
     before = outbox_records()
     assert len(before) >= 5
+    print(f"outbox before the upgrade: {len(before)} records")
 
     # -- upgrade to the update release: the gate lets it pass; config, data, licences stay.
     config_text = CONFIG.read_text()
     up = run("dpkg", "-i", str(upd_deb))
     out = up.stdout + up.stderr
+    print(f"dpkg -i {upd_deb.name}:\n{out}")
     assert f"install gate: edged {update} (update release" in out, out
     assert "no maintenance licence needed" in out
     check_installed_files(update)
@@ -484,6 +487,7 @@ def test_deb_install_run_upgrade_refuse_remove_purge(machine: Machine, broker: B
     # -- a feature release no installed licence covers is refused before anything changes.
     refused = run("dpkg", "-i", str(feat_deb), check=False)
     out = refused.stdout + refused.stderr
+    print(f"dpkg -i {feat_deb.name}: exit {refused.returncode}\n{out}")
     assert refused.returncode != 0, out
     assert f"install gate: REFUSED: edged {feature} (feature release" in out, out
     assert f"needs a maintenance licence or an upgrade licence for {feature}" in out, out
@@ -499,6 +503,7 @@ def test_deb_install_run_upgrade_refuse_remove_purge(machine: Machine, broker: B
     assert CONFIG.read_text() == config_text
     assert OUTBOX.is_file() and (LICENCES / "deb-test-marker").is_file()
     purged = run("dpkg", "--purge", "edged")
+    print(f"dpkg --remove / --purge:\n{removed.stdout}{purged.stdout}")
     assert "kept the licences in /var/lib/edged-licences" in purged.stdout, purged.stdout
     assert not CONFIG.parent.exists() and not DATA.exists()
     assert (LICENCES / "deb-test-marker").is_file()
