@@ -128,6 +128,7 @@ fi
 # pip and setuptools were needed to build the venv, not to run edged.
 "${pip[@]}" uninstall -y pip setuptools >/dev/null 2>&1 || true
 rm -f "$venv"/bin/activate* "$venv"/bin/Activate.ps1 "$venv"/bin/pip*
+find "$venv/include" -depth -type d -empty -delete  # no C headers: lintian flags the empty dir
 
 # The configuration conffile: the shipped example with the gateway id left to the operator,
 # so `edged check-config` refuses it (and postinst does not start the daemon) until edited.
