@@ -296,6 +296,16 @@ async def receive(
     return got
 
 
+async def wait_online(port: int, timeout: float = 30.0) -> None:
+    """Wait for the gateway's retained status ``online`` on the broker."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"deb-status-{os.getpid()}") as c:
+        await c.subscribe("edged/gw-deb/status", qos=1)
+        async with asyncio.timeout(timeout):
+            async for msg in c.messages:
+                if msg.payload == b"online":
+                    return
+
+
 def site_config(broker_port: int, sim_port: int, licences: Path) -> str:
     return f"""\
 # written by tests/test_deb.py
@@ -483,6 +493,15 @@ def test_deb_install_run_upgrade_refuse_remove_purge(machine: Machine, broker: B
     )
     assert stop(daemons[0]) == 0, log2.read_text()[-3000:]
     assert f"edged {update}" in run("/usr/bin/edged", "--version").stdout
+
+    # -- /usr/bin/edged itself, exactly as the unit starts it (production key only: the
+    # test licence admits no device), comes up against the broker and stops cleanly.
+    log3 = m.work / "daemon-3.log"
+    plain = as_edged(m, log3, "/usr/bin/edged", "run", "--config", str(CONFIG))
+    asyncio.run(wait_online(broker.port))
+    assert stop(plain) == 0, log3.read_text()[-3000:]
+    # The test licence is signed with the test key, which an installed edged never trusts.
+    assert re.search(r"edged started gateway=gw-deb devices=\d+ unlicensed=1", log3.read_text())
 
     # -- a feature release no installed licence covers is refused before anything changes.
     refused = run("dpkg", "-i", str(feat_deb), check=False)
