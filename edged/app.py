@@ -25,10 +25,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edged import api
+from edged import api, tiers
 from edged import config as configmod
 from edged.config import Config
 from edged.control import ControlServer
+from edged.energy import Energy
 from edged.errors import EdgedError
 from edged.licence_watch import LicenceWatcher
 from edged.live import LiveValues
@@ -88,9 +89,11 @@ class Daemon:
         self.windows = Windows(clock=clock)
         self.pipeline = Pipeline(self.windows, self.live, self._emit)
         self.supervisor = Supervisor(self.metrics, self.pipeline.add)
+        self.energy = Energy(self.pipeline, self.supervisor, self.metrics, clock)
         self.status_service = StatusService(
             self.supervisor, self.live, self.windows, self.metrics, clock
         )
+        self.status_service.virtual = self.energy.virtual
         self.licences = LicenceWatcher(
             self._current, self.apply, self._publish_event, self._licence_dir, clock
         )
@@ -133,9 +136,12 @@ class Daemon:
     async def apply(self, prov: Provisioning) -> None:
         """Bring connections, windows and status in line with a provisioning."""
         # Intervals first: a device added live may send its first sample at once.
-        self.windows.set_intervals(dict(prov.intervals))
+        account = tiers.tier_interval(tiers.account_tier(prov.config))
+        virtual = {v.id: account for v in prov.config.virtual_meters}
+        self.windows.set_intervals(dict(prov.intervals) | virtual)
+        self.energy.apply(prov)
         await self.supervisor.apply(prov)
-        self.live.keep_only(d.id for d in prov.admitted)
+        self.live.keep_only([*(d.id for d in prov.admitted), *virtual])
         self.provisioning = prov
         self.status_service.provisioning = prov
 
@@ -149,6 +155,7 @@ class Daemon:
             now = self.clock()
             self.pipeline.tick(now)
             self.supervisor.mark_stale(self.windows.stale_devices(now), now)
+            self.energy.tick(now, ticks)
             # Gauges walk every device: once a second is plenty for a scraper.
             if ticks % 5 == 1:
                 self.status_service.refresh_gauges()
@@ -188,6 +195,7 @@ class Daemon:
             synchronous=cfg.outbox.synchronous,
         )
         await self.outbox.open()
+        await self.energy.open(cfg)
         self.uplink = Uplink(cfg.mqtt, cfg.gateway.id, self.outbox)
         self.status_service.outbox = self.outbox
         self.status_service.uplink = self.uplink
@@ -290,6 +298,7 @@ class Daemon:
         if self.outbox is not None:
             self.pipeline.flush()
             await self.outbox.flush()
+        await self.energy.close()
         if self.uplink is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.uplink.drain(2.0), 2.5)
@@ -316,7 +325,8 @@ class Daemon:
         cmd = request.get("command")
         if cmd == "status":
             device = request.get("device")
-            if device is not None and str(device) not in self.supervisor.devices:
+            known = (*self.supervisor.devices, *self.energy.virtual.ids)
+            if device is not None and str(device) not in known:
                 return {"ok": False, "error": f"no device {device!r}"}
             return {
                 "ok": True,

@@ -18,9 +18,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from edged import energyconfig
 from edged.api import DEVICE_KEYS, Options
 from edged.errors import ConfigError
 from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
+from edged.virtualspec import VirtualDef
+from edged.virtualspec import check as check_virtual
+from edged.virtualspec import parse as parse_virtual
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MEDIA = (
@@ -119,13 +123,15 @@ class LicensingConfig:
 
 @dataclass(frozen=True)
 class VirtualMeter:
-    """A metering point computed in the cloud from other devices (counts for tier and plan)."""
+    """A metering point computed from other metering points (counts for tier and plan)."""
 
     id: str
     medium: str
     cloud_licence: Tier
     sources: tuple[str, ...]
     source: Source
+    # Its formulas, skew and staleness (edged.virtualspec); None only when built by hand.
+    compute: VirtualDef | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,8 @@ class Config:
     virtual_meters: tuple[VirtualMeter, ...] = field(default=())
     # Metering points that set no ``cloud_licence`` and so count as Basic.
     no_cloud_licence: tuple[str, ...] = field(default=())
+    load_profile: energyconfig.LoadProfileConfig | None = None
+    export: energyconfig.ExportConfig | None = None
 
 
 FEATURES = (
@@ -167,6 +175,8 @@ _SECTIONS = (
     "metrics",
     "licensing",
     "logging",
+    "load_profile",
+    "export",
 )
 
 
@@ -386,10 +396,14 @@ def load(path: str | Path) -> Config:
         if vm.id in seen:
             raise src.error("id", f"duplicate device id {vm.id!r}")
         seen[vm.id] = src
-        for i, ref in enumerate(vm.sources):
-            if ref not in {d.id for d in devices}:
-                raise src.error(f"sources[{i}]", f"no device with id {ref!r}")
         virtual.append(vm)
+    check_virtual(
+        [(v.id, v.compute, v.source, v.sources) for v in virtual if v.compute is not None],
+        {d.id: d for d in devices},
+    )
+
+    load_profile = energyconfig.load_profile(merged.section("load_profile", mainname), data_dir)
+    export = energyconfig.export(merged.section("export", mainname), main.parent)
 
     return Config(
         files=tuple(files),
@@ -409,6 +423,8 @@ def load(path: str | Path) -> Config:
             for table, _ in [*merged.devices, *merged.virtual]
             if "cloud_licence" not in table
         ),
+        load_profile=load_profile,
+        export=export,
     )
 
 
@@ -594,12 +610,14 @@ def _virtual(table: dict[str, Any], src: Source) -> VirtualMeter:
     sources = o.raw("sources", [])
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
         raise o.error("sources", "expected an array of device ids")
+    compute = parse_virtual(o, tuple(sources))
     vm = VirtualMeter(
         vid,
         o.choice("medium", MEDIA, "electricity"),
         Tier(o.choice("cloud_licence", tuple(t.value for t in Tier), "basic")),
-        tuple(sources),
+        tuple(sources) or compute.points,
         src,
+        compute,
     )
     o.finish()
     return vm

@@ -1,0 +1,103 @@
+"""The ``[load_profile]`` and ``[export]`` sections (load profiles and auto export)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edged.api import Options
+from edged.energystore import FILENAME
+from edged.errors import ConfigError
+from edged.loadprofile import DEFAULT_GAP, INTERVAL
+
+SCHEDULES = ("daily", "monthly")
+
+
+@dataclass(frozen=True)
+class LoadProfileConfig:
+    """Where the energy store lives and how much of it is kept."""
+
+    path: Path
+    keep_days: int
+    max_bytes: int
+    gap: float
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Auto export (Professional, ``features.auto_export``)."""
+
+    schedule: tuple[str, ...]
+    directory: Path | None
+    url: str | None
+    token: str | None
+    ca_file: Path | None
+    points: tuple[str, ...]
+    retry_initial: float
+    retry_max: float
+
+
+def _path(value: str, base: Path) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def load_profile(o: Options, data_dir: Path) -> LoadProfileConfig:
+    """Parse ``[load_profile]``."""
+    path = o.str("path", FILENAME)
+    cfg = LoadProfileConfig(
+        path=Path(path) if Path(path).is_absolute() else data_dir / path,
+        keep_days=o.int("keep_days", 400, min=1, max=36500),
+        max_bytes=o.int("max_mb", 64, min=1) * 1024 * 1024,
+        gap=o.float("gap", DEFAULT_GAP, min=1, max=INTERVAL),
+    )
+    o.finish()
+    return cfg
+
+
+def export(o: Options, base: Path) -> ExportConfig:
+    """Parse ``[export]`` (``check_export`` says whether an enabled export can deliver)."""
+    raw = o.raw("schedule", ["daily"])
+    sched = [raw] if isinstance(raw, str) else raw
+    if not isinstance(sched, list) or not sched or any(s not in SCHEDULES for s in sched):
+        raise o.error("schedule", f"expected one or more of {', '.join(SCHEDULES)}")
+    directory = o.str("directory", None)
+    url = o.str("url", None)
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise o.error("url", "expected an http:// or https:// URL")
+    token = o.str("token", None)
+    token_file = o.str("token_file", None)
+    if token_file is not None:
+        if token is not None:
+            raise o.error("token_file", "set either token or token_file, not both")
+        try:
+            token = _path(token_file, base).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise o.error("token_file", f"cannot read: {exc.strerror}") from None
+    ca = o.str("ca_file", None)
+    ca_file = _path(ca, base) if ca else None
+    if ca_file is not None and not ca_file.is_file():
+        raise o.error("ca_file", f"file not found: {ca_file}")
+    points = o.raw("points", [])
+    if not isinstance(points, list) or not all(isinstance(p, str) for p in points):
+        raise o.error("points", "expected an array of metering point ids")
+    cfg = ExportConfig(
+        schedule=tuple(dict.fromkeys(sched)),
+        directory=_path(directory, base) if directory else None,
+        url=url,
+        token=token,
+        ca_file=ca_file,
+        points=tuple(points),
+        retry_initial=o.float("retry_initial", 5.0, min=0.01),
+        retry_max=o.float("retry_max", 600.0, min=0.01),
+    )
+    o.finish()
+    return cfg
+
+
+def check_export(enabled: bool, cfg: ExportConfig | None, file: str | None) -> None:
+    """``features.auto_export`` needs somewhere to deliver (checked after the tier gate)."""
+    if enabled and cfg is not None and cfg.directory is None and cfg.url is None:
+        raise ConfigError(
+            file, "export.directory", "features.auto_export needs a directory or a url (or both)"
+        )
