@@ -205,7 +205,7 @@ class EnergyStore:
                     break
                 n = self._db.execute(
                     "DELETE FROM profile WHERE rowid IN (SELECT rowid FROM profile"
-                    " WHERE status NOT IN ('open', 'partial') ORDER BY start LIMIT 1000)"
+                    " WHERE status NOT IN ('open', 'partial') ORDER BY start LIMIT 100)"
                 ).rowcount
                 if n == 0:
                     break

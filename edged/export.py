@@ -280,3 +280,57 @@ def _write_file(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+def _store_path(config: Path, store: Path | None) -> Path:
+    if store is not None:
+        return store
+    from edged import config as configmod
+
+    cfg = configmod.load(config)
+    assert cfg.load_profile is not None
+    return cfg.load_profile.path
+
+
+def cli_main(cmd: str, argv: Sequence[str]) -> int:
+    """``edged export`` and ``edged report`` (they read the store; the daemon may run)."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog=f"edged {cmd}")
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=Path("/etc/edged/edged.toml"),
+        help="the daemon configuration, for the store's path (default: %(default)s)",
+    )
+    p.add_argument("--store", type=Path, help="the energy store file (instead of -c)")
+    if cmd == "export":
+        p.add_argument("--from", dest="start", required=True, help="e.g. 2026-11-01 (UTC)")
+        p.add_argument("--to", dest="end", required=True, help="end, exclusive (UTC)")
+        p.add_argument("--points", help="comma-separated metering point ids (default: all)")
+        p.add_argument("--format", choices=("csv",), default="csv")
+        p.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
+    else:
+        p.add_argument("--month", required=True, help="YYYY-MM (UTC)")
+    args = p.parse_args(list(argv))
+    path = _store_path(args.config, args.store)
+    now = time.time()
+    if cmd == "report":
+        start, end = month_bounds(args.month)
+        sys.stdout.write(report(read_rows(path, start, end), args.month, now))
+        return 0
+    start, end = parse_time(args.start), parse_time(args.end)
+    if end <= start:
+        raise EdgedError(f"--to ({args.end}) must be after --from ({args.start})")
+    points = [x for x in args.points.split(",") if x] if args.points else None
+    text = export_csv(path, start, end, points, now)
+    if args.output is not None:
+        _write_file(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
