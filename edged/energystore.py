@@ -54,7 +54,10 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
     )
     db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
     db.execute("INSERT INTO counters (name, value) VALUES ('profile_dropped', 0)")
-    db.execute("CREATE TABLE exports (name TEXT PRIMARY KEY, target TEXT NOT NULL, done REAL)")
+    db.execute(
+        "CREATE TABLE exports (name TEXT NOT NULL, target TEXT NOT NULL, done REAL,"
+        " PRIMARY KEY (name, target))"
+    )
 
 
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_v1,)
