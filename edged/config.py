@@ -24,7 +24,6 @@ from edged.errors import ConfigError
 from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
 from edged.virtualspec import VirtualDef
 from edged.virtualspec import check as check_virtual
-from edged.virtualspec import parse as parse_virtual
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MEDIA = (
@@ -610,7 +609,7 @@ def _virtual(table: dict[str, Any], src: Source) -> VirtualMeter:
     sources = o.raw("sources", [])
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
         raise o.error("sources", "expected an array of device ids")
-    compute = parse_virtual(o, tuple(sources))
+    compute = energyconfig.virtual_def(o, tuple(sources))
     vm = VirtualMeter(
         vid,
         o.choice("medium", MEDIA, "electricity"),

@@ -1,7 +1,9 @@
-"""The ``[load_profile]`` and ``[export]`` sections (load profiles and auto export)."""
+"""Config sections of the energy features: ``[[virtual_meters]]`` formulas (see
+``edged.virtualspec``), ``[load_profile]`` and ``[export]``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +11,8 @@ from edged.api import Options
 from edged.energystore import FILENAME
 from edged.errors import ConfigError
 from edged.loadprofile import DEFAULT_GAP, INTERVAL
+from edged.model import QUANTITIES
+from edged.virtualspec import DEFAULT_SKEW, PHASED, Formula, Term, VirtualDef, parse_formula
 
 SCHEDULES = ("daily", "monthly")
 
@@ -101,3 +105,41 @@ def check_export(enabled: bool, cfg: ExportConfig | None, file: str | None) -> N
         raise ConfigError(
             file, "export.directory", "features.auto_export needs a directory or a url (or both)"
         )
+
+
+def virtual_def(o: Options, sources: Sequence[str]) -> VirtualDef:
+    """The formulas, skew and staleness of one ``[[virtual_meters]]`` table."""
+    src = o.source
+    raw = o.raw("quantities", None)
+    per_phase = o.bool("per_phase", False)
+    skew = o.float("skew", DEFAULT_SKEW, min=0, max=3600)
+    stale_after = o.float("stale_after", None, min=0.1, max=86400)
+    formulas: list[Formula] = []
+    if raw is None:
+        if not sources:
+            raise o.error("quantities", "required: a table of formulas (or a list of sources)")
+        for q in ("energy_import", "power_active"):
+            terms = tuple(Term(s, q, 1.0) for s in sources)
+            formulas.append(Formula(q, terms, "sources"))
+    else:
+        if not isinstance(raw, dict) or not raw:
+            raise o.error("quantities", 'expected a table of quantity = "formula"')
+        for qname, text in raw.items():
+            key = f"quantities.{qname}"
+            if qname not in QUANTITIES:
+                raise src.error(key, "unknown quantity (see the table in edged/model.py)")
+            if not isinstance(text, str):
+                raise src.error(key, 'expected a formula string like "grid.energy_import"')
+            formulas.append(parse_formula(text, qname, src, key))
+    if per_phase:
+        have = {f.quantity for f in formulas}
+        for f in list(formulas):
+            if f.quantity in PHASED and all(t.quantity in PHASED for t in f.terms):
+                for n in (1, 2, 3):
+                    q = f"{f.quantity}_l{n}"
+                    if q not in have:
+                        terms = tuple(
+                            Term(t.point, f"{t.quantity}_l{n}", t.weight) for t in f.terms
+                        )
+                        formulas.append(Formula(q, terms, f.key))
+    return VirtualDef(tuple(formulas), skew, stale_after)

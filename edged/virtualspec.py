@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from edged.api import Options
 from edged.model import QUANTITIES, Source, is_counter
 
-_PHASED = ("voltage", "current", "power_active", "power_reactive", "power_apparent")
+PHASED = ("voltage", "current", "power_active", "power_reactive", "power_apparent")
 _FACTOR = re.compile(r"^(?:(?P<f>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\*)?(?P<ref>[^*\s]+)$")
 DEFAULT_SKEW = 2.0
 
@@ -115,44 +114,6 @@ def parse_formula(text: str, quantity: str, src: Source, key: str) -> Formula:
     if expect_term:
         raise src.error(key, "formula ends with an operator")
     return Formula(quantity, tuple(terms), key)
-
-
-def parse(o: Options, sources: Sequence[str]) -> VirtualDef:
-    """The formulas, skew and staleness of one ``[[virtual_meters]]`` table."""
-    src = o.source
-    raw = o.raw("quantities", None)
-    per_phase = o.bool("per_phase", False)
-    skew = o.float("skew", DEFAULT_SKEW, min=0, max=3600)
-    stale_after = o.float("stale_after", None, min=0.1, max=86400)
-    formulas: list[Formula] = []
-    if raw is None:
-        if not sources:
-            raise o.error("quantities", "required: a table of formulas (or a list of sources)")
-        for q in ("energy_import", "power_active"):
-            terms = tuple(Term(s, q, 1.0) for s in sources)
-            formulas.append(Formula(q, terms, "sources"))
-    else:
-        if not isinstance(raw, dict) or not raw:
-            raise o.error("quantities", 'expected a table of quantity = "formula"')
-        for qname, text in raw.items():
-            key = f"quantities.{qname}"
-            if qname not in QUANTITIES:
-                raise src.error(key, "unknown quantity (see the table in edged/model.py)")
-            if not isinstance(text, str):
-                raise src.error(key, 'expected a formula string like "grid.energy_import"')
-            formulas.append(parse_formula(text, qname, src, key))
-    if per_phase:
-        have = {f.quantity for f in formulas}
-        for f in list(formulas):
-            if f.quantity in _PHASED and all(t.quantity in _PHASED for t in f.terms):
-                for n in (1, 2, 3):
-                    q = f"{f.quantity}_l{n}"
-                    if q not in have:
-                        terms = tuple(
-                            Term(t.point, f"{t.quantity}_l{n}", t.weight) for t in f.terms
-                        )
-                        formulas.append(Formula(q, terms, f.key))
-    return VirtualDef(tuple(formulas), skew, stale_after)
 
 
 def check(
