@@ -200,7 +200,9 @@ class AutoExport:
         while True:
             try:
                 await self.run_once()
-            except EdgedError as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a full disk or a bad directory: try again later
                 log.error("auto export failed error=%s", exc)
             await asyncio.sleep(CHECK_EVERY)
 

@@ -180,7 +180,12 @@ def _virtual_entries(
         }
         if values or device is not None:
             entry["values"] = {
-                name: {"value": lv.value, "unit": unit_of(name), "ts": iso(lv.ts)}
+                name: {
+                    "value": lv.value,
+                    "unit": unit_of(name),
+                    "ts": iso(lv.ts),
+                    "age": round(now - lv.ts, 1),
+                }
                 for name, lv in sorted(svc.live.of(vs.id).items())
             }
         out.append(entry)

@@ -276,3 +276,24 @@ def test_tallies_restored_keep_the_books_exact(tmp_path: Path) -> None:
     )
     rig2.read(100.0, (1100.0, 0.0), 13.0, 11.0)
     assert rig2.total() == 100 + 13 + 11
+
+
+def test_status_lists_a_virtual_meter_with_its_state(tmp_path: Path) -> None:
+    from edged.control import format_status
+    from edged.metrics import Metrics
+    from edged.status import StatusService
+    from edged.supervisor import Supervisor
+
+    rig = Rig(tmp_path)
+    svc = StatusService(Supervisor(Metrics(), lambda s: None), rig.live, rig.windows, Metrics())
+    svc.clock = lambda: 10.0
+    svc.virtual = rig.virtual
+    rig.read(0.0, (1.0, 0.0), 1.0, 1.0)
+    rig.states["pv1"] = DeviceState.OFFLINE
+    rig.read(1.0, (2.0, 0.0), 2.0, 2.0)
+    entry = svc.status(device="total")["devices"][0]
+    assert entry["state"] == "stale"
+    assert entry["last_error"] == "source pv1 is offline"
+    assert entry["values"]["energy_import"]["value"] == 0.0  # frozen at the last fresh value
+    text = format_status(svc.status(values=True))
+    assert "total" in text and "stale" in text
