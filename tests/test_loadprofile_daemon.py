@@ -47,6 +47,11 @@ def config(tmp_path: Path, broker: Broker) -> Path:
 [features]
 virtual_meters = true
 load_profiles = true
+auto_export = true
+
+[export]
+schedule = "daily"
+directory = "{tmp_path / "exports"}"
 
 [connections.chargers]
 driver = "ocpp"
@@ -114,6 +119,14 @@ async def test_a_simulated_day_through_the_daemon(tmp_path: Path, broker: Broker
             ts += STEP
             if int(ts / STEP) % 40 == 0:
                 await asyncio.sleep(0.25)  # let the daemon tick and write its books
+        # Auto export, as its schedule runs it once the day is over (and its books written).
+        await asyncio.sleep(1.5)
+        clock.t = day + 86400 + 600
+        exporter = daemon.energy.exporter
+        assert exporter is not None
+        # The day before (enabled in its last minutes) and the simulated day, each once.
+        assert await exporter.run_once() == 2
+        assert await exporter.run_once() == 0
     path = tmp_path / "data" / "energy.sqlite"
     rows = read_rows(path, day, day + 86400)
     for dev in DEVICES:
@@ -146,3 +159,5 @@ async def test_a_simulated_day_through_the_daemon(tmp_path: Path, broker: Broker
     assert math.isclose(
         sum(float(r["energy_wh"]) for r in table if r["point"] == "total"), expect, abs_tol=1e-3
     )
+    exported = (tmp_path / "exports" / f"loadprofile-{start}.csv").read_text()
+    assert exported == out.read_text()
