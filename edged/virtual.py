@@ -39,8 +39,8 @@ log = logging.getLogger("edged.virtual")
 
 STALE_ATTRS: Mapping[str, str] = MappingProxyType({"stale": "1"})
 STALE_GRACE = 2.0
-STALE_KEEP = 86400.0
-"""Seconds stale sample times are kept to flag records (longer than any window)."""
+STALE_KEEP = 2 * 86400.0
+"""Seconds stale runs are kept to flag records (longer than any window)."""
 
 StateOf = Callable[[str], DeviceState | None]
 TallyKey = tuple[str, str, str]
@@ -63,7 +63,10 @@ class _State:
     stale: bool = True
     reason: str = "no sample yet"
     last_ts: float | None = None
-    stale_times: deque[float] = field(default_factory=deque)
+    # Runs of consecutive stale samples as [first, last] sample times (a fresh sample ends
+    # a run): a record is stale when its window holds a sample of a run.
+    stale_runs: deque[list[float]] = field(default_factory=deque)
+    in_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,7 @@ class VirtualMeters:
         st.last_ts = ts
         values: dict[str, float] = {}
         if why is None:
+            st.in_run = False
             for f in m.compute.formulas:
                 if f.counter:
                     values[f.quantity] = combine(
@@ -207,9 +211,14 @@ class VirtualMeters:
             return Sample(m.id, ts, MappingProxyType(values)) if values else None
         if not st.frozen:
             return None  # never fresh since the start: nothing true to publish yet
-        st.stale_times.append(ts)
-        while st.stale_times and st.stale_times[0] < ts - STALE_KEEP:
-            st.stale_times.popleft()
+        runs = st.stale_runs
+        if st.in_run and runs:
+            runs[-1][1] = max(runs[-1][1], ts)
+        else:
+            runs.append([ts, ts])
+            st.in_run = True
+        while runs and runs[0][1] < ts - STALE_KEEP:
+            runs.popleft()
         return Sample(m.id, ts, MappingProxyType(dict(st.frozen)), STALE_ATTRS)
 
     def _gauge(self, f: Formula, ts: float, skew: float) -> float | None:
@@ -244,10 +253,10 @@ class VirtualMeters:
     def flag(self, record: Record) -> Record:
         """The record with ``stale`` set when a stale sample fell into its window."""
         st = self._meters.get(record.device_id)
-        if st is None or not st.stale_times:
+        if st is None or not st.stale_runs:
             return record
-        end = record.window_start + record.window_length
-        if any(record.window_start <= t < end for t in st.stale_times):
+        start, end = record.window_start, record.window_start + record.window_length
+        if any(first < end and last >= start for first, last in st.stale_runs):
             return replace(record, stale=True)
         return record
 
