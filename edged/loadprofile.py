@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from edged.energystore import Reading, ReadingKey, Row
 from edged.model import Sample
@@ -49,12 +48,26 @@ def interval_start(ts: float) -> float:
     return math.floor(ts / INTERVAL) * INTERVAL
 
 
-@dataclass
 class _Open:
-    start: float
-    energy: float
-    peak: float | None
-    complete: bool
+    """The interval in progress of one point and quantity, and the last reading booked."""
+
+    __slots__ = ("complete", "energy", "peak", "start", "ts", "value")
+
+    def __init__(
+        self,
+        start: float,
+        energy: float,
+        peak: float | None,
+        complete: bool,
+        value: float,
+        ts: float,
+    ) -> None:
+        self.start = start
+        self.energy = energy
+        self.peak = peak
+        self.complete = complete
+        self.value = value
+        self.ts = ts
 
 
 class LoadProfile:
@@ -69,56 +82,60 @@ class LoadProfile:
         if not 0 < gap <= INTERVAL:
             raise ValueError(f"gap must be within (0, {INTERVAL:g}] s, got {gap!r}")
         self.gap = gap
-        self._last: dict[ReadingKey, Reading] = dict(readings or {})
         self._open: dict[ReadingKey, _Open] = {}
-        for key, row in (open_rows or {}).items():
-            self._open[key] = _Open(row.start, row.energy, row.peak, row.status == "open")
+        rows = open_rows or {}
+        for key, r in (readings or {}).items():
+            row = rows.get(key)
+            if row is None:  # never written apart; be safe: a new, incomplete interval
+                self._open[key] = _Open(interval_start(r.ts), 0.0, None, False, r.value, r.ts)
+            else:
+                complete = row.status == "open"
+                self._open[key] = _Open(row.start, row.energy, row.peak, complete, r.value, r.ts)
         self._closed: list[Row] = []
         self._dirty: set[ReadingKey] = set()
 
     def add(self, sample: Sample) -> None:
         """Book the counters of one sample."""
-        if sample.attrs.get("stale"):
+        if sample.attrs and sample.attrs.get("stale"):
             return
         values = sample.values
         power = values.get("power_active")
+        if power is not None and not math.isfinite(power):
+            power = None
         for q in PROFILED:
             v = values.get(q)
             if v is None or not math.isfinite(v):
                 continue
-            peak = None
-            if power is not None and math.isfinite(power):
-                peak = power if q == "energy_import" else -power
+            peak = None if power is None else power if q == "energy_import" else -power
             self._reading((sample.device_id, q), v, sample.timestamp, peak)
 
     def _reading(self, key: ReadingKey, value: float, ts: float, peak: float | None) -> None:
-        last = self._last.get(key)
-        k = interval_start(ts)
-        if last is None:
-            self._open[key] = _Open(k, 0.0, _peak(None, peak), False)
-            self._last[key] = Reading(value, ts)
-            self._dirty.add(key)
-            return
-        if ts <= last.ts:
-            return  # an older reading (never book backwards)
-        delta = value - last.value if value >= last.value else 0.0
-        gap = ts - last.ts > self.gap
         op = self._open.get(key)
         if op is None:
-            op = self._open[key] = _Open(interval_start(last.ts), 0.0, None, False)
-        if k == op.start:
+            self._open[key] = _Open(interval_start(ts), 0.0, _peak(None, peak), False, value, ts)
+            self._dirty.add(key)
+            return
+        last_ts = op.ts
+        if ts <= last_ts:
+            return  # an older reading (never book backwards)
+        delta = value - op.value if value >= op.value else 0.0
+        gap = ts - last_ts > self.gap
+        if op.start <= ts < op.start + INTERVAL:
             op.energy += delta
-            op.peak = _peak(op.peak, peak)
+            if peak is not None and peak > 0 and (op.peak is None or peak > op.peak):
+                op.peak = peak
             if gap:
                 op.complete = False
+            op.value, op.ts = value, ts
         else:
+            k = interval_start(ts)
             self._close(key, op, complete=op.complete and not gap)
             if gap:
-                self._closed.append(Row(key[0], key[1], last.ts, ts, delta, None, "gap"))
-                self._open[key] = _Open(k, 0.0, _peak(None, peak), False)
+                self._closed.append(Row(key[0], key[1], last_ts, ts, delta, None, "gap"))
+                nxt = _Open(k, 0.0, _peak(None, peak), False, value, ts)
             else:
-                self._open[key] = _Open(k, delta, _peak(None, peak), k == op.start + INTERVAL)
-        self._last[key] = Reading(value, ts)
+                nxt = _Open(k, delta, _peak(None, peak), k == op.start + INTERVAL, value, ts)
+            self._open[key] = nxt
         self._dirty.add(key)
 
     def _close(self, key: ReadingKey, op: _Open, *, complete: bool) -> None:
@@ -137,10 +154,9 @@ class LoadProfile:
         self._closed = []
         readings: list[tuple[ReadingKey, Reading]] = []
         for key in self._dirty:
-            op = self._open.get(key)
-            if op is not None:
-                rows.append(_open_row(key, op))
-            readings.append((key, self._last[key]))
+            op = self._open[key]
+            rows.append(_open_row(key, op))
+            readings.append((key, Reading(op.value, op.ts)))
         self._dirty.clear()
         return rows, readings
 
