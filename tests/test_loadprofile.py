@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 
+import pytest
+
 from edged.cli import main as edged_main
 from edged.energystore import EnergyStore, Row, read_rows
 from edged.export import COLUMNS
@@ -228,7 +230,7 @@ def test_retention_and_size_cap_drop_the_oldest_and_count(tmp_path: Path) -> Non
 
 
 def test_edged_export_csv_loads_with_the_documented_columns(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = EnergyStore(tmp_path / "energy.sqlite")
     day = run_day(store, (DAY + 36450, DAY + 38850))
@@ -264,4 +266,11 @@ def test_edged_export_csv_loads_with_the_documented_columns(
     assert table[0]["end"] == "2026-11-02T00:15:00.000Z"
     assert all(r["peak_w"] for r in table if r["status"] != "gap")
     # The monthly report sums the same rows.
+    capsys.readouterr()
     assert edged_main(["report", "--store", str(store.path), "--month", "2026-11"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    grid = next(line.split() for line in lines if line.startswith("grid "))
+    rows = read_rows(store.path, DAY - 86400, DAY + 2 * 86400, ["grid"])
+    grid_rows = [r for r in rows if r.quantity == "energy_import"]
+    assert float(grid[2]) == round(sum(r.energy for r in grid_rows) / 1000, 3)  # kWh
+    assert int(grid[-1]) == 1  # one gap
