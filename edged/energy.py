@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from edged.energystore import EnergyStore, ReadingKey, Row, StoreError
-from edged.loadprofile import LoadProfile
+from edged.loadprofile import DEFAULT_GAP, INTERVAL, LoadProfile
 from edged.metrics import Metrics
 from edged.model import DeviceState
 from edged.pipeline import Pipeline
@@ -63,6 +63,7 @@ class Energy:
         self._pending: set[asyncio.Future[None]] = set()
         self._pruned = 0.0
         self._keep_days = 400
+        self._fixed_gap = False
         self._max_bytes = 64 * 1024 * 1024
 
     def _state_of(self, device_id: str) -> DeviceState | None:
@@ -80,7 +81,8 @@ class Energy:
         self.store = store
         self._stored = await loop.run_in_executor(self._writer, store.tallies)
         readings, rows = await loop.run_in_executor(self._writer, store.open_state)
-        self.profile = LoadProfile(lp.gap, readings, rows)
+        self.profile = LoadProfile(lp.gap or DEFAULT_GAP, readings, rows)
+        self._fixed_gap = lp.gap is not None
         self.pipeline.profile = self.profile
         if cfg.cloud.features.get("auto_export") and cfg.export is not None:
             from edged.export import AutoExport
@@ -94,6 +96,8 @@ class Energy:
         polls = {d.id: d.poll_interval for d in cfg.devices}
         meters = meters_from([(v.id, v.compute) for v in cfg.virtual_meters], polls)
         self.virtual.configure(meters, self._stored)
+        if self.profile is not None and not self._fixed_gap:
+            self.profile.set_gaps(gaps(prov))
 
     def tick(self, now: float, ticks: int) -> None:
         """Staleness every tick; books written every second; gauges; pruning."""
@@ -146,3 +150,24 @@ class Energy:
         if self.store is not None:
             await asyncio.get_running_loop().run_in_executor(self._writer, self.store.close)
         self._writer.shutdown(wait=False)
+
+
+def gaps(prov: Provisioning) -> dict[str, float]:
+    """Per metering point, the silence after which its load profile sees a gap.
+
+    A polled device: three poll intervals plus 5 s (at least 10 s, at most one interval),
+    so a device that went offline for longer leaves its intervals incomplete. A device
+    that speaks when it likes (a charger) gets the default. A virtual meter: the largest
+    of its sources'.
+    """
+    cfg = prov.config
+    out: dict[str, float] = {}
+    for d in cfg.devices:
+        conn = prov.connections.get(d.connection)
+        polled = conn is not None and conn.driver.polled
+        gap = 3 * d.poll_interval + 5.0 if polled else DEFAULT_GAP
+        out[d.id] = min(INTERVAL, max(10.0, gap))
+    for v in cfg.virtual_meters:  # config order: a virtual source is defined first or later
+        srcs = v.compute.points if v.compute is not None else v.sources
+        out[v.id] = max((out.get(p, DEFAULT_GAP) for p in srcs), default=DEFAULT_GAP)
+    return out

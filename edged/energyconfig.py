@@ -10,7 +10,7 @@ from pathlib import Path
 from edged.api import Options
 from edged.energystore import FILENAME
 from edged.errors import ConfigError
-from edged.loadprofile import DEFAULT_GAP, INTERVAL
+from edged.loadprofile import INTERVAL
 from edged.model import QUANTITIES
 from edged.virtualspec import DEFAULT_SKEW, PHASED, Formula, Term, VirtualDef, parse_formula
 
@@ -24,7 +24,8 @@ class LoadProfileConfig:
     path: Path
     keep_days: int
     max_bytes: int
-    gap: float
+    gap: float | None
+    """Seconds between readings that make a gap; None: per point from its poll interval."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def load_profile(o: Options, data_dir: Path) -> LoadProfileConfig:
         path=Path(path) if Path(path).is_absolute() else data_dir / path,
         keep_days=o.int("keep_days", 400, min=1, max=36500),
         max_bytes=o.int("max_mb", 64, min=1) * 1024 * 1024,
-        gap=o.float("gap", DEFAULT_GAP, min=1, max=INTERVAL),
+        gap=o.float("gap", None, min=1, max=INTERVAL),
     )
     o.finish()
     return cfg

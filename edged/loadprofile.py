@@ -12,9 +12,11 @@ Rules (docs/zev.md, "Load profiles"):
   re-based, as in ``edged.counters``.
 - **Complete or not**: an interval is ``ok`` when the reading before it was at most
   ``gap`` seconds before its first reading and the reading after it at most ``gap``
-  seconds after its last (so it was seen whole). Otherwise it is ``incomplete``: the
-  first interval ever read, an interval with a gap inside, the interval before and the
-  interval after an outage (device offline, virtual meter stale, daemon down).
+  seconds after its last (so it was seen whole). ``gap`` is per point (``set_gaps``):
+  ``edged.energy`` derives it from the poll interval unless configured. Otherwise it is
+  ``incomplete``: the first interval ever read, an interval with a gap inside, the
+  interval before and the interval after an outage (device offline, virtual meter
+  stale, daemon down).
 - **Gaps**: when two readings lie more than ``gap`` seconds apart and in different
   intervals, the energy between them is booked to **one ``gap`` row** whose ``start`` and
   ``end`` are the two readings' times: the energy of the outage, once, never spread over
@@ -82,6 +84,7 @@ class LoadProfile:
         if not 0 < gap <= INTERVAL:
             raise ValueError(f"gap must be within (0, {INTERVAL:g}] s, got {gap!r}")
         self.gap = gap
+        self._gaps: dict[str, float] = {}
         self._open: dict[ReadingKey, _Open] = {}
         rows = open_rows or {}
         for key, r in (readings or {}).items():
@@ -119,7 +122,7 @@ class LoadProfile:
         if ts <= last_ts:
             return  # an older reading (never book backwards)
         delta = value - op.value if value >= op.value else 0.0
-        gap = ts - last_ts > self.gap
+        gap = ts - last_ts > self._gaps.get(key[0], self.gap)
         if op.start <= ts < op.start + INTERVAL:
             op.energy += delta
             if peak is not None and peak > 0 and (op.peak is None or peak > op.peak):
@@ -137,6 +140,10 @@ class LoadProfile:
                 nxt = _Open(k, delta, _peak(None, peak), k == op.start + INTERVAL, value, ts)
             self._open[key] = nxt
         self._dirty.add(key)
+
+    def set_gaps(self, gaps: Mapping[str, float]) -> None:
+        """Per point: seconds between two readings that make a gap (others: ``gap``)."""
+        self._gaps = dict(gaps)
 
     def _close(self, key: ReadingKey, op: _Open, *, complete: bool) -> None:
         status = "ok" if complete else "incomplete"

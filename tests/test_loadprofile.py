@@ -274,3 +274,78 @@ def test_edged_export_csv_loads_with_the_documented_columns(
     grid_rows = [r for r in rows if r.quantity == "energy_import"]
     assert float(grid[2]) == round(sum(r.energy for r in grid_rows) / 1000, 3)  # kWh
     assert int(grid[-1]) == 1  # one gap
+
+
+def test_a_point_silent_longer_than_its_gap_leaves_its_interval_incomplete() -> None:
+    lp = LoadProfile()
+    lp.set_gaps({"fast": 10.0})
+    # Readings every 5 s from 23:59:55, but none between 00:00:05 and 00:00:30.
+    times = [-5.0, *(float(t) for t in range(0, 910, 5) if not 5 < t < 30)]
+    for dev in ("fast", "slow"):
+        for ts in times:
+            lp.add(Sample(dev, DAY + ts, MappingProxyType({"energy_import": ts})))
+    rows, _ = lp.take_dirty()
+    first = {r.point: r for r in rows if r.start == DAY}
+    assert first["fast"].status == "incomplete"  # 25 s of silence at a 10 s gap
+    assert first["slow"].status == "ok"  # no gap at the default 300 s
+    assert first["fast"].energy == first["slow"].energy == 900.0  # the energy is all there
+
+
+GAPS_CONFIG = """
+[gateway]
+id = "gw"
+data_dir = "{tmp}"
+
+[licensing]
+directory = "{tmp}"
+
+[features]
+virtual_meters = true
+
+[connections.bus]
+driver = "modbus"
+transport = "tcp"
+host = "127.0.0.1"
+port = 15020
+
+[connections.cps]
+driver = "ocpp"
+port = 19000
+
+[[devices]]
+id = "m1"
+connection = "bus"
+address = 1
+profile = "eastron_sdm630"
+poll_interval = 0.5
+cloud_licence = "professional"
+
+[[devices]]
+id = "m2"
+connection = "bus"
+address = 2
+profile = "eastron_sdm630"
+poll_interval = 60
+cloud_licence = "professional"
+
+[[devices]]
+id = "cp"
+connection = "cps"
+cloud_licence = "professional"
+
+[[virtual_meters]]
+id = "v"
+sources = ["m1", "m2"]
+cloud_licence = "professional"
+"""
+
+
+def test_gaps_follow_the_poll_interval(tmp_path: Path) -> None:
+    from edged import config as configmod
+    from edged.energy import gaps
+    from edged.provisioning import provision
+
+    main = tmp_path / "edged.toml"
+    main.write_text(GAPS_CONFIG.replace("{tmp}", str(tmp_path)))
+    got = gaps(provision(configmod.load(main), licence_dir=tmp_path))
+    assert got == {"m1": 10.0, "m2": 185.0, "cp": 300.0, "v": 185.0}
