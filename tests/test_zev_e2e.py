@@ -178,6 +178,12 @@ power_active = "grid.power_active + pv1.power_active + pv2.power_active"
             await col.wait_for(lambda c: fresh_after(killed), timeout=60)
             after, _ = check_formula(col)
             assert after > checked
+            # The store is read while the daemon writes it (read-only, WAL).
+            code, out, err = await run_edged(
+                "export", "-c", str(cfg), "--from", "2000-01-01", "--to", "2100-01-01"
+            )
+            assert code == 0, err
+            assert {line.split(",")[0] for line in out.splitlines()[1:]} >= {"grid", "total"}
             print(f"ZEV windows checked={after} stale={n_stale} (before kill: {checked})")
     finally:
         daemon.stop()
