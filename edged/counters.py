@@ -78,6 +78,17 @@ def step(tally: Tally, value: float) -> Tally:
     return Tally(value, tally.banked + (tally.last - tally.base), value)
 
 
+def follow(tally: Tally, value: float) -> Tally:
+    """The tally after a source that never resets (another virtual meter) reported ``value``.
+
+    A virtual counter may go down by design (a negative weight), so a lower value is a
+    negative increment, not a reset: everything it showed is booked, signed.
+    """
+    if tally.last is None or tally.base is None:
+        return Tally(value, tally.banked, value)
+    return Tally(tally.base, tally.banked, value)
+
+
 def combine(terms: Iterable[tuple[float, Tally]]) -> float:
     """The virtual counter: the weighted sum of the terms' totals."""
     return sum(weight * tally.total for weight, tally in terms)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from edged.counters import Tally, combine, step
+from edged.counters import Tally, combine, follow, step
 from edged.live import LiveValues
 from edged.model import DeviceState, Record, Sample
 from edged.virtualspec import DEFAULT_SKEW, Formula, VirtualDef, order
@@ -148,10 +148,11 @@ class VirtualMeters:
                     continue
                 key = (vid, t.point, t.quantity)
                 old = self._tallies.get(key, Tally())
-                new = step(old, value)
-                if new is old or new == old:
+                virtual_source = t.point in self._meters
+                new = follow(old, value) if virtual_source else step(old, value)
+                if new == old:
                     continue
-                if old.last is not None and value < old.last:
+                if not virtual_source and old.last is not None and value < old.last:
                     log.warning(
                         "source counter went back virtual=%s source=%s quantity=%s "
                         "from=%s to=%s: booked nothing, re-based",

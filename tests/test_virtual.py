@@ -297,3 +297,47 @@ def test_status_lists_a_virtual_meter_with_its_state(tmp_path: Path) -> None:
     assert entry["values"]["energy_import"]["value"] == 0.0  # frozen at the last fresh value
     text = format_status(svc.status(values=True))
     assert "total" in text and "stale" in text
+
+
+NESTED = (
+    ZEV
+    + """
+[[virtual_meters]]
+id = "community"
+cloud_licence = "professional"
+[virtual_meters.quantities]
+energy_import = "total.energy_import + pv1.energy_import"
+"""
+)
+
+
+def test_a_virtual_meter_of_a_virtual_meter_books_its_signed_increments(tmp_path: Path) -> None:
+    cfg = load(tmp_path, NESTED)
+    live = LiveValues()
+    virtual = VirtualMeters(live)
+    polls = {d.id: d.poll_interval for d in cfg.devices}
+    virtual.configure(meters_from([(v.id, v.compute) for v in cfg.virtual_meters], polls), {})
+    ids = [*(d.id for d in cfg.devices), "total", "community"]
+    records: list[Record] = []
+    windows = Windows({i: 10.0 for i in ids}, clock=lambda: 0.0)
+    pipeline = Pipeline(windows, live, records.extend, virtual)
+
+    def read(ts: float, gi: float, ge: float, p1: float, p1i: float, p2: float) -> None:
+        pipeline.add(sample("grid", ts, energy_import=gi, energy_export=ge))
+        pipeline.add(sample("pv1", ts, energy_export=p1, energy_import=p1i))
+        pipeline.add(sample("pv2", ts, energy_export=p2))
+
+    read(0.0, 100.0, 0.0, 0.0, 5.0, 0.0)
+    read(1.0, 110.0, 0.0, 0.0, 6.0, 0.0)
+    # Export runs ahead of production for a moment: total goes down by 30 Wh.
+    read(2.0, 110.0, 30.0, 0.0, 6.0, 0.0)
+    read(3.0, 112.0, 40.0, 40.0, 6.0, 5.0)
+
+    def value(point: str) -> float:
+        lv = live.get(point, "energy_import")
+        assert lv is not None
+        return lv.value
+
+    assert value("total") == 12 + 40 + 5 - 40
+    # community = total + pv1 import: total's drop is booked as a drop, not as a reset.
+    assert value("community") == value("total") + 1
