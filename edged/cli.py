@@ -17,17 +17,7 @@ from edged.api import CliCommand, Command, DriverCommand, SimulatorCommand
 DEFAULT_CONFIG = Path("/etc/edged/edged.toml")
 EX_CONFIG = 78  # sysexits EX_CONFIG: systemd and installers know it as "configuration error"
 
-CORE_COMMANDS = (
-    "run",
-    "check-config",
-    "status",
-    "reload",
-    "reconnect",
-    "license",
-    "sim",
-    "export",
-    "report",
-)
+CORE_COMMANDS = ("run", "check-config", "status", "reload", "reconnect", "license", "sim")
 
 
 def _driver_clis() -> dict[str, CliCommand]:
