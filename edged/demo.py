@@ -108,13 +108,16 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
 def _start(
     args: list[str], log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    fh = log.open("ab")
-    return subprocess.Popen(
-        args,
-        stdout=fh,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-    )
+    # Each child in a session of its own: Ctrl-C in the terminal reaches only the demo,
+    # which then stops the daemon first and the broker last (see main's finally).
+    with log.open("ab") as fh:
+        return subprocess.Popen(
+            args,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            start_new_session=True,
+        )
 
 
 # Shown first when a record has them; other quantities fill up to four columns.

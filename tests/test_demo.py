@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +54,7 @@ def outbox_depth(var: Path) -> int:
 
 
 def test_two_demos_side_by_side_show_readings_and_leave_nothing_behind() -> None:
-    first = free_base()
+    first = free_base(10)
     second = first + 5
     demos = [
         subprocess.Popen(
@@ -91,3 +94,35 @@ def test_a_port_in_use_is_named(tmp_path: Path) -> None:
         )
     assert res.returncode != 0
     assert f"port {base + 4} on 127.0.0.1 is in use" in res.stderr
+
+
+def test_ctrl_c_stops_the_daemon_before_the_broker() -> None:
+    """A terminal's Ctrl-C hits the whole foreground process group, not only the demo."""
+    base = free_base()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "edged.demo", "--base-port", str(base)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own group, which the test signals like a terminal
+    )
+    try:
+        assert demo.stdout is not None
+        seen = 0
+        deadline = time.monotonic() + 60
+        while seen < 8 and time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            seen += bool(re.match(r"^\+\s*[\d.]+s \S+\s+seq=", line))
+        assert seen >= 8, "no readings from the demo"
+        os.killpg(demo.pid, signal.SIGINT)
+        out = demo.communicate(timeout=60)[0]
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    assert demo.returncode == 0, out
+    var = VAR.with_name(f"demo-{base}")
+    log = (var / "logs" / "edged.log").read_text()
+    assert "stopped" in log, log[-2000:]
+    assert outbox_depth(var) == 0, log[-2000:]
+    shutil.rmtree(var)
