@@ -20,6 +20,7 @@ from typing import Any
 
 from edged.api import DEVICE_KEYS, Options
 from edged.errors import ConfigError
+from edged.loadmgmt import config as loadmgmt
 from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -146,6 +147,9 @@ class Config:
     virtual_meters: tuple[VirtualMeter, ...] = field(default=())
     # Metering points that set no ``cloud_licence`` and so count as Basic.
     no_cloud_licence: tuple[str, ...] = field(default=())
+    load_management: loadmgmt.LoadManagementConfig = field(
+        default_factory=loadmgmt.LoadManagementConfig
+    )
 
 
 FEATURES = (
@@ -167,6 +171,7 @@ _SECTIONS = (
     "metrics",
     "licensing",
     "logging",
+    "load_management",
 )
 
 
@@ -179,6 +184,7 @@ class _Merged:
         self.connections: dict[str, tuple[dict[str, Any], Source]] = {}
         self.devices: list[tuple[dict[str, Any], Source]] = []
         self.virtual: list[tuple[dict[str, Any], Source]] = []
+        self.circuits: list[tuple[dict[str, Any], Source]] = []
         self.counts: dict[tuple[str, str], int] = {}
 
     def add(self, file: Path, doc: dict[str, Any]) -> None:
@@ -208,14 +214,16 @@ class _Merged:
                             f"connection defined twice (first in {first})",
                         )
                     self.connections[cname] = (table, Source(name, f"connections.{cname}"))
-            elif key in ("devices", "virtual_meters"):
+            elif key in ("devices", "virtual_meters", "circuits"):
                 if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
                     raise ConfigError(name, key, f"expected an array of tables [[{key}]]")
-                target = self.devices if key == "devices" else self.virtual
+                target = {"devices": self.devices, "circuits": self.circuits}.get(key, self.virtual)
                 for i, table in enumerate(value):
                     target.append((table, Source(name, f"{key}[{i}]")))
             else:
-                known = ", ".join([*_SECTIONS, "connections", "devices", "virtual_meters"])
+                known = ", ".join(
+                    [*_SECTIONS, "connections", "devices", "virtual_meters", "circuits"]
+                )
                 raise ConfigError(name, key, f"unknown section (known: {known})")
 
     def section(self, name: str, main: str) -> Options:
@@ -391,6 +399,12 @@ def load(path: str | Path) -> Config:
                 raise src.error(f"sources[{i}]", f"no device with id {ref!r}")
         virtual.append(vm)
 
+    load_management = loadmgmt.parse(
+        merged.section("load_management", mainname),
+        merged.circuits,
+        devices,
+        feature_enabled=features["load_management"],
+    )
     return Config(
         files=tuple(files),
         gateway=gateway,
@@ -409,6 +423,7 @@ def load(path: str | Path) -> Config:
             for table, _ in [*merged.devices, *merged.virtual]
             if "cloud_licence" not in table
         ),
+        load_management=load_management,
     )
 
 
