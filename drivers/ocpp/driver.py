@@ -30,6 +30,7 @@ from drivers.ocpp.passwords import hash_password
 from drivers.ocpp.session import Session, make_session
 from drivers.ocpp.state import ChargerStatus
 from edged.api import (
+    ClearChargingLimit,
     CliCommand,
     Command,
     DriverCommand,
@@ -270,11 +271,17 @@ def _request_of(command: Command) -> tuple[str, Mapping[str, object]]:
     match command:
         case DriverCommand(name=name, args=args):
             return name, args
-        case SetChargingLimit(limit=limit, unit=unit, connector=connector):
-            limit_args: dict[str, object] = {"limit": limit, "unit": unit, "purpose": "tx_default"}
+        case SetChargingLimit() as limit:
+            return "set_charging_profile", _limit_args(limit)
+        case ClearChargingLimit(connector=connector, purpose=purpose, stack_level=stack_level):
+            clear_args: dict[str, object] = {}
             if connector is not None:
-                limit_args["connector"] = connector
-            return "set_charging_profile", limit_args
+                clear_args["connector"] = connector
+            if purpose is not None:
+                clear_args["purpose"] = _PURPOSE_KEYS[purpose]
+            if stack_level is not None:
+                clear_args["stack_level"] = stack_level
+            return "clear_charging_profile", clear_args
         case StartCharging(id_tag=id_tag, connector=connector):
             start_args: dict[str, object] = {"id_tag": id_tag}
             if connector is not None:
@@ -283,6 +290,27 @@ def _request_of(command: Command) -> tuple[str, Mapping[str, object]]:
         case StopCharging():
             return "remote_stop", {}
     raise CommandError(f"{type(command).__name__} is not a command an OCPP charger takes")
+
+
+# edged.api's purposes → the keys of drivers.ocpp.commands.PURPOSES_16 / PURPOSES_201.
+_PURPOSE_KEYS = {"default": "tx_default", "tx": "tx", "station_max": "max"}
+
+
+def _limit_args(limit: SetChargingLimit) -> dict[str, object]:
+    """The set_charging_profile arguments of a typed charging limit."""
+    args: dict[str, object] = {
+        "limit": limit.limit,
+        "unit": limit.unit,
+        "purpose": _PURPOSE_KEYS[limit.purpose],
+        "stack_level": limit.stack_level,
+    }
+    if limit.connector is not None:
+        args["connector"] = limit.connector
+    if limit.duration is not None:
+        args["duration"] = limit.duration
+    if limit.phases is not None:
+        args["phases"] = limit.phases
+    return args
 
 
 def _tls_context(cfg: settings.OcppSettings) -> ssl.SSLContext:
