@@ -32,8 +32,10 @@ from edged.control import ControlServer
 from edged.errors import EdgedError
 from edged.licence_watch import LicenceWatcher
 from edged.live import LiveValues
+from edged.loadmgmt.config import LoadManagementConfig
+from edged.loadmgmt.controller import Controller as LoadManagement
 from edged.metrics import Metrics
-from edged.model import Record
+from edged.model import DeviceState, Record
 from edged.outbox import Outbox
 from edged.pipeline import Pipeline
 from edged.provisioning import Provisioning, provision
@@ -91,6 +93,10 @@ class Daemon:
         self.status_service = StatusService(
             self.supervisor, self.live, self.windows, self.metrics, clock
         )
+        self.loadmgmt = LoadManagement(
+            LoadManagementConfig(), self.live, self._state_of, self.supervisor.command, self.metrics
+        )
+        self.status_service.circuits = self.loadmgmt.status
         self.licences = LicenceWatcher(
             self._current, self.apply, self._publish_event, self._licence_dir, clock
         )
@@ -119,6 +125,10 @@ class Daemon:
             st = devices.get(rec.device_id)
             self.metrics.count("records", st.spec.driver if st else "unknown", rec.device_id)
 
+    def _state_of(self, device_id: str) -> DeviceState | None:
+        st = self.supervisor.devices.get(device_id)
+        return None if st is None else st.state
+
     def _current(self) -> Provisioning:
         assert self.provisioning is not None
         return self.provisioning
@@ -136,6 +146,7 @@ class Daemon:
         self.windows.set_intervals(dict(prov.intervals))
         await self.supervisor.apply(prov)
         self.live.keep_only(d.id for d in prov.admitted)
+        self.loadmgmt.apply(prov.config.load_management)
         self.provisioning = prov
         self.status_service.provisioning = prov
 
@@ -286,6 +297,7 @@ class Daemon:
         """Stop polling, flush everything durable, give the uplink a moment, exit."""
         self.notifier.notify("STOPPING=1")
         log.info("stopping")
+        await self.loadmgmt.stop()
         await self.supervisor.stop()
         if self.outbox is not None:
             self.pipeline.flush()

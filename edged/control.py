@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edged.errors import ControlError
+from edged.loadmgmt.view import format_circuits
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ def format_status(status: Mapping[str, Any]) -> str:
             if isinstance(dev.get("values"), Mapping):
                 out.append("")
                 out.extend(_value_lines(dev))
+    out.extend(format_circuits(status.get("circuits")))
     return "\n".join(out) + "\n"
 
 

@@ -141,7 +141,27 @@ class Controller:
         self.profiles_sent = 0
         self.last_lowered = -math.inf
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.Task[None] | None = None
         self.reconfigure(config)
+
+    # -- in the daemon ---------------------------------------------------------------------
+
+    def apply(self, config: LoadManagementConfig) -> None:
+        """Start (with circuits), reconfigure or stop (without) the loop; call on the loop."""
+        self.reconfigure(config)
+        if config.circuits and self._loop is None:
+            self._loop = asyncio.create_task(self.run(), name="loadmgmt")
+        elif not config.circuits and self._loop is not None:
+            self._loop.cancel()
+            self._loop = None
+            log.info("load management stopped: no circuits configured")
+
+    async def stop(self) -> None:
+        """Stop the loop (the chargers fall back to their default profile after the lease)."""
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+            self._loop = None
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -425,7 +445,8 @@ class Controller:
 
     def _spawn_limit(self, st: _ChargerState, limit: float, why: str, now: float) -> None:
         s = self.config.settings
-        limit = round(limit, 1)
+        # Limits go out with one decimal (the OCPP schemas): rounded down, never above a share.
+        limit = math.floor(limit * 10 + 1e-6) / 10
         cmd = SetChargingLimit(
             st.ref.device,
             limit,
@@ -447,6 +468,8 @@ class Controller:
 
     async def _send(self, st: _ChargerState, cmd: Command, why: str, limit: float) -> None:
         reason = st.reason  # what the limit was decided for (it may change meanwhile)
+        available = self.circuits[st.circuit].available
+        left = "-" if available is None else "/".join(f"{v:.1f}" for v in available)
         try:
             refusal: str | None
             try:
@@ -478,11 +501,14 @@ class Controller:
                 return
             if why != "renew":
                 log.info(
-                    "loadmgmt limit charger=%s limit=%g A was=%s reason=%s lease=%g s",
+                    "loadmgmt limit charger=%s limit=%g A was=%s reason=%s circuit=%s "
+                    "left=%s A lease=%g s",
                     st.ref.key,
                     limit,
                     "-" if st.sent is None else f"{st.sent:g}",
                     reason,
+                    st.circuit,
+                    left,
                     self.config.settings.lease,
                 )
                 st.changed_at, st.changed_for = now, reason
