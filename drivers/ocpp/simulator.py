@@ -180,8 +180,7 @@ class SimCharger:
         self.config = config
         self.say = say or (lambda text: log.info("%s", text))
         self.energy_wh = 1_000_000.0
-        self.profiles: dict[int, Profile] = {}
-        """The charging profiles installed now, by id."""
+        self._profiles: dict[int, Profile] = {}
         # What the profiles and the transaction were at each change, so the car can follow
         # the limit ``profile_delay`` seconds late: (monotonic time, profiles, transaction).
         self._history: list[tuple[float, tuple[Profile, ...], str | None]] = [
@@ -208,9 +207,17 @@ class SimCharger:
 
     # -- electrical model ------------------------------------------------------------------
 
+    @property
+    def profiles(self) -> dict[int, Profile]:
+        """The charging profiles installed now, by id (expired ones are gone)."""
+        now = time.monotonic()
+        for p in [p for p in self._profiles.values() if not p.valid(now) and p.received <= now]:
+            del self._profiles[p.id]
+        return dict(self._profiles)
+
     def composite_limit(self) -> float | None:
         """The charger's limit per phase (A) from the profiles installed now; None: no limit."""
-        return composite(self.profiles.values(), time.monotonic(), self.transaction_id)
+        return composite(self._profiles.values(), time.monotonic(), self.transaction_id)
 
     def followed_limit(self) -> float | None:
         """The limit the car follows now: the charger's limit ``profile_delay`` seconds ago."""
@@ -246,7 +253,7 @@ class SimCharger:
 
     def _changed(self) -> None:
         now = time.monotonic()
-        self._history.append((now, tuple(self.profiles.values()), self.transaction_id))
+        self._history.append((now, tuple(self._profiles.values()), self.transaction_id))
         # Keep the last state older than the delay: it is what the car follows now.
         horizon = now - self.config.profile_delay
         while len(self._history) > 1 and self._history[1][0] <= horizon:
@@ -287,14 +294,14 @@ class SimCharger:
         )
         # A profile replaces the one with its id, and the one with its purpose, stack level
         # and connector.
-        for old in list(self.profiles.values()):
+        for old in list(self._profiles.values()):
             if (old.purpose, old.stack_level, old.connector) == (
                 purpose,
                 stack_level,
                 connector,
             ):
-                del self.profiles[old.id]
-        self.profiles[profile_id] = profile
+                del self._profiles[old.id]
+        self._profiles[profile_id] = profile
         self._changed()
         self.say(
             f"{cfg.charge_point_id}: profile {profile_id} {purpose} level {stack_level} "
@@ -314,14 +321,14 @@ class SimCharger:
         """Remove the profiles that match every criterion given; whether any was removed."""
         gone = [
             p.id
-            for p in self.profiles.values()
+            for p in self._profiles.values()
             if (profile_id is None or p.id == profile_id)
             and (purpose is None or p.purpose == purpose)
             and (stack_level is None or p.stack_level == stack_level)
             and (connector is None or p.connector == connector)
         ]
         for pid in gone:
-            del self.profiles[pid]
+            del self._profiles[pid]
         if gone:
             self._changed()
             self.say(f"{self.config.charge_point_id}: cleared profiles {gone}")
@@ -615,8 +622,8 @@ class SimCharger:
         self._integrate()
         # The car stops drawing at once; the transaction's TxProfiles end with it.
         self.transaction_id = None
-        for pid in [p.id for p in self.profiles.values() if p.purpose == "TxProfile"]:
-            del self.profiles[pid]
+        for pid in [p.id for p in self._profiles.values() if p.purpose == "TxProfile"]:
+            del self._profiles[pid]
         self._changed()
         self.charging.clear()
         if self.config.version == "1.6":
