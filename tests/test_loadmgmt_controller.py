@@ -366,3 +366,34 @@ async def test_gauges_per_circuit_session_and_phase() -> None:
     assert 'edged_loadmgmt_circuit_limit{circuit="main",phase="L1"} 63.0' in text
     assert 'edged_loadmgmt_mode{circuit="main"} 0.0' in text
     assert "edged_loadmgmt_profiles_total" in text
+
+
+async def test_own_change_is_not_taken_for_other_load() -> None:
+    """A car follows a raise before the charger reports it: no one is lowered for that."""
+    s = site([charger("cp1"), charger("cp2")], limit=40.0)
+    s.hold("grid", 10, 10, 10)
+    connect(s, "cp1", "cp2")
+    await s.step(times=3)
+    assert s.last_limit("cp2") == 15.0
+    s.draw("cp1", 15)
+    s.draw("cp2", 15)
+    s.hold("grid", 40, 40, 40)
+    await s.step(1.0, times=3)
+    # cp1's car leaves: cp2 may take its share once cp1 is down.
+    s.session("cp1", False)
+    s.draw("cp1", 0)
+    s.hold("grid", 25, 25, 25)
+    for _ in range(12):
+        await s.step(1.0)
+        if s.last_limit("cp2") == 30.0:
+            break
+    assert s.last_limit("cp2") == 30.0
+    n = len(s.sent)
+    # The car on cp2 follows: the meter sees 30 A, cp2's last report still says 15 A.
+    s.hold("grid", 40, 40, 40)
+    await s.step(0.5, times=3)
+    assert len(s.sent) == n, [c for c in s.sent[n:]]
+    # A real load on top of that is still seen at once.
+    s.hold("grid", 50, 50, 50)
+    await s.step()
+    assert s.last_limit("cp2") < 30.0

@@ -94,6 +94,8 @@ class _ChargerState:
     retry_at: float = 0.0
     sent: float | None = None
     """The stack level 1 limit the charger accepted last."""
+    before: float | None = None
+    """The limit before the last change (the car may still draw it for a while)."""
     sent_at: float = -math.inf
     changed_at: float = -math.inf
     changed_for: str = ""
@@ -114,6 +116,8 @@ class _CircuitState:
     why: str = "starting"
     measured: tuple[float, float, float] | None = None
     measured_at: float | None = None
+    base: tuple[float, float, float] | None = None
+    """The estimate of what is not a charger (kept while chargers follow a change)."""
     available: tuple[float, float, float] | None = None
     available_power: float | None = None
 
@@ -244,7 +248,8 @@ class Controller:
             session = active is None or active.value >= 0.5
             if session and not st.session:
                 st.session_since = now if active is not None else 0.0
-                log.info("loadmgmt session started charger=%s", st.ref.key)
+                if active is not None:
+                    log.info("loadmgmt session started charger=%s", st.ref.key)
             elif st.session and not session:
                 log.info("loadmgmt session ended charger=%s", st.ref.key)
             st.session = session
@@ -260,7 +265,7 @@ class Controller:
                 state = self.state_of(c.meter)
                 present = [v for v in values if v is not None]
                 if len(present) < 3:
-                    cs.measured, cs.measured_at = None, None
+                    cs.measured, cs.measured_at, cs.base = None, None, None
                     mode, why = "fail-safe", f"meter {c.meter} has no current_l1..3 reading"
                 else:
                     cs.measured = (
@@ -297,6 +302,35 @@ class Controller:
                         s.safe_current,
                     )
             cs.mode, cs.why = mode, why
+
+    def _draw_bounds(self, st: _ChargerState, now: float) -> tuple[list[float], list[float]]:
+        """Lowest and highest a charger may draw now, per phase.
+
+        Outside a change both are the point estimate of ``_draw``. After its limit changed,
+        until the charger reports a reading taken ``raise_delay`` seconds later (at most
+        twice ``raise_delay``), the car may draw anything between the old and the new
+        limit while the report says otherwise: the bounds widen to both limits (unless the
+        car draws clearly less than either, or left: then the change does not move it).
+        The window is short on purpose: while it lasts, other loads that come up by less
+        than the change are seen only when it ends.
+        """
+        low = list(self._draw(st, now))
+        high = list(low)
+        old, new = st.before, st.sent
+        followed = st.changed_at + self.config.settings.raise_delay
+        reports = [self.live.get(st.ref.device, f"current_l{p}") for p in PHASES]
+        reported = max((lv.ts for lv in reports if lv is not None), default=-math.inf)
+        settling = (
+            st.session
+            and reported < followed
+            and now - st.changed_at < 2 * self.config.settings.raise_delay
+        )
+        if settling and old is not None and new is not None:
+            for p in st.ref.phases:
+                if low[p - 1] >= min(old, new) - 1.0:
+                    low[p - 1] = min(low[p - 1], old, new)
+                    high[p - 1] = max(high[p - 1], old, new)
+        return low, high
 
     def _draw(self, st: _ChargerState, now: float) -> tuple[float, float, float]:
         """What a charger draws per phase, as low as it may be (conservative for the base)."""
@@ -338,15 +372,18 @@ class Controller:
     def _share(self, now: float) -> None:
         s = self.config.settings
         reserved: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in self.circuits}
-        draws: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in self.circuits}
+        # What the chargers below each circuit draw: at least / at most, per phase.
+        draws_low: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in self.circuits}
+        draws_high: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in self.circuits}
         demands: list[Demand] = []
         for st in self.chargers.values():
             cs = self.circuits[st.circuit]
-            draw = self._draw(st, now)
+            low, high = self._draw_bounds(st, now)
             # Every circuit above counts the draw (the meters measure it all).
             name: str | None = st.circuit
-            while name is not None and name in draws:
-                draws[name] = [a + b for a, b in zip(draws[name], draw, strict=True)]
+            while name is not None and name in draws_low:
+                draws_low[name] = [a + b for a, b in zip(draws_low[name], low, strict=True)]
+                draws_high[name] = [a + b for a, b in zip(draws_high[name], high, strict=True)]
                 name = self.circuits[name].circuit.parent
             fixed = self._reserved(st, now)
             if fixed == 0.0 and cs.mode != "normal":
@@ -372,7 +409,7 @@ class Controller:
             c = cs.circuit
             base = None
             if c.meter is not None and cs.measured is not None:
-                base = tuple(max(0.0, m - d) for m, d in zip(cs.measured, draws[name], strict=True))
+                base = self._base(cs, draws_low[name], draws_high[name])
             loads.append(
                 CircuitLoad(
                     name,
@@ -380,7 +417,7 @@ class Controller:
                     c.max_current,
                     c.max_power,
                     c.margin,
-                    base,  # type: ignore[arg-type]  # three phases
+                    base,
                     (reserved[name][0], reserved[name][1], reserved[name][2]),
                 )
             )
@@ -396,6 +433,27 @@ class Controller:
             st.share = share
             st.target = share
             st.reason = "paused" if d.id in alloc.paused else "share"
+
+    def _base(
+        self, cs: _CircuitState, low: list[float], high: list[float]
+    ) -> tuple[float, float, float]:
+        """The load on a measured circuit that is not a charger, per phase.
+
+        The meter reading less what the chargers draw lies between ``measured - high`` and
+        ``measured - low``. Outside a change of our own both are the same; while chargers
+        follow a new limit the estimate stays where it was as long as the reading allows
+        it, so our own changes are not mistaken for other loads coming and going (which
+        would make every other charger follow them).
+        """
+        assert cs.measured is not None
+        out = []
+        for p in range(3):
+            least = max(0.0, cs.measured[p] - high[p])
+            most = max(0.0, cs.measured[p] - low[p])
+            prev = cs.base[p] if cs.base is not None else most
+            out.append(min(max(prev, least), most))
+        cs.base = (out[0], out[1], out[2])
+        return cs.base
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -511,7 +569,7 @@ class Controller:
                     left,
                     self.config.settings.lease,
                 )
-                st.changed_at, st.changed_for = now, reason
+                st.changed_at, st.changed_for, st.before = now, reason, st.sent
             st.sent, st.sent_at = limit, now
         finally:
             st.busy = False
