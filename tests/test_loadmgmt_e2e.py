@@ -6,11 +6,13 @@ the profiles they hold), never taken from what edged says it did.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Broker
+from tests.daemon import run_edged
 from tests.loadmgmt_harness import GARAGE, MAIN, ChargerSpec, Harness, Settings
 
 pytestmark = pytest.mark.slow
@@ -46,6 +48,17 @@ async def test_fail_safe_on_a_stale_meter_and_fallback_when_edged_dies(
         assert all(not h.only_default_left(cid) for cid in h.sims)
         # The cars follow their limits a response delay later; then both circuits hold.
         await h.wait(lambda: max(h.total("garage")) <= 32.0 and max(h.total("main")) <= 63.0, 15)
+
+        # Visible: `edged status` lists the circuits, their mode and each charger's share.
+        cfg = str(tmp_path / "edged.toml")
+        code, out, err = await run_edged("status", "-c", cfg)
+        assert code == 0, err
+        assert "circuits" in out and "garage (in main)" in out and "charging" in out
+        code, out, err = await run_edged("status", "--json", "-c", cfg)
+        circuits = {c["name"]: c for c in json.loads(out)["circuits"]}
+        assert circuits["main"]["mode"] == "normal"
+        assert circuits["garage"]["parent"] == "main" and len(circuits["garage"]["chargers"]) == 2
+        assert all(ch["allocated"] > SAFE for ch in circuits["garage"]["chargers"])
 
         # The grid meters stop answering: every charger at the safe current within 10 s.
         await h.stop_meters()
