@@ -334,6 +334,9 @@ class Controller:
 
     def _draw(self, st: _ChargerState, now: float) -> tuple[float, float, float]:
         """What a charger draws per phase, as low as it may be (conservative for the base)."""
+        active = self.live.get(st.ref.device, "session_active")
+        if active is not None and active.value < 0.5:
+            return (0.0, 0.0, 0.0)  # no session, no car drawing: whatever the last report said
         values = []
         for p in PHASES:
             lv = self.live.get(st.ref.device, f"current_l{p}")
