@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -397,3 +399,29 @@ async def test_own_change_is_not_taken_for_other_load() -> None:
     s.hold("grid", 50, 50, 50)
     await s.step()
     assert s.last_limit("cp2") < 30.0
+
+
+async def test_apply_starts_reconfigures_and_stops_the_loop() -> None:
+    """What the daemon does on start and reload: circuits start it, none stop it."""
+    s = Site(LoadManagementConfig(settings(), ()))
+    sent_before = len(s.sent)
+    s.ctl.apply(LoadManagementConfig(settings(), ()))
+    assert s.ctl._loop is None
+    circuit = Circuit("main", 63.0, None, None, None, 0.0, (charger("cp1", 16),))
+    connect(s, "cp1")
+    s.ctl.clock = time.time
+    s.ctl.apply(LoadManagementConfig(settings(), (circuit,)))
+    assert s.ctl._loop is not None
+    for _ in range(100):
+        if len(s.limits("cp1")) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [c.stack_level for c in s.limits("cp1")][:2] == [0, 1]
+    assert len(s.sent) > sent_before
+    # A reload that keeps the charger keeps its state: no default profile again.
+    bigger = Circuit("main", 80.0, None, None, None, 0.0, (charger("cp1", 16),))
+    s.ctl.apply(LoadManagementConfig(settings(), (bigger,)))
+    assert s.ctl.chargers["cp1"].default_ok
+    s.ctl.apply(LoadManagementConfig(settings(), ()))
+    assert s.ctl._loop is None and s.ctl.status() == []
+    await s.ctl.stop()
