@@ -86,6 +86,7 @@ QUANTITIES: Mapping[str, Quantity] = MappingProxyType(
             _q("current_offered", "A", "gauge", "charging current offered to the EV"),
             _q("current_import", "A", "gauge", "charging current (import)"),
             _q("session_active", "", "gauge", "1 while a charging session is open, else 0"),
+            _q("link_connects", "", "counter", "connections a served device made since start"),
         ]
     )
 )

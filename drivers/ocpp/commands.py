@@ -6,8 +6,11 @@ Arguments arrive as a JSON object (from the control socket); every mistake is a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import decimal
 import enum
+import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +19,7 @@ from typing import Any
 
 from drivers.ocpp._lib import call16, call201
 from drivers.ocpp.errors import CommandError
+from drivers.ocpp.settings import DEFAULT_ID_TOKEN_TYPE, ID_TOKEN_TYPES
 from drivers.ocpp.state import ChargerStatus
 from edged.model import iso
 
@@ -55,6 +59,11 @@ def profile_id(purpose: str, stack_level: int, connector: int) -> int:
 
 
 TRIGGERS = ("BootNotification", "Heartbeat", "MeterValues", "StatusNotification")
+REPORT_BASES = ("ConfigurationInventory", "FullInventory", "SummaryInventory")
+AUTH_STATUSES_16 = ("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx")
+_AVAILABILITY = {"operative": "Operative", "inoperative": "Inoperative"}
+_UPDATE_TYPES = {"full": "Full", "differential": "Differential"}
+_RATE_UNITS = {"w": "W", "a": "A"}
 
 
 class Args:
@@ -154,8 +163,9 @@ class ProfileRequest:
 def _profile_request(a: Args, st: ChargerStatus) -> ProfileRequest:
     purpose = a.choice("purpose", _PURPOSE_ALIASES, "tx_default")
     unit = a.choice("unit", {"w": "W", "a": "A"}, "W")
-    # Both schemas allow one decimal on limits.
-    limit = round(a.number("limit"), 1)
+    # Both schemas allow one decimal on limits; rounding down never lets a charger draw more
+    # than it was given (the epsilon keeps 8.2 from becoming 8.1 through binary fractions).
+    limit = math.floor(a.number("limit") * 10 + 1e-6) / 10
     stack_level = a.integer("stack_level", 0)
     if stack_level > MAX_STACK_LEVEL:
         raise a._bad("stack_level", f"must be at most {MAX_STACK_LEVEL}, got {stack_level}")
@@ -292,6 +302,89 @@ def _clear_201(a: Args) -> Any:
     )
 
 
+def _evse(a: Args) -> int | None:
+    """The EVSE of a 2.0.1 command: ``evse``, or ``connector`` as the command line names it."""
+    evse = a.optional_int("evse")
+    return evse if evse is not None else a.optional_int("connector")
+
+
+def _id_token_type(a: Args, st: ChargerStatus, id_tag: str) -> str:
+    """An id token's type: as given, else as the charger last presented it, else the default."""
+    given = a.args.get("id_token_type")
+    if given is not None:
+        return a.choice("id_token_type", {t.lower(): t for t in ID_TOKEN_TYPES}, "ISO14443")
+    return st.token_types.get(id_tag, st.default_id_token_type)
+
+
+def _local_list(a: Args, version: str) -> list[dict[str, Any]]:
+    """``tags`` (TAG, TAG:STATUS; 2.0.1 also TAG:STATUS:TYPE) and ``remove`` (differential)."""
+    entries: list[dict[str, Any]] = []
+    for item in a.strings("tags"):
+        tag, _, rest = item.partition(":")
+        status, _, kind = rest.partition(":")
+        status = status or "Accepted"
+        if not tag or len(tag) > (20 if version == "1.6" else 36):
+            raise a._bad("tags", f"has an empty or too long id tag in {item!r}")
+        if status not in AUTH_STATUSES_16:
+            raise a._bad("tags", f"status must be one of {', '.join(AUTH_STATUSES_16)}: {item!r}")
+        if version == "1.6":
+            if kind:
+                raise a._bad("tags", f"takes no token type in OCPP 1.6: {item!r}")
+            entries.append({"id_tag": tag, "id_tag_info": {"status": status}})
+            continue
+        kind = kind or DEFAULT_ID_TOKEN_TYPE
+        if kind not in ID_TOKEN_TYPES:
+            raise a._bad("tags", f"token type must be one of {', '.join(ID_TOKEN_TYPES)}: {item!r}")
+        entries.append(
+            {"id_token": {"id_token": tag, "type": kind}, "id_token_info": {"status": status}}
+        )
+    for tag in a.strings("remove"):
+        # An entry without its info removes the tag (differential updates only).
+        if version == "1.6":
+            entries.append({"id_tag": tag})
+        else:
+            entries.append({"id_token": {"id_token": tag, "type": DEFAULT_ID_TOKEN_TYPE}})
+    return entries
+
+
+def _send_local_list(a: Args, version: str) -> Any:
+    update = a.choice("update_type", _UPDATE_TYPES, "full")
+    entries = _local_list(a, version)
+    if update == "Full" and a.strings("remove"):
+        raise a._bad("remove", "only applies to a differential update")
+    list_version = a.integer("list_version", min=1)
+    if version == "1.6":
+        return call16.SendLocalList(
+            list_version=list_version,
+            update_type=update,
+            local_authorization_list=entries or None,
+        )
+    return call201.SendLocalList(
+        version_number=list_version,
+        update_type=update,
+        local_authorization_list=entries or None,
+    )
+
+
+def _data_transfer(a: Args, version: str) -> Any:
+    vendor = a.text("vendor_id")
+    if len(vendor) > 255:
+        raise a._bad("vendor_id", "is longer than 255 characters")
+    message = a.args.get("message_id")
+    if message is not None:
+        message = a.text("message_id")
+    data = a.args.get("data")
+    if version == "1.6" and data is not None and not isinstance(data, str):
+        # 1.6 carries data as text; structured data goes as its JSON.
+        data = json.dumps(data, separators=(",", ":"))
+    elif version == "2.0.1" and isinstance(data, str) and data.lstrip()[:1] in ("{", "["):
+        # 2.0.1 data may be any JSON: an object or array given as text goes as itself.
+        with contextlib.suppress(ValueError):
+            data = json.loads(data)
+    lib = call16 if version == "1.6" else call201
+    return lib.DataTransfer(vendor_id=vendor, message_id=message, data=data)
+
+
 def _remote_stop_id(a: Args, st: ChargerStatus) -> str:
     if a.args.get("transaction_id") is not None:
         return str(a.args["transaction_id"])
@@ -315,6 +408,29 @@ def _build_16(name: str, a: Args, st: ChargerStatus) -> Any:
         return _profile_16(a, st)
     if name == "clear_charging_profile":
         return _clear_16(a)
+    if name == "get_composite_schedule":
+        return call16.GetCompositeSchedule(
+            connector_id=a.integer("connector", 0),
+            duration=a.integer("duration", 3600, min=1),
+            charging_rate_unit=a.choice("unit", _RATE_UNITS, "A")
+            if a.args.get("unit") is not None
+            else None,
+        )
+    if name == "change_availability":
+        return call16.ChangeAvailability(
+            connector_id=a.integer("connector", 0),
+            type=a.choice("type", _AVAILABILITY, "operative"),
+        )
+    if name == "unlock_connector":
+        return call16.UnlockConnector(connector_id=a.integer("connector", 1, min=1))
+    if name == "clear_cache":
+        return call16.ClearCache()
+    if name == "data_transfer":
+        return _data_transfer(a, "1.6")
+    if name == "send_local_list":
+        return _send_local_list(a, "1.6")
+    if name == "get_local_list_version":
+        return call16.GetLocalListVersion()
     if name == "get_configuration":
         keys = a.strings("keys")
         return call16.GetConfiguration(key=keys or None)
@@ -335,9 +451,10 @@ def _build_16(name: str, a: Args, st: ChargerStatus) -> Any:
 
 def _build_201(name: str, a: Args, st: ChargerStatus) -> Any:
     if name == "remote_start":
+        tag = a.text("id_tag", "edged")
         return call201.RequestStartTransaction(
-            id_token={"id_token": a.text("id_tag", "edged"), "type": "Central"},
-            remote_start_id=a.integer("remote_start_id", int(time.time()) % 2**31),
+            id_token={"id_token": tag, "type": _id_token_type(a, st, tag)},
+            remote_start_id=a.integer("remote_start_id", st.new_remote_start_id()),
             evse_id=a.integer("evse", a.integer("connector", 1, min=1), min=1),
         )
     if name == "remote_stop":
@@ -346,6 +463,43 @@ def _build_201(name: str, a: Args, st: ChargerStatus) -> Any:
         return _profile_201(a, st)
     if name == "clear_charging_profile":
         return _clear_201(a)
+    if name == "get_composite_schedule":
+        evse = _evse(a)
+        return call201.GetCompositeSchedule(
+            duration=a.integer("duration", 3600, min=1),
+            evse_id=evse if evse is not None else 0,
+            charging_rate_unit=a.choice("unit", _RATE_UNITS, "A")
+            if a.args.get("unit") is not None
+            else None,
+        )
+    if name == "change_availability":
+        evse = _evse(a)
+        return call201.ChangeAvailability(
+            operational_status=a.choice("type", _AVAILABILITY, "operative"),
+            # No EVSE, or EVSE 0: the whole charging station.
+            evse={"id": evse} if evse else None,
+        )
+    if name == "unlock_connector":
+        evse = _evse(a)
+        return call201.UnlockConnector(
+            evse_id=evse if evse is not None else 1,
+            connector_id=a.integer("connector_id", 1, min=1),
+        )
+    if name == "clear_cache":
+        return call201.ClearCache()
+    if name == "data_transfer":
+        return _data_transfer(a, "2.0.1")
+    if name == "get_base_report":
+        return call201.GetBaseReport(
+            request_id=a.integer("request_id", st.new_request_id()),
+            report_base=a.choice(
+                "report_base", {b.lower(): b for b in REPORT_BASES}, "SummaryInventory"
+            ),
+        )
+    if name == "send_local_list":
+        return _send_local_list(a, "2.0.1")
+    if name == "get_local_list_version":
+        return call201.GetLocalListVersion()
     if name == "get_variables":
         names = a.strings("variables")
         if not names:
@@ -366,33 +520,30 @@ def _build_201(name: str, a: Args, st: ChargerStatus) -> Any:
         return call201.Reset(type=kind, evse_id=a.optional_int("evse"))
     if name == "trigger_message":
         message = a.choice("message", {t.lower(): t for t in TRIGGERS}, "StatusNotification")
-        evse = a.optional_int("evse")
+        evse = _evse(a)
         return call201.TriggerMessage(
             requested_message=message, evse={"id": evse} if evse is not None else None
         )
     raise CommandError(f"{name}: not available in OCPP 2.0.1")
 
 
-COMMANDS_16 = (
+_COMMON = (
     "remote_start",
     "remote_stop",
     "set_charging_profile",
     "clear_charging_profile",
-    "get_configuration",
-    "change_configuration",
+    "get_composite_schedule",
     "reset",
     "trigger_message",
+    "change_availability",
+    "unlock_connector",
+    "clear_cache",
+    "data_transfer",
+    "send_local_list",
+    "get_local_list_version",
 )
-COMMANDS_201 = (
-    "remote_start",
-    "remote_stop",
-    "set_charging_profile",
-    "clear_charging_profile",
-    "get_variables",
-    "set_variables",
-    "reset",
-    "trigger_message",
-)
+COMMANDS_16 = (*_COMMON, "get_configuration", "change_configuration")
+COMMANDS_201 = (*_COMMON, "get_variables", "set_variables", "get_base_report")
 COMMANDS = tuple(dict.fromkeys(COMMANDS_16 + COMMANDS_201))
 
 _BUILDERS: Mapping[str, Callable[[str, Args, ChargerStatus], Any]] = {
@@ -424,4 +575,7 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, str | int | float | bool) or value is None:
         return value
+    if isinstance(value, decimal.Decimal):
+        # The library reads 1.6 decimals (limits) as Decimal; JSON wants a number.
+        return float(value)
     return str(value)

@@ -218,6 +218,8 @@ class OcppDriver:
         if old is not None:
             log.info("charger reconnected, old session replaced device=%s", device_id)
             self._close_later(old._connection, "replaced by a new connection")
+            # The old link is gone: say so, so that the core sees a new connection.
+            hub.offline(device_id, "replaced by a new connection")
         remote = _remote(ws)
         log.info("charger connected device=%s version=%s remote=%s", device_id, version, remote)
         hub.online(device_id, version, remote)
@@ -227,8 +229,9 @@ class OcppDriver:
         except ConnectionClosed as e:
             reason = str(e)
         finally:
-            if ws.close_code is not None:
-                reason = f"closed code={ws.close_code} reason={ws.close_reason or '-'}"
+            closed = _closed_by(ws)
+            if closed is not None:
+                reason = closed
             if self._sessions.get(device_id) is session:
                 del self._sessions[device_id]
                 log.info("charger disconnected device=%s %s", device_id, reason or "")
@@ -324,6 +327,17 @@ def _tls_context(cfg: settings.OcppSettings) -> ssl.SSLContext:
 def _listening(cfg: settings.OcppSettings) -> tuple[object, ...]:
     """The settings the listening socket was opened with (a change needs a new socket)."""
     return (cfg.host, cfg.port, cfg.tls_cert, cfg.tls_key, cfg.max_message_size)
+
+
+def _closed_by(ws: ServerConnection) -> str | None:
+    """How a session closed: the close frame the server sent when it closed first (a charger
+    that drops the line without answering would otherwise show as 1006), else the charger's."""
+    sent, rcvd = ws.protocol.close_sent, ws.protocol.close_rcvd
+    if sent is not None and (rcvd is None or ws.protocol.close_rcvd_then_sent is False):
+        return f"closed by=server code={sent.code} reason={sent.reason or '-'}"
+    if ws.close_code is None:
+        return None
+    return f"closed by=charger code={ws.close_code} reason={ws.close_reason or '-'}"
 
 
 def _remote(ws: ServerConnection) -> str | None:

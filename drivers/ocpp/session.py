@@ -40,6 +40,8 @@ frame_log.setLevel(logging.WARNING)
 
 
 _WARN_REJECTED = 10
+# Token types remembered per charger; a public charger sees many cards.
+_TOKEN_TYPES_KEPT = 1000
 SESSION_ACTIVE = "session_active"
 """1.0 while the charger has an open transaction, else 0.0 (edged.model.QUANTITIES)."""
 
@@ -336,7 +338,14 @@ class CentralSession201(_Guarded, ChargePoint201):  # type: ignore[misc]  # ocpp
         return result201.StatusNotification()
 
     def _token_info(self, id_token: dict[str, Any]) -> dict[str, str]:
-        ok = self.hub.authorize(str(id_token.get("id_token", "")))
+        tag, kind = str(id_token.get("id_token", "")), id_token.get("type")
+        if isinstance(kind, str):
+            types = self.state.token_types
+            types.pop(tag, None)
+            types[tag] = kind
+            if len(types) > _TOKEN_TYPES_KEPT:
+                del types[next(iter(types))]  # the tag seen longest ago
+        ok = self.hub.authorize(tag)
         return {"status": "Accepted" if ok else "Invalid"}
 
     @on("Authorize")
@@ -395,6 +404,19 @@ class CentralSession201(_Guarded, ChargePoint201):  # type: ignore[misc]  # ocpp
         self._update_energy(self.state, None, samples)
         self._deliver(samples)
         return result201.MeterValues()
+
+    @on("NotifyReport")
+    def on_notify_report(self, request_id: int, generated_at: str, seq_no: int, **kw: Any) -> Any:
+        """Acknowledge a part of a report asked for with GetBaseReport."""
+        log.info(
+            "report device=%s request=%s part=%s variables=%d more=%s",
+            self.device_id,
+            request_id,
+            seq_no,
+            len(kw.get("report_data") or []),
+            bool(kw.get("tbc")),
+        )
+        return result201.NotifyReport()
 
     @on("NotifyEvent")
     def on_notify_event(self, **kw: Any) -> Any:

@@ -45,7 +45,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,7 @@ from drivers.ocpp._lib import (
     result201,
 )
 from drivers.ocpp.settings import SUBPROTOCOLS, VERSIONS
+from drivers.ocpp.sim_profiles import MIN_CURRENT, Profile, composite
 from edged.model import iso
 
 log = logging.getLogger("edged.ocpp.sim")
@@ -76,60 +77,6 @@ TRIGGERABLE = ("BootNotification", "Heartbeat", "MeterValues", "StatusNotificati
 
 NOMINAL_VOLTAGE = 230.0
 BATTERY_WH = 60_000.0
-MIN_CURRENT = 6.0
-"""Below this current per phase (IEC 61851) a car cannot charge: a lower limit pauses it."""
-MAX_PURPOSES = ("ChargePointMaxProfile", "ChargingStationMaxProfile")
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A charging profile the simulated charger holds (the first period of its schedule)."""
-
-    id: int
-    purpose: str
-    stack_level: int
-    connector: int
-    limit_a: float
-    """The limit per phase in amperes (a W limit is converted with the charger's phases)."""
-    received: float
-    """``time.monotonic()`` when it was installed; its schedule starts then."""
-    duration: float | None = None
-    transaction_id: str | None = None
-
-    def valid(self, at: float) -> bool:
-        """Whether the profile is in force at a monotonic time."""
-        return self.received <= at and (self.duration is None or at < self.received + self.duration)
-
-
-def composite(profiles: Iterable[Profile], at: float, transaction_id: str | None) -> float | None:
-    """The charger's limit per phase (A) from its profiles, as OCPP's composite schedule.
-
-    The station maximum caps everything; below it, the TxProfile with the highest stack
-    level of the running transaction wins, else the highest TxDefaultProfile. Expired
-    profiles play no part. None when no profile limits the charger.
-    """
-    valid = [p for p in profiles if p.valid(at)]
-
-    def top(candidates: list[Profile]) -> float | None:
-        if not candidates:
-            return None
-        level = max(p.stack_level for p in candidates)
-        return min(p.limit_a for p in candidates if p.stack_level == level)
-
-    cap = top([p for p in valid if p.purpose in MAX_PURPOSES])
-    tx = top(
-        [
-            p
-            for p in valid
-            if p.purpose == "TxProfile"
-            and transaction_id is not None
-            and p.transaction_id in (None, transaction_id)
-        ]
-    )
-    if tx is None:
-        tx = top([p for p in valid if p.purpose == "TxDefaultProfile"])
-    limits = [x for x in (cap, tx) if x is not None]
-    return min(limits) if limits else None
 
 
 @dataclass(frozen=True)
@@ -201,6 +148,11 @@ class SimCharger:
         """TransactionEvent sequence number (2.0.1)."""
         # Transaction ids of 2.0.1 are the charger's: a clock-seeded counter keeps them unique.
         self._tx_number = int(time.time() * 1000)
+        self.available = True
+        self.local_list: dict[str, str] = {}
+        """The local authorization list: id tag -> status."""
+        self.local_list_version = 0
+        self.reports_sent = 0
         self.received: list[tuple[str, dict[str, Any]]] = []
         """The requests the central system sent (action, arguments), oldest first."""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -333,6 +285,20 @@ class SimCharger:
             self._changed()
             self.say(f"{self.config.charge_point_id}: cleared profiles {gone}")
         return bool(gone)
+
+    def update_local_list(self, version: int, update: str, entries: list[tuple[str, Any]]) -> str:
+        """Apply a SendLocalList: (tag, status or None to remove) entries; the answer status."""
+        if update == "Differential" and version <= self.local_list_version:
+            return "VersionMismatch"
+        if update == "Full":
+            self.local_list.clear()
+        for tag, status in entries:
+            if status is None:
+                self.local_list.pop(tag, None)
+            else:
+                self.local_list[tag] = status
+        self.local_list_version = version
+        return "Accepted"
 
     def composite_in(self, unit: str | None) -> tuple[str, float]:
         """The composite limit for GetCompositeSchedule: (unit, limit), A unless W is asked."""
@@ -554,6 +520,23 @@ class SimCharger:
             else None,
         )
 
+    async def notify_report(self, request_id: int) -> None:
+        """Send the report a GetBaseReport asked for (2.0.1): the configuration, one part."""
+        data = [
+            {
+                "component": {"name": "OCPPCommCtrlr"},
+                "variable": {"name": name},
+                "variable_attribute": [{"type": "Actual", "value": value}],
+            }
+            for name, value in sorted(self.configuration.items())
+        ]
+        await self._call(
+            call201.NotifyReport(
+                request_id=request_id, generated_at=_now(), seq_no=0, report_data=data
+            )
+        )
+        self.reports_sent += 1
+
     async def authorize(self, id_tag: str) -> bool:
         """Ask the central system whether an id tag may charge."""
         if self.config.version == "1.6":
@@ -721,6 +704,47 @@ class _SimSession16(ChargePoint16):  # type: ignore[misc]  # ocpp is untyped
         if str(transaction_id) == self.sim.transaction_id:
             self.sim.spawn(self.sim.stop_transaction())
 
+    @on("ChangeAvailability")
+    def on_change_availability(self, connector_id: int, type: str, **kw: Any) -> Any:
+        self.sim.received.append(
+            ("ChangeAvailability", {"connector_id": connector_id, "type": type})
+        )
+        self.sim.available = type == "Operative"
+        # A running transaction finishes first, as the specification asks.
+        scheduled = self.sim.transaction_id is not None and not self.sim.available
+        return result16.ChangeAvailability(status="Scheduled" if scheduled else "Accepted")
+
+    @on("UnlockConnector")
+    def on_unlock_connector(self, connector_id: int, **kw: Any) -> Any:
+        self.sim.received.append(("UnlockConnector", {"connector_id": connector_id}))
+        return result16.UnlockConnector(status="Unlocked" if connector_id == 1 else "NotSupported")
+
+    @on("ClearCache")
+    def on_clear_cache(self, **kw: Any) -> Any:
+        self.sim.received.append(("ClearCache", kw))
+        return result16.ClearCache(status="Accepted")
+
+    @on("DataTransfer")
+    def on_data_transfer(self, vendor_id: str, **kw: Any) -> Any:
+        self.sim.received.append(("DataTransfer", {"vendor_id": vendor_id, **kw}))
+        if vendor_id != self.sim.config.vendor:
+            return result16.DataTransfer(status="UnknownVendorId")
+        return result16.DataTransfer(status="Accepted", data=kw.get("data"))
+
+    @on("SendLocalList")
+    def on_send_local_list(self, list_version: int, update_type: str, **kw: Any) -> Any:
+        self.sim.received.append(("SendLocalList", {"list_version": list_version, **kw}))
+        entries = [
+            (e["id_tag"], (e.get("id_tag_info") or {}).get("status"))
+            for e in kw.get("local_authorization_list") or []
+        ]
+        status = self.sim.update_local_list(list_version, update_type, entries)
+        return result16.SendLocalList(status=status)
+
+    @on("GetLocalListVersion")
+    def on_get_local_list_version(self, **kw: Any) -> Any:
+        return result16.GetLocalListVersion(list_version=self.sim.local_list_version)
+
     @on("GetConfiguration")
     def on_get_configuration(self, **kw: Any) -> Any:
         conf = self.sim.configuration
@@ -742,6 +766,7 @@ class _SimSession16(ChargePoint16):  # type: ignore[misc]  # ocpp is untyped
 
     @on("TriggerMessage")
     def on_trigger_message(self, requested_message: str, **kw: Any) -> Any:
+        self.sim.received.append(("TriggerMessage", {"requested_message": requested_message, **kw}))
         ok = requested_message in TRIGGERABLE
         return result16.TriggerMessage(status="Accepted" if ok else "NotImplemented")
 
@@ -822,6 +847,63 @@ class _SimSession201(ChargePoint201):  # type: ignore[misc]  # ocpp is untyped
         if transaction_id == self.sim.transaction_id:
             self.sim.spawn(self.sim.stop_transaction())
 
+    @on("ChangeAvailability")
+    def on_change_availability(self, operational_status: str, **kw: Any) -> Any:
+        self.sim.received.append(
+            ("ChangeAvailability", {"operational_status": operational_status, **kw})
+        )
+        self.sim.available = operational_status == "Operative"
+        scheduled = self.sim.transaction_id is not None and not self.sim.available
+        return result201.ChangeAvailability(status="Scheduled" if scheduled else "Accepted")
+
+    @on("UnlockConnector")
+    def on_unlock_connector(self, evse_id: int, connector_id: int, **kw: Any) -> Any:
+        self.sim.received.append(
+            ("UnlockConnector", {"evse_id": evse_id, "connector_id": connector_id})
+        )
+        if (evse_id, connector_id) != (1, 1):
+            return result201.UnlockConnector(status="UnknownConnector")
+        if self.sim.transaction_id is not None:
+            return result201.UnlockConnector(status="OngoingAuthorizedTransaction")
+        return result201.UnlockConnector(status="Unlocked")
+
+    @on("ClearCache")
+    def on_clear_cache(self, **kw: Any) -> Any:
+        self.sim.received.append(("ClearCache", kw))
+        return result201.ClearCache(status="Accepted")
+
+    @on("DataTransfer")
+    def on_data_transfer(self, vendor_id: str, **kw: Any) -> Any:
+        self.sim.received.append(("DataTransfer", {"vendor_id": vendor_id, **kw}))
+        if vendor_id != self.sim.config.vendor:
+            return result201.DataTransfer(status="UnknownVendorId")
+        return result201.DataTransfer(status="Accepted", data=kw.get("data"))
+
+    @on("GetBaseReport")
+    def on_get_base_report(self, request_id: int, report_base: str, **kw: Any) -> Any:
+        self.sim.received.append(
+            ("GetBaseReport", {"request_id": request_id, "report_base": report_base})
+        )
+        return result201.GetBaseReport(status="Accepted")
+
+    @after("GetBaseReport")
+    def after_get_base_report(self, request_id: int, **kw: Any) -> None:
+        self.sim.spawn(self.sim.notify_report(request_id))
+
+    @on("SendLocalList")
+    def on_send_local_list(self, version_number: int, update_type: str, **kw: Any) -> Any:
+        self.sim.received.append(("SendLocalList", {"version_number": version_number, **kw}))
+        entries = [
+            (e["id_token"]["id_token"], (e.get("id_token_info") or {}).get("status"))
+            for e in kw.get("local_authorization_list") or []
+        ]
+        status = self.sim.update_local_list(version_number, update_type, entries)
+        return result201.SendLocalList(status=status)
+
+    @on("GetLocalListVersion")
+    def on_get_local_list_version(self, **kw: Any) -> Any:
+        return result201.GetLocalListVersion(version_number=self.sim.local_list_version)
+
     @on("GetVariables")
     def on_get_variables(self, get_variable_data: list[dict[str, Any]], **kw: Any) -> Any:
         results = []
@@ -861,6 +943,7 @@ class _SimSession201(ChargePoint201):  # type: ignore[misc]  # ocpp is untyped
 
     @on("TriggerMessage")
     def on_trigger_message(self, requested_message: str, **kw: Any) -> Any:
+        self.sim.received.append(("TriggerMessage", {"requested_message": requested_message, **kw}))
         ok = requested_message in TRIGGERABLE
         return result201.TriggerMessage(status="Accepted" if ok else "NotImplemented")
 

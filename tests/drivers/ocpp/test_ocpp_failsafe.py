@@ -11,7 +11,6 @@ import contextlib
 
 import pytest
 
-from drivers.ocpp.simulator import SimCharger
 from edged.api import SetChargingLimit
 from edged.model import DeviceState
 from tests.conftest import free_port
@@ -23,7 +22,6 @@ async def test_charger_falls_back_to_its_default_when_the_central_system_is_gone
     version: str,
 ) -> None:
     port = free_port()
-    sim: SimCharger | None = None
     async with contextlib.AsyncExitStack() as stack:
         async with central([charger("ev1", "CP1")], port=port) as cs:
             sim = cs.sim("CP1", version, interval=10, max_power_w=50_000)

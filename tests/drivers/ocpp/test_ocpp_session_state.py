@@ -73,3 +73,19 @@ async def test_reconnection_is_reported_as_device_state() -> None:
             DeviceState.ONLINE,
             DeviceState.OFFLINE,
         ]
+
+
+async def test_every_connection_is_counted_in_the_live_values() -> None:
+    async with central([charger("ev1", "CP1")]) as cs:
+        first = cs.sim("CP1", "1.6", interval=10)
+        async with running(first):
+            await first.booted.wait()
+            await wait_until(lambda: cs.ctx.last_value("ev1", "link_connects") == 1.0)
+            # A rebooted charger reconnects while its old session still looks open: the state
+            # goes offline and online at once, and the counter tells the core it happened.
+            second = cs.sim("CP1", "1.6", interval=10)
+            async with running(second):
+                await second.booted.wait()
+                await wait_until(lambda: cs.ctx.last_value("ev1", "link_connects") == 2.0)
+                states = [s for dev, s, _ in cs.ctx.states if dev == "ev1"]
+                assert states[-2:] == [DeviceState.OFFLINE, DeviceState.ONLINE]
