@@ -425,3 +425,17 @@ async def test_apply_starts_reconfigures_and_stops_the_loop() -> None:
     s.ctl.apply(LoadManagementConfig(settings(), ()))
     assert s.ctl._loop is None and s.ctl.status() == []
     await s.ctl.stop()
+
+
+async def test_reconnection_seen_only_in_the_connection_count_gets_the_default_again() -> None:
+    s = site([charger("cp1", 16)])
+    s.meter("grid", 0, 0, 0)
+    connect(s, "cp1")
+    s.live.update(Sample("cp1", s.now, {"link_connects": 1.0}))
+    await s.step(times=3)
+    n = len(s.sent)
+    s.live.update(Sample("cp1", s.now, {"link_connects": 2.0}))  # never seen offline
+    await s.step(times=3)
+    again = s.limits("cp1")[-2:]
+    assert len(s.sent) == n + 2
+    assert (again[0].stack_level, again[1].stack_level) == (0, 1)

@@ -107,6 +107,8 @@ class _ChargerState:
     reason: str = ""
     busy: bool = False
     cleared: bool = False
+    links: float | None = None
+    """The driver's count of this charger's connections, when it reports one."""
 
 
 @dataclass
@@ -236,7 +238,13 @@ class Controller:
     def _read_chargers(self, now: float) -> None:
         for st in self.chargers.values():
             online = self.state_of(st.ref.device) is DeviceState.ONLINE
-            if online and not st.connected:
+            # A charger that rebooted may be back before its old link was seen to drop: the
+            # driver's connection counter tells (its profiles may be gone with the reboot).
+            links = self.live.get(st.ref.device, "link_connects")
+            count = None if links is None else links.value
+            relinked = st.connected and None not in (count, st.links) and count != st.links
+            st.links = count
+            if online and (not st.connected or relinked):
                 log.info("loadmgmt charger connected charger=%s: default profile first", st.ref.key)
                 st.default_ok, st.sent, st.failures, st.retry_at = False, None, 0, 0.0
                 st.rejected, st.cleared = None, False
