@@ -300,7 +300,12 @@ class Controller:
                 parent = self.circuits[parent].circuit.parent
             if mode != cs.mode:
                 if mode == "normal":
-                    log.warning("loadmgmt circuit=%s mode=normal (measured again)", cs.circuit.name)
+                    meter = cs.circuit.meter
+                    log.warning(
+                        "loadmgmt circuit=%s mode=normal (%s)",
+                        cs.circuit.name,
+                        f"meter {meter} reads" if meter else "no meter: its limit alone",
+                    )
                 else:
                     log.warning(
                         "loadmgmt circuit=%s mode=fail-safe reason=%s: chargers to the safe "
