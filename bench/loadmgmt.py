@@ -45,6 +45,8 @@ class Overload:
     longest: float = 0.0
     episodes: int = 0
     since: float | None = None
+    log: list[list[float]] = field(default_factory=list)
+    """Each episode: start (monotonic), duration, worst (A)."""
 
 
 @dataclass
@@ -67,7 +69,9 @@ class Watch:
                 if ov.since is None:
                     ov.since = now
                     ov.episodes += 1
+                    ov.log.append([now, 0.0, 0.0])
                 ov.longest = max(ov.longest, now - ov.since)
+                ov.log[-1][1:] = [now - ov.since, max(ov.log[-1][2], over)]
             else:
                 ov.since = None
         current = self.h.limits()
@@ -107,6 +111,7 @@ async def scenario(args: argparse.Namespace, workdir: Path) -> None:
     h.base = {"main": [10.0, 8.0, 12.0], "garage": [3.0, 3.0, 3.0]}
     watch = Watch(h, {c.name: c.limit for c in h.circuits})
     realloc: list[tuple[str, float]] = []
+    events: list[tuple[float, str]] = []
     spreads: dict[str, float] = {}
     try:
         await h.start()
@@ -124,6 +129,7 @@ async def scenario(args: argparse.Namespace, workdir: Path) -> None:
             for circuit, value in watch.spread().items():
                 spreads[circuit] = max(spreads.get(circuit, 0.0), value)
             start = time.monotonic()
+            events.append((start, name))
             if asyncio.iscoroutine(action):
                 await action
             elif callable(action):
@@ -158,6 +164,13 @@ async def scenario(args: argparse.Namespace, workdir: Path) -> None:
         await h.stop()
         broker.stop()
     _report(args, h, watch, realloc, spreads, elapsed, requests)
+    for name, ov in watch.overload.items():
+        for start, duration, worst in ov.log:
+            after = max((e for e in events if e[0] <= start), default=(start, "start"))
+            print(
+                f"  {name} overload {worst:5.2f} A for {duration:3.1f} s, "
+                f"{start - after[0]:4.1f} s after: {after[1]}"
+            )
 
 
 async def _both(*coros: object) -> None:
