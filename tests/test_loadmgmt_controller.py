@@ -439,3 +439,32 @@ async def test_reconnection_seen_only_in_the_connection_count_gets_the_default_a
     again = s.limits("cp1")[-2:]
     assert len(s.sent) == n + 2
     assert (again[0].stack_level, again[1].stack_level) == (0, 1)
+
+
+async def test_a_car_that_takes_less_leaves_the_rest_to_the_others() -> None:
+    s = site([charger("cp1", 32), charger("cp2", 32)], limit=40.0, raise_delay=1.0)
+    s.hold("grid", 0, 0, 0)
+    connect(s, "cp1", "cp2")
+    await s.step(times=3)
+    assert s.last_limit("cp1") == 20.0 and s.last_limit("cp2") == 20.0
+    # cp1's car takes 8 A of its 20 A (reported after it had time to follow); cp2 all of it.
+    for _ in range(4):
+        await s.step(1.0)
+        s.draw("cp1", 8)
+        s.draw("cp2", 20)
+        s.hold("grid", 28, 28, 28)
+    for _ in range(15):
+        await s.step(1.0)
+        s.draw("cp1", 8)
+        s.draw("cp2", min(s.last_limit("cp2"), 32))
+        s.hold("grid", 8 + s.last_limit("cp2"), 8 + s.last_limit("cp2"), 8 + s.last_limit("cp2"))
+    assert s.last_limit("cp1") == pytest.approx(8.5, abs=0.5)
+    assert s.last_limit("cp2") >= 30.0
+    # cp1's car wants more again: it draws its whole limit and gets its fair share back.
+    for _ in range(25):
+        await s.step(1.0)
+        a, b = s.last_limit("cp1"), s.last_limit("cp2")
+        s.draw("cp1", a)
+        s.draw("cp2", b)
+        s.hold("grid", a + b, a + b, a + b)
+    assert s.last_limit("cp1") == pytest.approx(20.0, abs=1.0)

@@ -62,6 +62,11 @@ RETRY_REJECTED = 60.0
 """Seconds between two tries to give a refusing charger its default profile again."""
 RETRY_FAILED = 2.0
 """Seconds before a failed command is tried again."""
+TAKES_SLACK = 2.0
+"""A car drawing this much (A) less than its limit takes less than offered; it is then
+counted at what it takes plus half of this."""
+AT_LIMIT = 0.25
+"""A car drawing within this (A) of its limit is held back by it: it may want more."""
 DRAW_FRESH = 30.0
 """A charger's reported draw older than this is not trusted (taken as 0: conservative)."""
 
@@ -108,6 +113,8 @@ class _ChargerState:
     busy: bool = False
     cleared: bool = False
     links: float | None = None
+    takes: float | None = None
+    """What the car takes when it takes clearly less than offered (None: up to the max)."""
     """The driver's count of this charger's connections, when it reports one."""
 
 
@@ -260,6 +267,7 @@ class Controller:
                     log.info("loadmgmt session started charger=%s", st.ref.key)
             elif st.session and not session:
                 log.info("loadmgmt session ended charger=%s", st.ref.key)
+                st.takes = None
             st.session = session
 
     def _read_circuits(self, now: float) -> None:
@@ -406,10 +414,10 @@ class Controller:
                 fixed = s.safe_current
                 st.target, st.share, st.reason = s.safe_current, 0.0, "fail-safe"
             elif fixed == 0.0 and st.session:
+                self._update_demand(st, now)
+                wants = st.ref.max_current if st.takes is None else st.takes
                 demands.append(
-                    Demand(
-                        st.ref.key, st.circuit, st.ref.phases, st.ref.max_current, st.session_since
-                    )
+                    Demand(st.ref.key, st.circuit, st.ref.phases, wants, st.session_since)
                 )
                 continue
             elif fixed == 0.0:
@@ -449,6 +457,39 @@ class Controller:
             st.share = share
             st.target = share
             st.reason = "paused" if d.id in alloc.paused else "share"
+
+    def _update_demand(self, st: _ChargerState, now: float) -> None:
+        """Hand a car's unused share to the others; give it back when it wants more.
+
+        A car that, in a report taken after it had time to follow its limit, draws clearly
+        less than that limit (a full battery, a small on-board charger) is counted at what
+        it takes plus a little; one that draws its whole limit again may have its full
+        share back. The limit sent is always what it may draw, so this is never unsafe.
+        """
+        s = self.config.settings
+        if st.sent is None or st.sent <= 0:
+            return
+        reports = [self.live.get(st.ref.device, f"current_l{p}") for p in PHASES]
+        fresh = [lv for lv in reports if lv is not None and now - lv.ts <= DRAW_FRESH]
+        if not fresh or max(lv.ts for lv in fresh) < st.changed_at + s.raise_delay:
+            return  # no report since the car could have followed its limit
+        drawn = max(abs(lv.value) for lv in fresh)
+        if len(st.ref.phases) == 1:
+            drawn = sum(abs(lv.value) for lv in fresh)
+        if drawn >= st.sent - AT_LIMIT:
+            if st.takes is not None:
+                log.info("loadmgmt charger=%s takes its whole limit again", st.ref.key)
+            st.takes = None
+        elif drawn < st.sent - TAKES_SLACK and st.sent >= s.min_current:
+            takes = max(s.min_current, min(st.ref.max_current, drawn + TAKES_SLACK / 2))
+            if st.takes is None or abs(takes - st.takes) >= s.dead_band:
+                log.info(
+                    "loadmgmt charger=%s car takes %.1f A of %g A: the rest goes to others",
+                    st.ref.key,
+                    drawn,
+                    st.sent,
+                )
+                st.takes = takes
 
     def _base(
         self, cs: _CircuitState, low: list[float], high: list[float]
