@@ -38,6 +38,13 @@ class ChargerSpec:
     phase: int = 1
     max_current: float = 16.0
     """The charger's maximum (config) and the car's (simulator)."""
+    car_max: float | None = None
+    """A car that takes less than the charger could give (None: the charger's maximum)."""
+
+    @property
+    def takes(self) -> float:
+        """The most the car on this charger draws."""
+        return self.max_current if self.car_max is None else self.car_max
 
 
 @dataclass(frozen=True)
@@ -59,13 +66,14 @@ TEN = (
     ChargerSpec("cp03", "main", "1.6", 1, 1, 32),
     ChargerSpec("cp04", "main", "2.0.1", 1, 2, 16),
     ChargerSpec("cp05", "main", "1.6", 1, 3, 32),
-    ChargerSpec("cp06", "main", "2.0.1", 3, 1, 32),
+    ChargerSpec("cp06", "main", "2.0.1", 3, 1, 32, car_max=10),
     ChargerSpec("cp07", "garage", "1.6", 3, 1, 16),
-    ChargerSpec("cp08", "garage", "2.0.1", 3, 1, 32),
+    ChargerSpec("cp08", "garage", "2.0.1", 3, 1, 32, car_max=12),
     ChargerSpec("cp09", "garage", "2.0.1", 1, 1, 16),
     ChargerSpec("cp10", "garage", "1.6", 1, 2, 32),
 )
-"""Ten chargers, mixed 1- and 3-phase, both OCPP versions, on a 63 A main and a 32 A garage."""
+"""Ten chargers, mixed 1- and 3-phase, both OCPP versions, on a 63 A main and a 32 A garage;
+two cars take less than their charger could give."""
 
 
 @dataclass
@@ -261,7 +269,7 @@ class Harness:
                 auto_start=False,
                 phases=ch.phases,
                 phase=ch.phase,
-                max_current=ch.max_current,
+                max_current=ch.takes,
                 profile_delay=self.settings.profile_delay,
             )
             for ch in self.chargers
