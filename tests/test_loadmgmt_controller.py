@@ -468,3 +468,33 @@ async def test_a_car_that_takes_less_leaves_the_rest_to_the_others() -> None:
         s.draw("cp2", b)
         s.hold("grid", a + b, a + b, a + b)
     assert s.last_limit("cp1") == pytest.approx(20.0, abs=1.0)
+
+
+async def test_power_limit_holds_with_the_current_limit() -> None:
+    """11,040 W at 230 V is 48 phase-amperes: two 3-phase sessions get 8 A each."""
+    circuit = Circuit("main", 63.0, 11_040.0, None, None, 0.0, (charger("cp1"), charger("cp2")))
+    s = Site(LoadManagementConfig(settings(safe_current=0.0), (circuit,)))
+    connect(s, "cp1", "cp2")
+    await s.step(times=3)
+    assert s.last_limit("cp1") == 8.0 and s.last_limit("cp2") == 8.0
+    assert s.ctl.status()[0]["mode"] == "normal"  # no meter: the limits alone
+
+
+async def test_status_text_shows_circuits_and_why_fail_safe() -> None:
+    from edged.loadmgmt.view import format_circuits
+
+    s = site([charger("cp1"), charger("cp2", phases=frozenset({3}))])
+    connect(s, "cp1", "cp2")
+    s.meter("grid", 1, 2, 3)
+    await s.step(times=3)
+    lines = format_circuits(s.ctl.status())
+    assert lines[1] == "circuits"
+    assert lines[2].split()[:4] == ["main", "normal", "limit", "63"]
+    assert "measured 1/2/3 A" in lines[2]
+    assert any(ln.split()[:3] == ["cp2", "L3", "charging"] for ln in lines)
+    await s.step(1.0, times=6)
+    text = "\n".join(format_circuits(s.ctl.status()))
+    assert "fail-safe: meter grid reading is" in text
+    assert any(
+        ln.split()[:5] == ["cp1", "L1L2L3", "fail-safe", "6.0", "A"] for ln in text.split("\n")
+    )
