@@ -193,7 +193,12 @@ class Controller:
             st.ref, st.circuit = ref, c.name
             self.chargers[ref.key] = st
         if self.metrics is not None:
-            for name in ("loadmgmt_allocated", "loadmgmt_circuit_limit", "loadmgmt_mode"):
+            for name in (
+                "loadmgmt_allocated",
+                "loadmgmt_circuit_limit",
+                "loadmgmt_circuit_measured",
+                "loadmgmt_mode",
+            ):
                 self.metrics.clear_gauge(name)
 
     # -- the loop --------------------------------------------------------------------------
@@ -266,7 +271,8 @@ class Controller:
                 if active is not None:
                     log.info("loadmgmt session started charger=%s", st.ref.key)
             elif st.session and not session:
-                log.info("loadmgmt session ended charger=%s", st.ref.key)
+                if st.session_since:  # not the session assumed before the charger said
+                    log.info("loadmgmt session ended charger=%s", st.ref.key)
                 st.takes = None
             st.session = session
 
