@@ -21,12 +21,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edged import api
+from edged import __version__, api, payload
 from edged import config as configmod
+from edged import outbox_sizing as sizing
+from edged.actions.engine import Engine
 from edged.config import Config
 from edged.control import ControlServer
 from edged.errors import EdgedError
@@ -35,7 +37,8 @@ from edged.live import LiveValues
 from edged.loadmgmt.config import LoadManagementConfig
 from edged.loadmgmt.controller import Controller as LoadManagement
 from edged.metrics import Metrics
-from edged.model import DeviceState, Record
+from edged.modbus_server.server import LiveRegisters, ModbusServer, ServedPoint, served_points
+from edged.model import DeviceState, Record, Sample
 from edged.outbox import Outbox
 from edged.pipeline import Pipeline
 from edged.provisioning import Provisioning, provision
@@ -50,6 +53,17 @@ log = logging.getLogger("edged.app")
 Clock = Callable[[], float]
 TICK = 0.2
 """Seconds between two closings of due windows."""
+
+
+def outbox_size(cfg: Config, intervals: Iterable[float]) -> sizing.OutboxSize:
+    """The outbox limits for this site: configured, or derived from ``outage_hours``."""
+    return sizing.size_for(
+        rate=sizing.site_rate(intervals),
+        record_bytes=sizing.typical_record_bytes(payload.encode),
+        outage_hours=cfg.outbox.outage_hours,
+        max_records=cfg.outbox.max_records,
+        max_mb=cfg.outbox.max_mb,
+    )
 
 
 def _lock_outbox(outbox: Path) -> int:
@@ -74,6 +88,17 @@ def _lock_outbox(outbox: Path) -> int:
     return fd
 
 
+def modbus_points(prov: Provisioning) -> list[ServedPoint]:
+    """The metering points the Modbus server serves, with their unit ids and age limits."""
+    cfg = prov.config
+    return served_points(
+        cfg.modbus_server,
+        cfg.devices,
+        [(v.id, v.medium) for v in cfg.virtual_meters],
+        lambda dev: prov.connections[dev.connection].driver.polled,
+    )
+
+
 class Daemon:
     """The running edged process."""
 
@@ -89,12 +114,25 @@ class Daemon:
         self.live = LiveValues()
         self.windows = Windows(clock=clock)
         self.pipeline = Pipeline(self.windows, self.live, self._emit)
-        self.supervisor = Supervisor(self.metrics, self.pipeline.add)
+        self.supervisor = Supervisor(self.metrics, self._sample)
+        self.actions = Engine(
+            self.live,
+            self.supervisor.command,
+            self._publish_event,
+            self._device_state,
+            lambda event, rule, n: self.metrics.count(f"action_{event}", "actions", rule, n),
+            clock,
+        )
         self.status_service = StatusService(
             self.supervisor, self.live, self.windows, self.metrics, clock
         )
+        self.status_service.actions = self.actions
         self.loadmgmt = LoadManagement(
-            LoadManagementConfig(), self.live, self._state_of, self.supervisor.command, self.metrics
+            LoadManagementConfig(),
+            self.live,
+            self._device_state,
+            self.supervisor.command,
+            self.metrics,
         )
         self.status_service.circuits = self.loadmgmt.status
         self.licences = LicenceWatcher(
@@ -109,6 +147,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._control: ControlServer | None = None
         self._lock_fd: int | None = None
+        self.modbus_server: ModbusServer | None = None
 
     @property
     def devices(self) -> dict[str, Any]:
@@ -125,10 +164,6 @@ class Daemon:
             st = devices.get(rec.device_id)
             self.metrics.count("records", st.spec.driver if st else "unknown", rec.device_id)
 
-    def _state_of(self, device_id: str) -> DeviceState | None:
-        st = self.supervisor.devices.get(device_id)
-        return None if st is None else st.state
-
     def _current(self) -> Provisioning:
         assert self.provisioning is not None
         return self.provisioning
@@ -139,6 +174,15 @@ class Daemon:
     async def _publish_event(self, kind: str, body: dict[str, object]) -> None:
         if self.uplink is not None:
             await self.uplink.publish_event(kind, body)
+        self.actions.on_event(kind, body)
+
+    def _sample(self, sample: Sample) -> None:
+        self.pipeline.add(sample)
+        self.actions.observe(sample)
+
+    def _device_state(self, device_id: str) -> DeviceState | None:
+        st = self.supervisor.devices.get(device_id)
+        return None if st is None else st.state
 
     async def apply(self, prov: Provisioning) -> None:
         """Bring connections, windows and status in line with a provisioning."""
@@ -146,9 +190,12 @@ class Daemon:
         self.windows.set_intervals(dict(prov.intervals))
         await self.supervisor.apply(prov)
         self.live.keep_only(d.id for d in prov.admitted)
+        self.actions.set_rules(prov.config.actions)
         self.loadmgmt.apply(prov.config.load_management)
         self.provisioning = prov
         self.status_service.provisioning = prov
+        if self.modbus_server is not None:
+            self.modbus_server.set_points(modbus_points(prov))
 
     async def _tick(self) -> None:
         """Close due windows, mark stale devices, refresh gauges."""
@@ -160,9 +207,41 @@ class Daemon:
             now = self.clock()
             self.pipeline.tick(now)
             self.supervisor.mark_stale(self.windows.stale_devices(now), now)
+            self.actions.tick(now)
             # Gauges walk every device: once a second is plenty for a scraper.
             if ticks % 5 == 1:
                 self.status_service.refresh_gauges()
+
+    async def _start_modbus_server(self, prov: Provisioning) -> ModbusServer | None:
+        """The Modbus TCP server on the live values; None (logged) when it cannot listen."""
+        supervisor = self.supervisor
+
+        def state_of(point: str) -> DeviceState | None:
+            st = supervisor.devices.get(point)
+            return None if st is None else st.state
+
+        cfg = prov.config
+        registers = LiveRegisters(
+            self.live,
+            state_of,
+            gateway_id=cfg.gateway.id,
+            models=cfg.modbus_server.models,
+            version=__version__,
+            clock=self.clock,
+        )
+        server = ModbusServer(
+            cfg.modbus_server,
+            registers,
+            lambda event: self.metrics.count(f"modbus_server_{event}", "modbus_server"),
+        )
+        server.set_points(modbus_points(prov))
+        try:
+            await server.start()
+        except (OSError, RuntimeError) as exc:
+            log.error("modbus server unavailable port=%s error=%s", cfg.modbus_server.port, exc)
+            return None
+        self.status_service.modbus_server = server
+        return server
 
     def healthy(self) -> bool:
         """True while the loop ticks and the uplink task is alive (watchdog condition)."""
@@ -192,15 +271,23 @@ class Daemon:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
 
+        size = outbox_size(cfg, prov.intervals.values())
+        log.info(
+            "outbox limits max_records=%d max_mb=%d derived=%s keeps_hours=%.1f",
+            size.max_records,
+            size.max_bytes // (1024 * 1024),
+            size.derived,
+            size.lasts_seconds / 3600,
+        )
         self.outbox = Outbox(
             cfg.outbox.path,
-            max_records=cfg.outbox.max_records,
-            max_bytes=cfg.outbox.max_bytes,
+            max_records=size.max_records,
+            max_bytes=size.max_bytes,
             synchronous=cfg.outbox.synchronous,
         )
         await self.outbox.open()
         self.uplink = Uplink(cfg.mqtt, cfg.gateway.id, self.outbox)
-        self.status_service.outbox = self.outbox
+        self.status_service.attach_outbox(self.outbox)
         self.status_service.uplink = self.uplink
         self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
         if cfg.metrics.enabled:
@@ -215,6 +302,8 @@ class Daemon:
         except OSError as exc:
             log.error("control socket unavailable path=%s error=%s", cfg.control.socket, exc)
             self._control = None
+        if cfg.cloud.features["modbus_server"]:
+            self.modbus_server = await self._start_modbus_server(prov)
         await self.apply(prov)
         self._tasks.append(asyncio.create_task(self._tick(), name="tick"))
         self._tasks.append(asyncio.create_task(self.licences.run(), name="licences"))
@@ -265,6 +354,14 @@ class Daemon:
                 ("outbox", prov.config.outbox, old.config.outbox),
                 ("control", prov.config.control, old.config.control),
                 ("metrics", prov.config.metrics, old.config.metrics),
+                (
+                    "modbus_server",
+                    (
+                        prov.config.cloud.features["modbus_server"],
+                        prov.config.modbus_server.listener,
+                    ),
+                    (old.config.cloud.features["modbus_server"], old.config.modbus_server.listener),
+                ),
             ):
                 if new_value != old_value:
                     notes.append(
@@ -297,6 +394,7 @@ class Daemon:
         """Stop polling, flush everything durable, give the uplink a moment, exit."""
         self.notifier.notify("STOPPING=1")
         log.info("stopping")
+        await self.actions.close()
         await self.loadmgmt.stop()
         await self.supervisor.stop()
         if self.outbox is not None:
@@ -313,6 +411,8 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._control is not None:
             await self._control.close()
+        if self.modbus_server is not None:
+            await self.modbus_server.close()
         if self.outbox is not None:
             await self.outbox.close()
         log.info("stopped")

@@ -97,6 +97,13 @@ def _parser(clis: dict[str, CliCommand]) -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the daemon")
     _config_arg(r, "main configuration file")
     _licence_dir_arg(r)
+    r.add_argument(
+        "--level",
+        choices=("debug", "info", "warning", "error"),
+        default=None,
+        help="edged's log level (default: [logging] level, else info); the libraries' "
+        "own lines follow [logging] libraries",
+    )
 
     c = sub.add_parser("check-config", help="validate the configuration without starting anything")
     _config_arg(c, "main configuration file (conf.d/*.toml beside it are read too)")
@@ -234,7 +241,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.cmd == "check-config":
         return _check_config(args.config, args.licence_dir)
     if args.cmd == "run":
-        return _run(args.config, args.licence_dir)
+        return _run(args.config, args.licence_dir, args.level)
     if args.cmd == "status":
         return _status(_socket_path(args.config, args.socket), args.json, args.values, args.device)
     if args.cmd == "reload":
@@ -276,6 +283,13 @@ def _check_config(path: Path, licence_dir: Path | None) -> int:
         f"licence {prov.licence_used}/{prov.licence_total})"
     )
     print(_tier_line(cfg))
+    from edged.app import outbox_size
+    from edged.outbox_sizing import describe
+
+    line, warning = describe(outbox_size(cfg, prov.intervals.values()), cfg.outbox.outage_hours)
+    print(line)
+    if warning:
+        print(f"warning: {_section_error(cfg, 'outbox', 'max_mb')(warning)}", file=sys.stderr)
     return 0
 
 
@@ -356,13 +370,13 @@ def _section_error(cfg: Any, section: str, key: str) -> Any:
     return make
 
 
-def _run(path: Path, licence_dir: Path | None) -> int:
+def _run(path: Path, licence_dir: Path | None, level: str | None = None) -> int:
     from edged import app, logsetup
     from edged import config as configmod
     from edged.errors import ConfigError, EdgedError
 
     cfg = configmod.load(path)
-    logsetup.setup(cfg.log_level)
+    logsetup.setup(level or cfg.log_level, libraries=cfg.log_libraries)
     daemon = app.Daemon(path, licence_dir=licence_dir)
     try:
         return asyncio.run(daemon.run(cfg))

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from edged import tiers
+from edged.actions.engine import Engine
 from edged.live import LiveValues
 from edged.metrics import Metrics
+from edged.modbus_server.server import ModbusServer
 from edged.model import DeviceState, Tier, iso, unit_of
 from edged.outbox import Outbox
 from edged.provisioning import Provisioning
@@ -41,7 +43,11 @@ class StatusService:
         self.provisioning: Provisioning | None = None
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
+        self.actions: Engine | None = None
         self._tier_gauges_for: Provisioning | None = None
+        self._dropped_before = 0
+        self._device_ids: frozenset[str] = frozenset()
+        self.modbus_server: ModbusServer | None = None
         self.circuits: Callable[[], list[dict[str, Any]]] | None = None
         """Load management's circuits (edged.loadmgmt), when it runs."""
 
@@ -66,6 +72,7 @@ class StatusService:
                 if st.last_sample is None
                 else round(now - st.last_sample, 1),
                 "last_error": st.last_error,
+                "labels": dict(st.spec.labels),
             }
             if values or device is not None:
                 entry["values"] = {
@@ -106,26 +113,36 @@ class StatusService:
                 "reconnects": u.reconnects,
                 "last_error": u.last_error,
             }
+        if self.actions is not None and self.actions.rules:
+            out["actions"] = self.actions.status()
+        if self.modbus_server is not None:
+            out["modbus_server"] = self.modbus_server.status()
         return out
 
+    def attach_outbox(self, outbox: Outbox) -> None:
+        """Read this outbox from now on; its drops before this process count as history."""
+        self.outbox = outbox
+        self._dropped_before = outbox.stats().dropped
+
     def refresh_gauges(self) -> None:
-        """Copy the pipeline's state into the metrics gauges."""
+        """Copy the pipeline's state into the metrics gauges and counters."""
         dropped = self.windows.counts()
         for what in ("late", "nonfinite", "unknown"):
-            self.metrics.set_gauge("throttle_dropped", dropped[what], reason=what)
+            self.metrics.advance("throttle_dropped", dropped[what], reason=what)
         if self.outbox is not None:
             s = self.outbox.stats()
             self.metrics.set_gauge("outbox_depth", s.depth)
             self.metrics.set_gauge("outbox_bytes", s.bytes)
-            self.metrics.set_gauge("outbox_dropped", s.dropped)
+            self.metrics.advance("outbox_dropped", s.dropped - self._dropped_before)
             self.metrics.set_gauge(
                 "outbox_oldest_age", 0.0 if s.oldest is None else max(0.0, self.clock() - s.oldest)
             )
         if self.uplink is not None:
             u = self.uplink.stats()
             self.metrics.set_gauge("uplink_connected", 1.0 if u.connected else 0.0)
-            self.metrics.set_gauge("uplink_published", u.published)
-            self.metrics.set_gauge("uplink_acked", u.acked)
+            self.metrics.advance("uplink_published", u.published)
+            self.metrics.advance("uplink_acked", u.acked)
+        self._device_series()
         prov = self.provisioning
         if prov is not None:
             self.metrics.set_gauge("licence_capacity", prov.licence_total)
@@ -137,6 +154,28 @@ class StatusService:
             counts[st.state] += 1
         for state, n in counts.items():
             self.metrics.set_gauge("devices", n, state=state.value)
+
+    def _device_series(self) -> None:
+        """Per-device up and last-sample age: one series each, bounded by the device count."""
+        devices = self.supervisor.devices
+        ids = frozenset(devices)
+        if ids != self._device_ids:
+            # Devices that left the configuration leave the exposition too.
+            self.metrics.clear_gauge("device_up")
+            self.metrics.clear_gauge("device_last_sample_age")
+            self._device_ids = ids
+        now = self.clock()
+        for dev_id, st in devices.items():
+            driver = st.spec.driver
+            up = 1.0 if st.state is DeviceState.ONLINE else 0.0
+            self.metrics.set_gauge("device_up", up, device=dev_id, driver=driver)
+            if st.last_sample is not None:
+                self.metrics.set_gauge(
+                    "device_last_sample_age",
+                    max(0.0, now - st.last_sample),
+                    device=dev_id,
+                    driver=driver,
+                )
 
     def _set_tier_gauges(self, prov: Provisioning) -> None:
         """Account tier, interval in force and each device's cloud licence (1 = the current)."""
@@ -154,4 +193,10 @@ class StatusService:
             self.metrics.set_gauge(
                 "device_cloud_licence", 1.0, device=dev.id, tier=dev.cloud_licence.value
             )
+        # Labels as series of their own: the set of label keys differs between devices,
+        # and one series per device and label keeps the count bounded by the configuration.
+        self.metrics.clear_gauge("device_label")
+        for dev in prov.config.devices:
+            for key, value in sorted(dev.labels.items()):
+                self.metrics.set_gauge("device_label", 1.0, device=dev.id, key=key, value=value)
         self._tier_gauges_for = prov

@@ -124,6 +124,7 @@ def test_nobody_paused_when_everyone_fits_at_the_minimum(
     fits = all(
         sum(coef.values()) * MIN <= k_cap + TOL
         for k_cap, coef in ((k.cap, k.coef) for k in constraints(circuits, demands))
+        if coef
     )
     alloc = allocate(circuits, demands, MIN)
     if fits:
@@ -139,8 +140,9 @@ def test_nobody_paused_when_everyone_fits_at_the_minimum(
         ]
         trial = {x.id for x in before} | {d.id}
         assert any(
-            sum(c for sid, c in k.coef.items() if sid in trial) * MIN > k.cap + 1e-12
+            load * MIN > k.cap + 1e-12
             for k in constraints(circuits, demands)
+            if (load := sum(c for sid, c in k.coef.items() if sid in trial)) > 0
         )
 
 

@@ -33,6 +33,7 @@ from edged.api import (
     ClearChargingLimit,
     CliCommand,
     Command,
+    DeviceInfo,
     DriverCommand,
     DriverContext,
     SetChargingLimit,
@@ -50,6 +51,11 @@ CLOSE_TIMEOUT = 5.0
 REMOVED = "removed from configuration"
 
 __all__ = ["OcppDriver", "hash_password"]
+
+# The typed commands a charger takes (``_request_of``).
+CHARGER_COMMANDS: frozenset[type[Command]] = frozenset(
+    {SetChargingLimit, StartCharging, StopCharging, DriverCommand}
+)
 
 
 class OcppDriver:
@@ -236,6 +242,12 @@ class OcppDriver:
                 del self._sessions[device_id]
                 log.info("charger disconnected device=%s %s", device_id, reason or "")
                 hub.offline(device_id, reason)
+
+    def describe(self, cfg: settings.OcppSettings, device_id: str) -> DeviceInfo | None:
+        """A charger takes limits, starts and stops; its measurands are known once it sends."""
+        if not any(c.device_id == device_id for c in cfg.chargers.values()):
+            return None
+        return DeviceInfo(quantities=None, commands=CHARGER_COMMANDS)
 
     def status(self) -> dict[str, dict[str, Any]]:
         """JSON-ready state of every charger, by device id."""

@@ -126,9 +126,12 @@ def allocate(
     admitted: list[Demand] = []
     for d in sorted(wanting, key=lambda d: (d.priority, d.id)):
         trial = {x.id for x in admitted} | {d.id}
+        # A constraint no trial session is in says nothing about them (even if it is
+        # already over its capacity: that is load the sessions cannot change).
         if all(
-            sum(c for sid, c in k.coef.items() if sid in trial) * min_current <= k.cap + EPS
+            load * min_current <= k.cap + EPS
             for k in cons
+            if (load := sum(c for sid, c in k.coef.items() if sid in trial)) > 0
         ):
             admitted.append(d)
     current = _fill(admitted, constraints(budgets, admitted), min_current)

@@ -77,7 +77,7 @@ StateOf = Callable[[str], DeviceState | None]
 class Gauges(Protocol):
     """Where the controller puts its gauges and counters (``edged.metrics.Metrics``)."""
 
-    def set_gauge(self, name: str, value: float, **labels: str) -> None:
+    def set_gauge(self, name: str, value: float, /, **labels: str) -> None:
         """Set a labelled gauge."""
 
     def clear_gauge(self, name: str) -> None:
