@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edged import __version__, api, payload
+from edged import __version__, api, payload, tiers
 from edged import config as configmod
 from edged import outbox_sizing as sizing
 from edged.actions.engine import Engine
 from edged.config import Config
 from edged.control import ControlServer
+from edged.energy import Energy
 from edged.errors import EdgedError
 from edged.licence_watch import LicenceWatcher
 from edged.live import LiveValues
@@ -115,6 +116,7 @@ class Daemon:
         self.windows = Windows(clock=clock)
         self.pipeline = Pipeline(self.windows, self.live, self._emit)
         self.supervisor = Supervisor(self.metrics, self._sample)
+        self.energy = Energy(self.pipeline, self.supervisor, self.metrics, clock)
         self.actions = Engine(
             self.live,
             self.supervisor.command,
@@ -127,6 +129,7 @@ class Daemon:
             self.supervisor, self.live, self.windows, self.metrics, clock
         )
         self.status_service.actions = self.actions
+        self.status_service.virtual = self.energy.virtual
         self.loadmgmt = LoadManagement(
             LoadManagementConfig(),
             self.live,
@@ -181,15 +184,25 @@ class Daemon:
         self.actions.observe(sample)
 
     def _device_state(self, device_id: str) -> DeviceState | None:
+        """A metering point's state: the supervisor's for a device, stale or online for a
+        virtual meter (so no consumer serves a stale virtual meter as fresh)."""
         st = self.supervisor.devices.get(device_id)
-        return None if st is None else st.state
+        if st is not None:
+            return st.state
+        stale = self.energy.virtual.is_stale(device_id)
+        if stale is None:
+            return None
+        return DeviceState.STALE if stale else DeviceState.ONLINE
 
     async def apply(self, prov: Provisioning) -> None:
         """Bring connections, windows and status in line with a provisioning."""
         # Intervals first: a device added live may send its first sample at once.
-        self.windows.set_intervals(dict(prov.intervals))
+        account = tiers.tier_interval(tiers.account_tier(prov.config))
+        virtual = {v.id: account for v in prov.config.virtual_meters}
+        self.windows.set_intervals(dict(prov.intervals) | virtual)
+        self.energy.apply(prov)
         await self.supervisor.apply(prov)
-        self.live.keep_only(d.id for d in prov.admitted)
+        self.live.keep_only([*(d.id for d in prov.admitted), *virtual])
         self.actions.set_rules(prov.config.actions)
         self.loadmgmt.apply(prov.config.load_management)
         self.provisioning = prov
@@ -208,22 +221,17 @@ class Daemon:
             self.pipeline.tick(now)
             self.supervisor.mark_stale(self.windows.stale_devices(now), now)
             self.actions.tick(now)
+            self.energy.tick(now, ticks)
             # Gauges walk every device: once a second is plenty for a scraper.
             if ticks % 5 == 1:
                 self.status_service.refresh_gauges()
 
     async def _start_modbus_server(self, prov: Provisioning) -> ModbusServer | None:
         """The Modbus TCP server on the live values; None (logged) when it cannot listen."""
-        supervisor = self.supervisor
-
-        def state_of(point: str) -> DeviceState | None:
-            st = supervisor.devices.get(point)
-            return None if st is None else st.state
-
         cfg = prov.config
         registers = LiveRegisters(
             self.live,
-            state_of,
+            self._device_state,
             gateway_id=cfg.gateway.id,
             models=cfg.modbus_server.models,
             version=__version__,
@@ -286,6 +294,7 @@ class Daemon:
             synchronous=cfg.outbox.synchronous,
         )
         await self.outbox.open()
+        await self.energy.open(cfg)
         self.uplink = Uplink(cfg.mqtt, cfg.gateway.id, self.outbox)
         self.status_service.attach_outbox(self.outbox)
         self.status_service.uplink = self.uplink
@@ -400,6 +409,7 @@ class Daemon:
         if self.outbox is not None:
             self.pipeline.flush()
             await self.outbox.flush()
+        await self.energy.close()
         if self.uplink is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.uplink.drain(2.0), 2.5)
@@ -428,7 +438,8 @@ class Daemon:
         cmd = request.get("command")
         if cmd == "status":
             device = request.get("device")
-            if device is not None and str(device) not in self.supervisor.devices:
+            known = (*self.supervisor.devices, *self.energy.virtual.ids)
+            if device is not None and str(device) not in known:
                 return {"ok": False, "error": f"no device {device!r}"}
             return {
                 "ok": True,

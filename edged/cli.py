@@ -135,6 +135,9 @@ def _parser(clis: dict[str, CliCommand]) -> argparse.ArgumentParser:
     lic.add_argument("args", nargs=argparse.REMAINDER)
     sim = sub.add_parser("sim", help="run a device simulator", add_help=False)
     sim.add_argument("args", nargs=argparse.REMAINDER)
+    for name, what in (("export", "load profile as CSV"), ("report", "monthly energy summary")):
+        ex = sub.add_parser(name, help=what, add_help=False)
+        ex.add_argument("args", nargs=argparse.REMAINDER)
     for name, cli in clis.items():
         d = sub.add_parser(name, help=cli.help, add_help=False)
         d.add_argument("args", nargs=argparse.REMAINDER)
@@ -223,6 +226,10 @@ def _main(argv: list[str] | None) -> int:
     # One place turns errors into what the operator sees: a config error is one line
     # and exit 78, anything else edged reports (no daemon, refused reload) exit 1.
     try:
+        if args_in and args_in[0] in ("export", "report"):
+            from edged.export import cli_main
+
+            return cli_main(args_in[0], args_in[1:])
         if args_in and args_in[0] not in CORE_COMMANDS and not args_in[0].startswith("-"):
             drv = _one_driver(args_in[0])
             if isinstance(drv, api.HasCli):

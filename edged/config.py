@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from edged import energyconfig
 from edged.actions import config as actions_config
 from edged.actions.config import Rule
 from edged.api import DEVICE_KEYS, Options
@@ -25,6 +26,8 @@ from edged.errors import ConfigError
 from edged.loadmgmt import config as loadmgmt
 from edged.modbus_server import config as modbus_server_config
 from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
+from edged.virtualspec import VirtualDef
+from edged.virtualspec import check as check_virtual
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MEDIA = (
@@ -125,13 +128,15 @@ class LicensingConfig:
 
 @dataclass(frozen=True)
 class VirtualMeter:
-    """A metering point computed in the cloud from other devices (counts for tier and plan)."""
+    """A metering point computed from other metering points (counts for tier and plan)."""
 
     id: str
     medium: str
     cloud_licence: Tier
     sources: tuple[str, ...]
     source: Source
+    # Its formulas, skew and staleness (edged.virtualspec); None only when built by hand.
+    compute: VirtualDef | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,8 @@ class Config:
     modbus_server: modbus_server_config.ModbusServerConfig = field(
         default_factory=modbus_server_config.ModbusServerConfig
     )
+    load_profile: energyconfig.LoadProfileConfig | None = None
+    export: energyconfig.ExportConfig | None = None
     load_management: loadmgmt.LoadManagementConfig = field(
         default_factory=loadmgmt.LoadManagementConfig
     )
@@ -184,6 +191,8 @@ _SECTIONS = (
     "licensing",
     "logging",
     "modbus_server",
+    "load_profile",
+    "export",
     "load_management",
 )
 
@@ -413,10 +422,14 @@ def load(path: str | Path) -> Config:
         if vm.id in seen:
             raise src.error("id", f"duplicate device id {vm.id!r}")
         seen[vm.id] = src
-        for i, ref in enumerate(vm.sources):
-            if ref not in {d.id for d in devices}:
-                raise src.error(f"sources[{i}]", f"no device with id {ref!r}")
         virtual.append(vm)
+    check_virtual(
+        [(v.id, v.compute, v.source, v.sources) for v in virtual if v.compute is not None],
+        {d.id: d for d in devices},
+    )
+
+    load_profile = energyconfig.load_profile(merged.section("load_profile", mainname), data_dir)
+    export = energyconfig.export(merged.section("export", mainname), main.parent)
 
     modbus_server = modbus_server_config.parse(merged.section("modbus_server", mainname), [*seen])
     load_management = loadmgmt.parse(
@@ -447,6 +460,8 @@ def load(path: str | Path) -> Config:
             if "cloud_licence" not in table
         ),
         modbus_server=modbus_server,
+        load_profile=load_profile,
+        export=export,
         load_management=load_management,
     )
 
@@ -655,12 +670,14 @@ def _virtual(table: dict[str, Any], src: Source) -> VirtualMeter:
     sources = o.raw("sources", [])
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
         raise o.error("sources", "expected an array of device ids")
+    compute = energyconfig.virtual_def(o, tuple(sources))
     vm = VirtualMeter(
         vid,
         o.choice("medium", MEDIA, "electricity"),
         Tier(o.choice("cloud_licence", tuple(t.value for t in Tier), "basic")),
-        tuple(sources),
+        tuple(sources) or compute.points,
         src,
+        compute,
     )
     o.finish()
     return vm

@@ -223,6 +223,8 @@ class Record:
     window_length: float
     values: Mapping[str, Reading]
     seq: int = 0
+    stale: bool = False
+    """A virtual meter with a stale source in this window (edged.virtual)."""
 
 
 # Every quantity of a record usually carries the same timestamp: format each one once.

@@ -35,6 +35,7 @@ def body(record: Record) -> dict[str, Any]:
         "ts": iso(record.window_start),
         "window": _number(record.window_length),
         "values": values,
+        **({"stale": True} if record.stale else {}),
     }
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from edged import api, tiers
 from edged.actions import config as actions_config
 from edged.config import Config
+from edged.energyconfig import check_export
 from edged.licensing import enforcement
 from edged.model import DeviceSpec, Source
 
@@ -74,6 +75,9 @@ def provision(
         connections[name] = Connection(drv, settings)
     tiers.check_features(config)
     actions_config.check(config.actions, _describer(config, connections))
+    check_export(
+        config.cloud.features.get("auto_export", False), config.export, str(config.files[0])
+    )
     intervals, warnings = tiers.publish_intervals(config)
     result = enforcement.admit(
         config, licence_dir or config.licensing.directory, now if now is not None else time.time()

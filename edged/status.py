@@ -21,6 +21,7 @@ from edged.outbox import Outbox
 from edged.provisioning import Provisioning
 from edged.supervisor import Supervisor
 from edged.uplink import Uplink
+from edged.virtual import VirtualMeters
 from edged.windows import Windows
 
 
@@ -48,6 +49,7 @@ class StatusService:
         self._dropped_before = 0
         self._device_ids: frozenset[str] = frozenset()
         self.modbus_server: ModbusServer | None = None
+        self.virtual: VirtualMeters | None = None
         self.circuits: Callable[[], list[dict[str, Any]]] | None = None
         """Load management's circuits (edged.loadmgmt), when it runs."""
 
@@ -85,6 +87,8 @@ class StatusService:
                     for name, lv in sorted(self.live.of(dev_id).items())
                 }
             devices.append(entry)
+        if self.virtual is not None:
+            devices.extend(_virtual_entries(self, now, values, device))
         out: dict[str, Any] = {
             "gateway": prov.config.gateway.id if prov else None,
             "devices": devices,
@@ -200,3 +204,39 @@ class StatusService:
             for key, value in sorted(dev.labels.items()):
                 self.metrics.set_gauge("device_label", 1.0, device=dev.id, key=key, value=value)
         self._tier_gauges_for = prov
+
+
+def _virtual_entries(
+    svc: StatusService, now: float, values: bool, device: str | None
+) -> list[dict[str, Any]]:
+    """Status lines of the virtual meters (state ``stale`` with the reason, or ``online``)."""
+    assert svc.virtual is not None
+    prov = svc.provisioning
+    tiers_of = {v.id: v.cloud_licence.value for v in prov.config.virtual_meters} if prov else {}
+    out: list[dict[str, Any]] = []
+    for vs in svc.virtual.status():
+        if device is not None and vs.id != device:
+            continue
+        entry: dict[str, Any] = {
+            "id": vs.id,
+            "driver": "virtual",
+            "connection": None,
+            "state": "stale" if vs.stale else "online",
+            "cloud_licence": tiers_of.get(vs.id),
+            "interval": svc.windows.interval(vs.id),
+            "last_sample_age": None if vs.last_sample is None else round(now - vs.last_sample, 1),
+            "last_error": vs.reason or None,
+            "sources": list(vs.sources),
+        }
+        if values or device is not None:
+            entry["values"] = {
+                name: {
+                    "value": lv.value,
+                    "unit": unit_of(name),
+                    "ts": iso(lv.ts),
+                    "age": round(now - lv.ts, 1),
+                }
+                for name, lv in sorted(svc.live.of(vs.id).items())
+            }
+        out.append(entry)
+    return out

@@ -86,7 +86,9 @@ async def test_sunspec_client_and_plain_map_read_the_simulated_meters(
 
             # the plain map, read by a plain pymodbus client
             regs = await read(c, 0, plainmap.SIZE, unit)
-            assert regs[0] == plainmap.VERSION and regs[3] == 52 and regs[4] == unit
+            assert (
+                regs[0] == plainmap.VERSION and regs[3] == len(plainmap.ORDER) and regs[4] == unit
+            )
             for quantity in ("power_active", "voltage_l1", "energy_import", "frequency"):
                 at = plainmap.ADDRESS[quantity]
                 (got,) = struct.unpack(">f", struct.pack(">2H", *regs[at : at + 2]))
@@ -101,12 +103,19 @@ async def test_sunspec_client_and_plain_map_read_the_simulated_meters(
         assert close_enough(found["W"], want["power_active"], 0)
         assert close_enough(found["TotWhImp"], want["energy_import"], 0)
 
-        # the virtual meter (unit 2: the next free id after grid=1; pv took 5) has a plain
-        # map and a SunSpec map, and nothing fresh to serve
-        site = await read(c, 0, 3, 2)
-        assert site[1:3] == [plainmap.STATUS_STALE, 0xFFFF]
-        site_models = await scan(c, 2)
-        assert decode(203, site_models[203])["W"] is None
+        # the virtual meter (unit 2: the next free id after grid=1; pv took 5) is served like
+        # a device: its power is the sum of its sources' (sources only: energy and power)
+        async def site_fresh() -> bool:
+            assert c is not None
+            return (await read(c, 0, 2, 2))[1] == plainmap.STATUS_FRESH
+
+        await until(site_fresh, "the virtual meter to be served fresh", daemon)
+        regs = await read(c, 0, plainmap.SIZE, 2)
+        at = plainmap.ADDRESS["power_active"]
+        (site_w,) = struct.unpack(">f", struct.pack(">2H", *regs[at : at + 2]))
+        both = meters["grid"].fixed["power_active"] + meters["pv"].fixed["power_active"]
+        assert site_w == pytest.approx(both, rel=1e-6)
+        assert {201, 203} & set(await scan(c, 2))  # a meter model, by the quantities it has
 
         # a stopped simulator: its meter goes stale, the other stays fresh
         await pv_sim.stop()
@@ -116,6 +125,13 @@ async def test_sunspec_client_and_plain_map_read_the_simulated_meters(
             return (await read(c, 0, 2, 5))[1] == plainmap.STATUS_STALE
 
         await until(pv_stale, "the stopped meter to be served as stale", daemon)
+
+        async def site_stale() -> bool:
+            assert c is not None
+            return (await read(c, 0, 2, 2))[1] == plainmap.STATUS_STALE
+
+        # a virtual meter with a stale source is stale too, never a made-up value
+        await until(site_stale, "the virtual meter to follow its stale source", daemon)
         m = decode(203, (await scan(c, 5))[203])
         assert all(m[name] is None for name in POINTS), m
         assert m["Evt"] is None
