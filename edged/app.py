@@ -35,6 +35,8 @@ from edged.energy import Energy
 from edged.errors import EdgedError
 from edged.licence_watch import LicenceWatcher
 from edged.live import LiveValues
+from edged.loadmgmt.config import LoadManagementConfig
+from edged.loadmgmt.controller import Controller as LoadManagement
 from edged.metrics import Metrics
 from edged.modbus_server.server import LiveRegisters, ModbusServer, ServedPoint, served_points
 from edged.model import DeviceState, Record, Sample
@@ -128,6 +130,14 @@ class Daemon:
         )
         self.status_service.actions = self.actions
         self.status_service.virtual = self.energy.virtual
+        self.loadmgmt = LoadManagement(
+            LoadManagementConfig(),
+            self.live,
+            self._device_state,
+            self.supervisor.command,
+            self.metrics,
+        )
+        self.status_service.circuits = self.loadmgmt.status
         self.licences = LicenceWatcher(
             self._current, self.apply, self._publish_event, self._licence_dir, clock
         )
@@ -194,6 +204,7 @@ class Daemon:
         await self.supervisor.apply(prov)
         self.live.keep_only([*(d.id for d in prov.admitted), *virtual])
         self.actions.set_rules(prov.config.actions)
+        self.loadmgmt.apply(prov.config.load_management)
         self.provisioning = prov
         self.status_service.provisioning = prov
         if self.modbus_server is not None:
@@ -393,6 +404,7 @@ class Daemon:
         self.notifier.notify("STOPPING=1")
         log.info("stopping")
         await self.actions.close()
+        await self.loadmgmt.stop()
         await self.supervisor.stop()
         if self.outbox is not None:
             self.pipeline.flush()

@@ -23,6 +23,7 @@ from edged.actions import config as actions_config
 from edged.actions.config import Rule
 from edged.api import DEVICE_KEYS, Options
 from edged.errors import ConfigError
+from edged.loadmgmt import config as loadmgmt
 from edged.modbus_server import config as modbus_server_config
 from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
 from edged.virtualspec import VirtualDef
@@ -165,6 +166,9 @@ class Config:
     )
     load_profile: energyconfig.LoadProfileConfig | None = None
     export: energyconfig.ExportConfig | None = None
+    load_management: loadmgmt.LoadManagementConfig = field(
+        default_factory=loadmgmt.LoadManagementConfig
+    )
 
 
 FEATURES = (
@@ -189,6 +193,7 @@ _SECTIONS = (
     "modbus_server",
     "load_profile",
     "export",
+    "load_management",
 )
 
 
@@ -202,6 +207,7 @@ class _Merged:
         self.devices: list[tuple[dict[str, Any], Source]] = []
         self.virtual: list[tuple[dict[str, Any], Source]] = []
         self.actions: list[tuple[dict[str, Any], Source]] = []
+        self.circuits: list[tuple[dict[str, Any], Source]] = []
         self.counts: dict[tuple[str, str], int] = {}
 
     def add(self, file: Path, doc: dict[str, Any]) -> None:
@@ -231,17 +237,19 @@ class _Merged:
                             f"connection defined twice (first in {first})",
                         )
                     self.connections[cname] = (table, Source(name, f"connections.{cname}"))
-            elif key in ("devices", "virtual_meters", "actions"):
+            elif key in ("devices", "virtual_meters", "actions", "circuits"):
                 if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
                     raise ConfigError(name, key, f"expected an array of tables [[{key}]]")
-                target = {"devices": self.devices, "virtual_meters": self.virtual}.get(
-                    key, self.actions
-                )
+                target = {
+                    "devices": self.devices,
+                    "virtual_meters": self.virtual,
+                    "circuits": self.circuits,
+                }.get(key, self.actions)
                 for i, table in enumerate(value):
                     target.append((table, Source(name, f"{key}[{i}]")))
             else:
                 known = ", ".join(
-                    [*_SECTIONS, "connections", "devices", "virtual_meters", "actions"]
+                    [*_SECTIONS, "connections", "devices", "virtual_meters", "actions", "circuits"]
                 )
                 raise ConfigError(name, key, f"unknown section (known: {known})")
 
@@ -424,6 +432,12 @@ def load(path: str | Path) -> Config:
     export = energyconfig.export(merged.section("export", mainname), main.parent)
 
     modbus_server = modbus_server_config.parse(merged.section("modbus_server", mainname), [*seen])
+    load_management = loadmgmt.parse(
+        merged.section("load_management", mainname),
+        merged.circuits,
+        devices,
+        feature_enabled=features["load_management"],
+    )
 
     return Config(
         files=tuple(files),
@@ -448,6 +462,7 @@ def load(path: str | Path) -> Config:
         modbus_server=modbus_server,
         load_profile=load_profile,
         export=export,
+        load_management=load_management,
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from edged.actions.text import format_lines as format_actions
 from edged.errors import ControlError
+from edged.loadmgmt.view import format_circuits
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,7 @@ def format_status(status: Mapping[str, Any]) -> str:
     if isinstance(rules, list) and rules:
         out.append("")
         out.extend(format_actions([r for r in rules if isinstance(r, Mapping)]))
+    out.extend(format_circuits(status.get("circuits")))
     return "\n".join(out) + "\n"
 
 

@@ -50,6 +50,8 @@ class StatusService:
         self._device_ids: frozenset[str] = frozenset()
         self.modbus_server: ModbusServer | None = None
         self.virtual: VirtualMeters | None = None
+        self.circuits: Callable[[], list[dict[str, Any]]] | None = None
+        """Load management's circuits (edged.loadmgmt), when it runs."""
 
     def status(self, *, values: bool = False, device: str | None = None) -> dict[str, Any]:
         """A JSON-ready picture of the daemon; with ``values`` each device's live values."""
@@ -94,6 +96,9 @@ class StatusService:
         if prov is not None:
             out["licence"] = {"used": prov.licence_used, "total": prov.licence_total}
             out["tier"] = tiers.tier_status(prov.config)
+        circuits = self.circuits() if self.circuits is not None else []
+        if circuits:
+            out["circuits"] = circuits
         if self.outbox is not None:
             s = self.outbox.stats()
             out["outbox"] = {
