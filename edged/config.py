@@ -21,6 +21,7 @@ from typing import Any
 from edged.api import DEVICE_KEYS, Options
 from edged.errors import ConfigError
 from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
+from edged.web.settings import WebConfig, parse_web
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MEDIA = (
@@ -146,6 +147,8 @@ class Config:
     virtual_meters: tuple[VirtualMeter, ...] = field(default=())
     # Metering points that set no ``cloud_licence`` and so count as Basic.
     no_cloud_licence: tuple[str, ...] = field(default=())
+    # The one HTTP server (console, REST, /metrics); see edged/web/settings.py.
+    web: WebConfig = field(default=WebConfig(False, "127.0.0.1", 9108))
 
 
 FEATURES = (
@@ -167,6 +170,7 @@ _SECTIONS = (
     "metrics",
     "licensing",
     "logging",
+    "web",
 )
 
 
@@ -340,6 +344,14 @@ def load(path: str | Path) -> Config:
         m.bool("enabled", True), m.str("host", "127.0.0.1"), m.int("port", 9108, min=0, max=65535)
     )
     m.finish()
+    web = parse_web(
+        merged.section("web", mainname),
+        m,
+        enabled=metrics.enabled,
+        host=metrics.host,
+        port=metrics.port,
+        base=main.parent,
+    )
 
     lic = merged.section("licensing", mainname)
     warn = lic.raw("warn_days", [60, 30, 7, 1])
@@ -409,6 +421,7 @@ def load(path: str | Path) -> Config:
             for table, _ in [*merged.devices, *merged.virtual]
             if "cloud_licence" not in table
         ),
+        web=web,
     )
 
 
