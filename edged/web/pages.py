@@ -211,10 +211,10 @@ def _device_page(
             f"/devices/{dev['id']}/reconnect",
             '<button type="submit" id="reconnect">Reconnect now</button>',
         )
-        + '<h2>Values</h2><table id="values"><thead><tr><th>quantity</th><th>value</th>'
-        f"<th>unit</th><th>age (s)</th></tr></thead><tbody>{rows}</tbody></table>"
         + '<h2>Last hour</h2><label>quantity <select id="chart-quantity"></select></label>'
         '<div id="chart"></div>'
+        + '<h2>Values</h2><table id="values"><thead><tr><th>quantity</th><th>value</th>'
+        f"<th>unit</th><th>age (s)</th></tr></thead><tbody>{rows}</tbody></table>"
     )
     return page(
         request,
@@ -312,7 +312,7 @@ async def _licences_page(
             "<h2>Release receipt</h2><p>Send this receipt to your licence administrator:</p>"
             f'<textarea class="receipt" id="receipt" readonly>{e(receipt)}</textarea>'
         )
-    body = summary + shown + table + upload
+    body = summary + shown + "<h2>Installed licences</h2>" + table + upload
     return page(request, "licences", "Licences", body, message=message, error=error, status=status)
 
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 SECURITY = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
 }
 
 

@@ -179,6 +179,15 @@ function watchScan(job) {
 
 document.addEventListener("DOMContentLoaded", () => {
   const page = document.body.dataset.page;
+  // Releasing a licence cannot be undone on this gateway: ask first.
+  for (const button of document.querySelectorAll("button.release")) {
+    button.form.addEventListener("submit", (event) => {
+      const id = button.form.elements.licence.value;
+      if (!confirm("Release licence " + id + "? It stops counting here; you get a receipt to move it.")) {
+        event.preventDefault();
+      }
+    });
+  }
   if (page === "dashboard") {
     every(1000, async () => { await refreshCards(); await refreshDeviceTable(); });
   } else if (page === "devices") {
