@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from selenium.webdriver.common.by import By
 
 from edged.passwords import hash_password
 from tests.conftest import Broker
+from tests.daemon import Proc, edged
 from tests.licensing.issuing import issue_test_licence
 from tests.licensing.licence_helpers import TEST_KEY
 from tests.web.browser import chromium, row_cells, screenshot, text, wait
@@ -138,6 +140,73 @@ def test_licence_file_uploaded_in_the_page_licenses_the_surplus_device(
         screenshot(b, screens / "licences-released.png")
         b.get(c.url + "/")
         wait(b, lambda b: "unlicensed" in row_cells(b, "devices", "data-device", "m3"))
+
+
+@pytest.fixture
+def mbus_sim(tmp_path: Path) -> Iterator[int]:
+    """`edged sim mbus` with 4 meters (primary 1-4) behind a TCP converter at 2400 baud."""
+    sim = Proc(
+        edged("sim", "mbus", "--tcp-port", "0", "--slaves", "4", "--baud", "2400"),
+        tmp_path / "mbus-sim.log",
+    )
+    try:
+        sim.wait_for(lambda t: "primary   4" in t, timeout=20)
+        where = re.search(r"at 2400 baud on tcp 127\.0\.0\.1:(\d+)", sim.text())
+        assert where, sim.text()
+        yield int(where.group(1))
+    finally:
+        assert sim.stop() == 0
+
+
+def test_scan_shows_progress_and_the_meters_found(
+    tmp_path: Path, broker: Broker, mbus_sim: int
+) -> None:
+    body = f"""
+[connections.plant-room]
+driver = "mbus"
+transport = "tcp"
+host = "127.0.0.1"
+port = {mbus_sim}
+baudrate = 2400
+timeout = 0.3
+
+[[devices]]
+id = "heat-1"
+connection = "plant-room"
+address = 1
+poll_interval = 2
+cloud_licence = "professional"
+"""
+    with (
+        console(tmp_path, body, mqtt_port=broker.port, capacity=5) as c,
+        chromium(tmp_path) as b,
+    ):
+        b.get(c.url + "/scan")
+        b.find_element(By.ID, "scan-first").clear()
+        b.find_element(By.ID, "scan-first").send_keys("0")
+        b.find_element(By.ID, "scan-last").clear()
+        b.find_element(By.ID, "scan-last").send_keys("12")
+        b.find_element(By.ID, "scan-start").click()
+        wait(b, lambda b: "job=scan-" in b.current_url)
+        seen: set[int] = set()
+
+        def finished(b: object) -> bool:
+            bar = b.find_element(By.ID, "scan-progress")  # type: ignore[attr-defined]
+            seen.add(int(bar.get_attribute("value")))
+            return str(text(b, "#scan-state")).startswith("done")  # type: ignore[arg-type]
+
+        wait(b, finished, timeout=60)
+        assert text(b, "#scan-state") == "done 13/13"
+        # The bar moved while the page watched (the first addresses answer within a second).
+        assert any(0 < v < 13 for v in seen), seen
+        rows = b.find_elements(By.CSS_SELECTOR, "#found tbody tr")
+        found = [r.find_elements(By.TAG_NAME, "td") for r in rows]
+        assert [f[0].text for f in found] == ["1", "2", "3", "4"]
+        for f in found:
+            assert re.fullmatch(r"[0-9A-F]{16}", f[1].text), f[1].text
+            assert f[3].text.startswith("Heat"), f[3].text
+        screenshot(b, tmp_path / "screens" / "scan.png")
+        c.daemon.wait_for("resuming connection connection=plant-room")
 
 
 def test_wrong_password_is_refused_and_the_right_one_opens_the_console(

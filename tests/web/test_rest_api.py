@@ -143,6 +143,9 @@ async def test_changes_without_the_csrf_token_and_bad_requests_are_refused_and_c
                 assert r.status == 400 and "error" in await r.json()
             async with http.post("/api/scans", json={"connection": 7}, headers=ok) as r:
                 assert r.status == 400
+            async with http.post("/api/scans", json={"connection": "panel"}, headers=ok) as r:
+                assert r.status == 409  # a Modbus TCP connection is no bus to scan
+                assert "no bus 'panel' that can be scanned" in (await r.json())["error"]
             async with http.post("/api/licences", data=b"garbage", headers=ok) as r:
                 assert r.status == 422 and (await r.json())["error"].startswith("refused")
             async with http.post("/api/licences", data=b"x" * (2 << 20), headers=ok) as r:
