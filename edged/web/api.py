@@ -7,7 +7,10 @@ CSRF token in ``X-CSRF-Token`` (and a login when a password is configured).
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +20,10 @@ from edged.errors import EdgedError, LicenceError
 from edged.web import context as server
 
 routes = web.RouteTableDef()
+
+FRESH = 0.5
+"""Seconds a live answer is reused: browsers poll once a second, the meters update about as
+often, and a thousand devices take milliseconds to render and compress."""
 
 
 def dumps(doc: Any) -> str:
@@ -32,6 +39,24 @@ def reply(doc: Any, status: int = 200) -> web.Response:
 def error(status: int, message: str) -> web.Response:
     """A JSON error ``{"error": …}``."""
     return reply({"error": message}, status)
+
+
+def live(request: web.Request, key: str, build: Callable[[], Any]) -> web.Response:
+    """A JSON answer shared by every client for ``FRESH`` seconds, gzipped when accepted."""
+    now = time.monotonic()
+    cache = request.app[server.LIVE_CACHE]
+    hit = cache.get(key)
+    if hit is None or now - hit[0] > FRESH:
+        body = dumps(build()).encode()
+        hit = (now, body, gzip.compress(body, compresslevel=1))
+        cache[key] = hit
+    headers = {"Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        body = hit[2]
+    else:
+        body = hit[1]
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 @routes.get("/api/session")
@@ -51,14 +76,15 @@ async def session(request: web.Request) -> web.Response:
 @routes.get("/api/status")
 async def status(request: web.Request) -> web.Response:
     """The daemon's status, as ``edged status --json`` prints it."""
-    return reply(server.backend_of(request).status())
+    backend = server.backend_of(request)
+    return live(request, "status", backend.status)
 
 
 @routes.get("/api/devices")
 async def devices(request: web.Request) -> web.Response:
     """Every device with its state and last values (the live view)."""
-    doc = server.backend_of(request).status(values=True)
-    return reply({"devices": doc["devices"]})
+    backend = server.backend_of(request)
+    return live(request, "devices", lambda: {"devices": backend.status(values=True)["devices"]})
 
 
 def _device(request: web.Request) -> dict[str, Any]:

@@ -15,6 +15,8 @@ METRICS = web.AppKey("metrics", Metrics)
 AUTH = web.AppKey("auth", Auth)
 BACKEND = web.AppKey("backend", Backend)
 TLS = web.AppKey("tls", bool)
+LIVE_CACHE = web.AppKey("live_cache", dict[str, tuple[float, bytes, bytes]])
+"""Recent live answers: (monotonic time, JSON, gzipped JSON) by endpoint."""
 SESSION = web.RequestKey("session", Session)
 NEW_SESSION = web.RequestKey("new_session", Session)
 """A session the response must set as the cookie (a first visit, a login)."""

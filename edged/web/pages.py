@@ -173,8 +173,9 @@ def _cards(status: dict[str, Any]) -> str:
 async def dashboard(request: web.Request) -> web.Response:
     """Gateway, uplink, outbox, tier, licence use, devices by state, the live device list."""
     backend = ctx.backend_of(request)
-    status = backend.status(values=True)
     code = (await asyncio.to_thread(backend.licences.show))["install_code"]
+    # Built after the await: concurrent visitors never hold a status document each.
+    status = backend.status(values=True)
     body = (
         _cards(status)
         + f'<p class="muted">install code <code id="install-code">{e(code)}</code></p>'

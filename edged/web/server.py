@@ -21,7 +21,16 @@ from edged.metrics import CONTENT_TYPE, Metrics
 from edged.web import api, pages
 from edged.web.auth import COOKIE, Auth, Session
 from edged.web.backend import Backend
-from edged.web.context import AUTH, BACKEND, MAX_BODY, METRICS, NEW_SESSION, SESSION, TLS
+from edged.web.context import (
+    AUTH,
+    BACKEND,
+    LIVE_CACHE,
+    MAX_BODY,
+    METRICS,
+    NEW_SESSION,
+    SESSION,
+    TLS,
+)
 from edged.web.settings import WebConfig
 
 log = logging.getLogger("edged.web")
@@ -170,6 +179,7 @@ def build_app(
     app[METRICS] = metrics
     app[AUTH] = Auth(config.password_hash if config else None)
     app[TLS] = bool(config and config.tls)
+    app[LIVE_CACHE] = {}
     app.on_response_prepare.append(_headers)
     app.router.add_get("/metrics", _metrics)
     if backend is not None:
