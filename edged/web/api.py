@@ -21,9 +21,9 @@ from edged.web import context as server
 
 routes = web.RouteTableDef()
 
-FRESH = 0.5
-"""Seconds a live answer is reused: browsers poll once a second, the meters update about as
-often, and a thousand devices take milliseconds to render and compress."""
+FRESH = 1.0
+"""Seconds a live answer is reused: browsers poll once a second and meters are read about as
+often, while a thousand devices take some 40 ms to render and compress."""
 
 
 def dumps(doc: Any) -> str:
