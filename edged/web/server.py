@@ -241,8 +241,13 @@ class WebServer:
         )
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:
-        """Serve until cancelled (run it as a task)."""
-        await self.start(host, port)
+        """Serve until cancelled (run it as a task); a port that cannot be bound is logged."""
+        try:
+            await self.start(host, port)
+        except OSError as exc:
+            # The daemon's job is the data path: it keeps running without its console.
+            log.error("web server unavailable error=%s", exc)
+            return
         try:
             await asyncio.Event().wait()
         finally:
