@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,10 @@ from selenium.webdriver.common.by import By
 
 from edged.passwords import hash_password
 from tests.conftest import Broker
-from tests.daemon import Proc, edged
 from tests.licensing.issuing import issue_test_licence
 from tests.licensing.licence_helpers import TEST_KEY
 from tests.web.browser import chromium, row_cells, screenshot, text, wait
+from tests.web.conftest import mbus_body
 from tests.web.console import console, modbus_devices, modbus_sim
 
 pytestmark = pytest.mark.slow
@@ -142,41 +141,10 @@ def test_licence_file_uploaded_in_the_page_licenses_the_surplus_device(
         wait(b, lambda b: "unlicensed" in row_cells(b, "devices", "data-device", "m3"))
 
 
-@pytest.fixture
-def mbus_sim(tmp_path: Path) -> Iterator[int]:
-    """`edged sim mbus` with 4 meters (primary 1-4) behind a TCP converter at 2400 baud."""
-    sim = Proc(
-        edged("sim", "mbus", "--tcp-port", "0", "--slaves", "4", "--baud", "2400"),
-        tmp_path / "mbus-sim.log",
-    )
-    try:
-        sim.wait_for(lambda t: "primary   4" in t, timeout=20)
-        where = re.search(r"at 2400 baud on tcp 127\.0\.0\.1:(\d+)", sim.text())
-        assert where, sim.text()
-        yield int(where.group(1))
-    finally:
-        assert sim.stop() == 0
-
-
 def test_scan_shows_progress_and_the_meters_found(
     tmp_path: Path, broker: Broker, mbus_sim: int
 ) -> None:
-    body = f"""
-[connections.plant-room]
-driver = "mbus"
-transport = "tcp"
-host = "127.0.0.1"
-port = {mbus_sim}
-baudrate = 2400
-timeout = 0.3
-
-[[devices]]
-id = "heat-1"
-connection = "plant-room"
-address = 1
-poll_interval = 2
-cloud_licence = "professional"
-"""
+    body = mbus_body(mbus_sim)
     with (
         console(tmp_path, body, mqtt_port=broker.port, capacity=5) as c,
         chromium(tmp_path) as b,

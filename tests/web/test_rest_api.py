@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edged.passwords import hash_password
 from tests.conftest import Broker
+from tests.web.conftest import mbus_body
 from tests.web.console import console, modbus_devices, modbus_sim
 from tests.web.shapes import check
 
@@ -218,3 +219,44 @@ async def test_password_is_required_for_pages_api_and_metrics(
         wrong = {"Authorization": aiohttp.encode_basic_auth("prometheus", "guess")}
         async with client(c.url, headers=wrong) as scraper, scraper.get("/metrics") as r:
             assert r.status == 401
+
+
+async def test_scan_through_the_api_pauses_the_bus_and_lists_the_meters(
+    tmp_path: Path, broker: Broker, mbus_sim: int
+) -> None:
+    with console(tmp_path, mbus_body(mbus_sim), mqtt_port=broker.port, capacity=5) as c:
+        async with client(c.url) as http:
+            ok = {"X-CSRF-Token": (await get(http, "/api/session"))["csrf"]}
+            assert (await get(http, "/api/scans"))["buses"] == ["plant-room"]
+            for bad in ({"connection": "plant-room", "first": 5, "last": 2},
+                        {"connection": "plant-room", "first": 0, "last": 300}):  # fmt: skip
+                async with http.post("/api/scans", json=bad, headers=ok) as r:
+                    if r.status == 202:  # 0-300 is refused by the driver, inside the job
+                        job = await r.json()
+                        done = await wait_for(lambda j=job: _finished(http, j["id"]))
+                        assert done["state"] == "failed" and "0-250" in done["error"]
+                    else:
+                        assert r.status == 400
+            body = {"connection": "plant-room", "first": 0, "last": 30}
+            async with http.post("/api/scans", json=body, headers=ok) as r:
+                assert r.status == 202
+                job = await r.json()
+            check(job, "GET /api/scans/ID")
+            async with http.post("/api/scans", json=body, headers=ok) as r:
+                assert r.status == 409 and "already being scanned" in (await r.json())["error"]
+            # 27 silent addresses take seconds: the bus is still being scanned now.
+            async with http.post("/api/devices/heat-1/reconnect", headers=ok) as r:
+                assert r.status == 409 and "being scanned" in (await r.json())["error"]
+            done = await wait_for(lambda: _finished(http, job["id"]), timeout=90)
+            check(done, "GET /api/scans/ID")
+            assert (done["state"], done["done"], done["total"]) == ("done", 31, 31)
+            assert [f["address"] for f in done["found"]] == ["1", "2", "3", "4"]
+            assert all(f["medium"].startswith("Heat") for f in done["found"])
+            c.daemon.wait_for("resuming connection connection=plant-room")
+            async with http.post("/api/devices/heat-1/reconnect", headers=ok) as r:
+                assert r.status == 200
+
+
+async def _finished(http: aiohttp.ClientSession, job: str) -> Any:
+    j = await get(http, f"/api/scans/{job}")
+    return j if j["state"] != "running" else None
