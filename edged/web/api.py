@@ -237,6 +237,18 @@ async def scan_job(request: web.Request) -> web.Response:
     return reply(job.json())
 
 
+@routes.post("/api/scans/{job}/stop")
+async def stop_scan(request: web.Request) -> web.Response:
+    """Stop a running scan; the bus resumes polling."""
+    backend = server.backend_of(request)
+    try:
+        job = await backend.scans.stop(request.match_info["job"])
+    except EdgedError as exc:
+        return error(409, str(exc))
+    backend.events.add("scan_stopped", {"connection": job.connection, "done": job.done})
+    return reply(job.json())
+
+
 @routes.get("/api/events")
 async def events(request: web.Request) -> web.Response:
     """Recent events: licence and maintenance changes, actions taken in the console."""

@@ -375,7 +375,15 @@ def _scan_page(
             f'<h2>Scan of {e(job.connection)}</h2><p><progress id="scan-progress" '
             f'max="{job.total}" value="{job.done}"></progress> <span id="scan-state">'
             f"{e(job.state)} {job.done}/{job.total}</span></p>"
-            '<table id="found"><thead><tr><th>address</th><th>secondary</th><th>manufacturer'
+            + _form(
+                request,
+                "/scan/stop",
+                f'<input type="hidden" name="job" value="{e(job.id)}">'
+                '<button type="submit" id="scan-stop"'
+                + ("" if job.state == "running" else " disabled")
+                + ">Stop the scan</button>",
+            )
+            + '<table id="found"><thead><tr><th>address</th><th>secondary</th><th>manufacturer'
             f"</th><th>medium</th><th>note</th></tr></thead><tbody>{found}</tbody></table>"
         )
     note = "Scanning pauses the polling of that bus until the scan ends."
@@ -419,6 +427,20 @@ async def start_scan(request: web.Request) -> web.Response:
     except (ValueError, EdgedError) as exc:
         return _scan_page(request, message=str(exc), error=True)
     return web.Response(status=303, headers={"Location": f"/scan?job={job['id']}"})
+
+
+@routes.post("/scan/stop")
+async def stop_scan(request: web.Request) -> web.Response:
+    """The stop button of a running scan."""
+    form = await request.post()
+    job_id = str(form.get("job", ""))
+    backend = ctx.backend_of(request)
+    try:
+        job = await backend.scans.stop(job_id)
+    except EdgedError as exc:
+        return _scan_page(request, job_id, str(exc), error=True)
+    backend.events.add("scan_stopped", {"connection": job.connection, "done": job.done})
+    return _scan_page(request, job_id, f"scan of {job.connection} stopped")
 
 
 @routes.get("/events")

@@ -69,6 +69,7 @@ class ScanJobs:
         self._pause = pause
         self._jobs: dict[str, ScanJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, asyncio.Task[None]] = {}
         self._ids = itertools.count(1)
 
     def scannable(self) -> list[str]:
@@ -101,7 +102,9 @@ class ScanJobs:
                 del self._jobs[old.id]
         task = asyncio.create_task(self._run(job, target[0], target[1]), name=job.id)
         self._tasks.add(task)
+        self._running[job.id] = task
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._running.pop(job.id, None))
         return job
 
     async def _run(self, job: ScanJob, driver: api.Scannable[Any], settings: Any) -> None:
@@ -119,7 +122,7 @@ class ScanJobs:
                         )
             job.state = "done"
         except asyncio.CancelledError:
-            job.state, job.error = "failed", "stopped"
+            job.state, job.error = "stopped", "stopped before the end"
             raise
         except (EdgedError, ValueError, OSError) as exc:
             job.state, job.error = "failed", str(exc)
@@ -134,6 +137,15 @@ class ScanJobs:
                 job.state,
                 len(job.found),
             )
+
+    async def stop(self, job_id: str) -> ScanJob:
+        """Stop a running scan (its bus resumes polling); EdgedError when there is none."""
+        job, task = self._jobs.get(job_id), self._running.get(job_id)
+        if job is None or task is None:
+            raise EdgedError(f"no running scan {job_id!r}")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return job
 
     async def close(self) -> None:
         """Stop running scans (their connections resume)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "web.md"
-_SECTION = re.compile(r"^### `([^`]+)`.*?^```json\n(.*?)^```", re.M | re.S)
+_SECTION = re.compile(r"^### `([^`]+)`((?:(?!^### ).)*?)^```json\n(.*?)^```", re.M | re.S)
 _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "int": (int,),
@@ -24,7 +24,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 def documented() -> dict[str, Any]:
     """Shape per heading, e.g. ``"GET /api/status"``."""
-    return {m.group(1): json.loads(m.group(2)) for m in _SECTION.finditer(DOC.read_text())}
+    return {m.group(1): json.loads(m.group(3)) for m in _SECTION.finditer(DOC.read_text())}
 
 
 def problems(value: Any, shape: Any, where: str = "$") -> list[str]:

@@ -85,6 +85,7 @@ async def test_rest_answers_have_the_documented_shapes_and_metrics_parse(
             check(licences, "GET /api/licences")
             assert licences["unlicensed"] == ["m3"] and licences["capacity"] == 3
             scans = await get(http, "/api/scans")
+            check(scans, "GET /api/scans")
             assert scans == {"buses": [], "scans": []}  # no M-Bus configured here
 
             token = {"X-CSRF-Token": session["csrf"]}
@@ -255,6 +256,18 @@ async def test_scan_through_the_api_pauses_the_bus_and_lists_the_meters(
             c.daemon.wait_for("resuming connection connection=plant-room")
             async with http.post("/api/devices/heat-1/reconnect", headers=ok) as r:
                 assert r.status == 200
+            # A whole bus takes minutes at 2400 baud: it can be stopped, and polling resumes.
+            body = {"connection": "plant-room", "first": 0, "last": 250}
+            async with http.post("/api/scans", json=body, headers=ok) as r:
+                job = await r.json()
+            async with http.post(f"/api/scans/{job['id']}/stop", headers=ok) as r:
+                assert r.status == 200
+                stopped = await r.json()
+            check(stopped, "GET /api/scans/ID")
+            assert stopped["state"] == "stopped" and stopped["done"] < 251
+            async with http.post(f"/api/scans/{job['id']}/stop", headers=ok) as r:
+                assert r.status == 409
+            c.daemon.wait_for(lambda t: t.count("resuming connection connection=plant-room") == 2)
 
 
 async def _finished(http: aiohttp.ClientSession, job: str) -> Any:

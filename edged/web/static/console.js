@@ -170,7 +170,11 @@ function watchScan(job) {
       setText("scan-state", j.state + " " + j.done + "/" + j.total + (j.error ? ": " + j.error : ""));
       const body = document.querySelector("#found tbody");
       if (body) body.replaceChildren(...j.found.map(foundRow));
-      if (j.state !== "running") return;
+      if (j.state !== "running") {
+        const stop = document.getElementById("scan-stop");
+        if (stop) stop.disabled = true;
+        return;
+      }
     }
     setTimeout(tick, 500);
   };
