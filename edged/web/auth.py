@@ -68,8 +68,13 @@ class Auth:
         """A fresh session (new id and token)."""
         s = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), authenticated)
         self._sessions[s.id] = s
-        while len(self._sessions) > MAX_SESSIONS:
-            self._sessions.popitem(last=False)
+        if len(self._sessions) > MAX_SESSIONS:
+            # Anyone can open sessions; a flood of them must not log the installer out.
+            victim = next(
+                (k for k, v in self._sessions.items() if not v.authenticated),
+                next(iter(self._sessions)),
+            )
+            del self._sessions[victim]
         return s
 
     def drop(self, sid: str) -> None:
