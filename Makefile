@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv mosquitto lint format test conformance demo bench bench-quick clean install uninstall
+.PHONY: all venv mosquitto chromium lint format test conformance demo bench bench-quick clean install uninstall
 
 all: test
 
@@ -27,6 +27,16 @@ mosquitto:
 		echo "mosquitto is missing: run 'sudo apt-get install mosquitto' (or make test as root)" >&2; exit 1; \
 	fi
 
+# The console's browser tests drive Debian's chromium through its chromedriver (no download).
+chromium:
+	@if test -x /usr/bin/chromium && test -x /usr/bin/chromedriver; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium chromium-driver (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+		echo "chromium is missing: run 'sudo apt-get install chromium chromium-driver' (or make test as root)" >&2; exit 1; \
+	fi
+
 lint: venv
 	$(BIN)/ruff check edged drivers tests bench tools
 	$(BIN)/ruff format --check edged drivers tests bench tools
@@ -37,7 +47,7 @@ format: venv
 	$(BIN)/ruff format edged drivers tests bench tools
 	$(BIN)/ruff check --fix edged drivers tests bench tools
 
-test: venv mosquitto lint conformance check-unit
+test: venv mosquitto chromium lint conformance check-unit
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 conformance: venv

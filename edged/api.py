@@ -8,7 +8,8 @@ capability, a small protocol of its own that the core checks with ``isinstance``
 
 - ``LiveUpdate``: take a new device list without dropping the connection;
 - ``Commandable``: take typed ``Command`` objects (charger limits, driver commands);
-- ``HasCli`` / ``HasSimulator``: ``edged <protocol> …`` and ``edged sim <protocol> …``.
+- ``HasCli`` / ``HasSimulator``: ``edged <protocol> …`` and ``edged sim <protocol> …``;
+- ``Scannable``: search a configured bus for devices (the console's bus scan).
 
 The registry lists the built-in drivers and those registered by other distributions
 under the entry-point group ``edged.drivers``. Only ``edged.app`` and ``edged.cli``
@@ -21,7 +22,7 @@ import builtins
 import difflib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -408,6 +409,47 @@ class HasSimulator(Protocol):
 
     def simulator(self) -> SimulatorCommand:
         """The driver's simulator command."""
+
+
+# -- bus scans -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """Which addresses of a bus to search (inclusive; the driver knows the valid range)."""
+
+    first: int = 0
+    last: int = 250
+
+
+@dataclass(frozen=True)
+class ScanFound:
+    """A device that answered: its address and what it said about itself."""
+
+    address: str
+    details: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class ScanEvent:
+    """Progress of a scan: ``done`` of ``total`` addresses asked, and a find if any."""
+
+    done: int
+    total: int
+    found: ScanFound | None = None
+
+
+@runtime_checkable
+class Scannable(Protocol[S_contra]):
+    """Capability: search the bus of a configured connection for devices.
+
+    The core stops the connection's own task for the time of the scan, so the driver has
+    the bus to itself; it opens it with ``settings``, asks each address in turn and closes
+    it again. A request outside the bus's address range raises ``ValueError``.
+    """
+
+    def scan(self, settings: S_contra, request: ScanRequest) -> AsyncIterator[ScanEvent]:
+        """Yield progress after each address and each device found."""
 
 
 # -- the registry --------------------------------------------------------------------

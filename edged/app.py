@@ -30,6 +30,7 @@ from edged import config as configmod
 from edged import outbox_sizing as sizing
 from edged.actions.engine import Engine
 from edged.config import Config
+from edged.console import console_backend
 from edged.control import ControlServer
 from edged.energy import Energy
 from edged.errors import EdgedError
@@ -47,6 +48,8 @@ from edged.status import StatusService
 from edged.supervisor import Supervisor
 from edged.systemd import Notifier, Watchdog
 from edged.uplink import Uplink
+from edged.web.events import EventLog
+from edged.web.server import WebServer
 from edged.windows import Windows
 
 log = logging.getLogger("edged.app")
@@ -151,6 +154,8 @@ class Daemon:
         self._control: ControlServer | None = None
         self._lock_fd: int | None = None
         self.modbus_server: ModbusServer | None = None
+        self.events = EventLog()
+        self.web: WebServer | None = None
 
     @property
     def devices(self) -> dict[str, Any]:
@@ -175,6 +180,7 @@ class Daemon:
         return self.licence_dir or self._current().config.licensing.directory
 
     async def _publish_event(self, kind: str, body: dict[str, object]) -> None:
+        self.events.add(kind, body)
         if self.uplink is not None:
             await self.uplink.publish_event(kind, body)
         self.actions.on_event(kind, body)
@@ -299,12 +305,10 @@ class Daemon:
         self.status_service.attach_outbox(self.outbox)
         self.status_service.uplink = self.uplink
         self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
-        if cfg.metrics.enabled:
-            self._tasks.append(
-                asyncio.create_task(
-                    self.metrics.serve(cfg.metrics.host, cfg.metrics.port), name="metrics"
-                )
-            )
+        if cfg.web.enabled:
+            # One HTTP server: console, REST API and /metrics (edged/web).
+            self.web = WebServer(self.metrics, cfg.web, console_backend(self))
+            self._tasks.append(asyncio.create_task(self.web.serve(), name="web"))
         self._control = ControlServer(cfg.control.socket, self.handle_control)
         try:
             await self._control.start()
@@ -371,6 +375,7 @@ class Daemon:
                     ),
                     (old.config.cloud.features["modbus_server"], old.config.modbus_server.listener),
                 ),
+                ("web", prov.config.web, old.config.web),
             ):
                 if new_value != old_value:
                     notes.append(

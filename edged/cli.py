@@ -17,7 +17,7 @@ from edged.api import CliCommand, Command, DriverCommand, SimulatorCommand
 DEFAULT_CONFIG = Path("/etc/edged/edged.toml")
 EX_CONFIG = 78  # sysexits EX_CONFIG: systemd and installers know it as "configuration error"
 
-CORE_COMMANDS = ("run", "check-config", "status", "reload", "reconnect", "license", "sim")
+CORE_COMMANDS = ("run", "check-config", "status", "reload", "reconnect", "license", "sim", "web")
 
 
 def _driver_clis() -> dict[str, CliCommand]:
@@ -133,6 +133,8 @@ def _parser(clis: dict[str, CliCommand]) -> argparse.ArgumentParser:
 
     lic = sub.add_parser("license", help="licences: install code, activate, show", add_help=False)
     lic.add_argument("args", nargs=argparse.REMAINDER)
+    web = sub.add_parser("web", help="web console tools: hash-password", add_help=False)
+    web.add_argument("args", nargs=argparse.REMAINDER)
     sim = sub.add_parser("sim", help="run a device simulator", add_help=False)
     sim.add_argument("args", nargs=argparse.REMAINDER)
     for name, what in (("export", "load profile as CSV"), ("report", "monthly energy summary")):
@@ -221,6 +223,10 @@ def _main(argv: list[str] | None) -> int:
         return licence_cli.main(args_in[1:])
     if args_in and args_in[0] == "sim":
         return _sim(args_in[1:])
+    if args_in and args_in[0] == "web":
+        from edged.web import cli as web_cli
+
+        return web_cli.main(args_in[1:])
     from edged.errors import ConfigError, EdgedError
 
     # One place turns errors into what the operator sees: a config error is one line

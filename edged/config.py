@@ -28,6 +28,7 @@ from edged.modbus_server import config as modbus_server_config
 from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
 from edged.virtualspec import VirtualDef
 from edged.virtualspec import check as check_virtual
+from edged.web.settings import WebConfig, parse_web
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MEDIA = (
@@ -169,6 +170,8 @@ class Config:
     load_management: loadmgmt.LoadManagementConfig = field(
         default_factory=loadmgmt.LoadManagementConfig
     )
+    # The one HTTP server (console, REST, /metrics); see edged/web/settings.py.
+    web: WebConfig = field(default=WebConfig(False, "127.0.0.1", 9108))
 
 
 FEATURES = (
@@ -194,6 +197,7 @@ _SECTIONS = (
     "load_profile",
     "export",
     "load_management",
+    "web",
 )
 
 
@@ -375,6 +379,14 @@ def load(path: str | Path) -> Config:
         m.bool("enabled", True), m.str("host", "127.0.0.1"), m.int("port", 9108, min=0, max=65535)
     )
     m.finish()
+    web = parse_web(
+        merged.section("web", mainname),
+        m,
+        enabled=metrics.enabled,
+        host=metrics.host,
+        port=metrics.port,
+        base=main.parent,
+    )
 
     lic = merged.section("licensing", mainname)
     warn = lic.raw("warn_days", [60, 30, 7, 1])
@@ -463,6 +475,7 @@ def load(path: str | Path) -> Config:
         load_profile=load_profile,
         export=export,
         load_management=load_management,
+        web=web,
     )
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics in a private registry, served over a minimal asyncio HTTP endpoint.
+"""Prometheus metrics in a private registry (served at ``/metrics`` by ``edged.web.server``).
 
 Metric families are created on first use, so drivers can count new events
 without a central list. Names are prefixed ``edged_``: ``count("polls", ...)``
@@ -9,8 +9,6 @@ becomes ``edged_polls_total``, ``observe("poll", ...)`` becomes
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -28,6 +26,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 log = logging.getLogger(__name__)
 
 PREFIX = "edged_"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""The content type of ``render()``."""
 
 # Latencies of polls and exchanges range from a millisecond (Modbus TCP on the
 # LAN) to seconds (M-Bus at 300 baud, timeouts).
@@ -72,10 +72,6 @@ HELP: dict[str, str] = {
 
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
 
-# A request head larger than this is not a scraper.
-_MAX_HEAD = 8192
-_HEAD_TIMEOUT = 10.0
-
 
 def metric_name(name: str) -> str:
     """The Prometheus-safe name of an event or gauge (without prefix and suffix)."""
@@ -96,8 +92,6 @@ class Metrics:
         self._gauges: dict[str, tuple[Gauge, tuple[str, ...]]] = {}
         self._totals: dict[str, Counter] = {}
         self._total_seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        self._server: asyncio.Server | None = None
-        self.port: int | None = None
 
     def count(self, event: str, driver: str, device_id: str | None = None, n: int = 1) -> None:
         """Add ``n`` to the counter of an event for a driver (and device)."""
@@ -176,60 +170,6 @@ class Metrics:
         """The registry in the Prometheus text exposition format."""
         return generate_latest(self.registry)
 
-    async def start(self, host: str, port: int) -> None:
-        """Start the HTTP endpoint and return; ``.port`` is the bound port (``port=0``: any)."""
-        await self._bind(host, port)
-
-    async def serve(self, host: str, port: int) -> None:
-        """Serve ``GET /metrics`` until cancelled (run it as a task); ``.port`` once bound."""
-        server = await self._bind(host, port)
-        try:
-            await server.serve_forever()
-        finally:
-            await self.close()
-
-    async def _bind(self, host: str, port: int) -> asyncio.Server:
-        server = await asyncio.start_server(self._handle, host, port, limit=_MAX_HEAD)
-        self._server = server
-        self.port = server.sockets[0].getsockname()[1]
-        log.info("metrics endpoint listening host=%s port=%s", host, self.port)
-        return server
-
-    async def close(self) -> None:
-        """Stop the HTTP endpoint."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(_HEAD_TIMEOUT):
-                head = await reader.readuntil(b"\r\n\r\n")
-            method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
-            path = rest.split(" ", 1)[0].split("?", 1)[0]
-            if method not in ("GET", "HEAD"):
-                await _respond(writer, 405, b"only GET\n", extra=b"Allow: GET, HEAD\r\n")
-            elif path == "/metrics":
-                # Rendering walks every series; keep it off the loop.
-                body = await asyncio.to_thread(self.render)
-                await _respond(
-                    writer, 200, body, CONTENT_TYPE_PLAIN_0_0_4, head_only=method == "HEAD"
-                )
-            elif path == "/":
-                await _respond(writer, 200, b"edged metrics: /metrics\n")
-            else:
-                await _respond(writer, 404, b"not found; try /metrics\n")
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            with contextlib.suppress(ConnectionError):
-                await _respond(writer, 400, b"bad request\n")
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
 
 class _ProcessCollector(ProcessCollector):
     """Process metrics that work under ``ProcSubset=pid``.
@@ -241,24 +181,3 @@ class _ProcessCollector(ProcessCollector):
 
     def _boot_time(self) -> float:
         return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
-
-
-async def _respond(
-    writer: asyncio.StreamWriter,
-    status: int,
-    body: bytes,
-    content_type: str = "text/plain; charset=utf-8",
-    head_only: bool = False,
-    extra: bytes = b"",
-) -> None:
-    writer.write(
-        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n".encode()
-        + extra
-        + b"\r\n"
-        + (b"" if head_only else body)
-    )
-    await writer.drain()

@@ -11,10 +11,11 @@ unlicensed) live here; samples go on to the pipeline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +153,8 @@ class Supervisor:
         # Reloads, licence changes and reconnects change the same tasks: one at a time.
         self._lock = asyncio.Lock()
         self._closing = False
+        # Connections whose bus something else uses for a while (a scan): no task runs.
+        self._paused: set[str] = set()
 
     # -- what drivers report ------------------------------------------------------------
 
@@ -237,6 +240,8 @@ class Supervisor:
                 f"device {device_id!r} is not served by a running connection "
                 f"(state {st.state.value})"
             )
+        if name in self._paused:
+            raise EdgedError(f"connection {name!r} is being scanned; it resumes after the scan")
         if not run.driver.polled:
             raise EdgedError(
                 f"device {device_id!r} connects to edged itself (connection {name!r}); "
@@ -250,6 +255,34 @@ class Supervisor:
                     self._supervise(name, run), name=f"connection:{name}"
                 )
         return name
+
+    @contextlib.asynccontextmanager
+    async def paused(self, name: str) -> AsyncIterator[None]:
+        """Stop a connection's task for the time of the block (a bus scan), then restart it.
+
+        One bus carries one exchange at a time: the scan must not talk across the polls. A
+        reload meanwhile may replace the connection; the replacement starts after the block.
+        """
+        async with self._lock:
+            if name in self._paused:
+                raise EdgedError(f"connection {name!r} is already being scanned")
+            self._paused.add(name)
+            run = self.connections.get(name)
+            if run is not None:
+                log.info("pausing connection connection=%s (scan)", name)
+                await cancel_and_wait(_tasks([run]))
+                run.task = None
+        try:
+            yield
+        finally:
+            async with self._lock:
+                self._paused.discard(name)
+                run = self.connections.get(name)
+                if run is not None and run.task is None and not self._closing:
+                    log.info("resuming connection connection=%s", name)
+                    run.task = asyncio.create_task(
+                        self._supervise(name, run), name=f"connection:{name}"
+                    )
 
     # -- connections --------------------------------------------------------------------
 
@@ -348,7 +381,10 @@ class Supervisor:
                 ConnectionContext(self, kind, devs),
                 prov.connections[name].settings,
             )
-            run.task = asyncio.create_task(self._supervise(name, run), name=f"connection:{name}")
+            if name not in self._paused:
+                run.task = asyncio.create_task(
+                    self._supervise(name, run), name=f"connection:{name}"
+                )
             self.connections[name] = run
         if prov.unlicensed:
             log.warning(

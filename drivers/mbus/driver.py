@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers.mbus.address import Address, parse_address
+from drivers.mbus.address import PRIMARY_MAX, Address, parse_address
 from drivers.mbus.mapping import PROFILE_DIR, PROTOCOL, Profile, load_profile, map_telegrams
-from drivers.mbus.master import Master
+from drivers.mbus.master import Master, header_address
 from drivers.mbus.transport import BAUDRATES, PARITIES, LineSettings, LinkSpec
 from edged import profiles
-from edged.api import CliCommand, DriverContext, Options, SimulatorCommand
-from edged.errors import DecodeError, DeviceTimeout
+from edged.api import (
+    CliCommand,
+    DriverContext,
+    Options,
+    ScanEvent,
+    ScanFound,
+    ScanRequest,
+    SimulatorCommand,
+)
+from edged.errors import DecodeError, DeviceTimeout, EdgedError
 from edged.model import ConnectionSpec, DeviceSpec
 from edged.polling import PolledConnection
 from edged.reconnect import Reconnect
@@ -147,6 +155,26 @@ class MBusDriver:
 
         return SimulatorCommand("simulated M-Bus meters (pty or TCP)", simulator.main)
 
+    async def scan(self, settings: MBusSettings, request: ScanRequest) -> AsyncIterator[ScanEvent]:
+        """Primary scan of the bus (``edged.api.Scannable``): each meter as it answers."""
+        if not 0 <= request.first <= request.last <= PRIMARY_MAX:
+            raise ValueError(
+                f"primary addresses are 0-{PRIMARY_MAX} (251-255 are reserved), "
+                f"got {request.first}-{request.last}"
+            )
+        bus = settings.bus
+        link = await bus.link.open()
+        try:
+            master = Master(link, retries=bus.retries, timeout=bus.timeout, frame_gap=bus.frame_gap)
+            addresses = range(request.first, request.last + 1)
+            for n, address in enumerate(addresses, 1):
+                if await master.scan_primary(range(address, address + 1), retries=0):
+                    yield ScanEvent(n, len(addresses), await _identify(master, address))
+                else:
+                    yield ScanEvent(n, len(addresses))
+        finally:
+            await link.close()
+
     async def run(self, settings: MBusSettings, ctx: DriverContext) -> None:
         """Poll the bus until cancelled, reopening the link with backoff when it fails."""
         await self.runner(settings, ctx).run()
@@ -232,6 +260,27 @@ class MeterPoller:
             error,
         )
         return error
+
+
+async def _identify(master: Master, address: int) -> ScanFound:
+    """What a meter that acknowledged its primary address says about itself."""
+    try:
+        reading = await master.read(address)
+    except EdgedError as exc:
+        return ScanFound(str(address), {"error": f"answered SND_NKE but not REQ_UD2: {exc}"})
+    details: dict[str, str] = {}
+    secondary = header_address(reading.frames[0])
+    if secondary is not None:
+        details["secondary"] = str(secondary)
+    header = reading.telegrams[0].header if reading.telegrams else None
+    if header is not None:
+        details.update(
+            id=f"{header.id:08d}",
+            manufacturer=header.manufacturer,
+            medium=header.medium_name,
+            version=str(header.version),
+        )
+    return ScanFound(str(address), details)
 
 
 async def _close(master: Master) -> None:
