@@ -5,6 +5,10 @@ This test changes the machine: it installs the package (user ``edged``, /opt/edg
 install is there, and purges and restores what it touched at the end, also on failure.
 Without systemd as PID 1 (containers, this CI) the maintainer scripts cannot start or
 restart the unit; the test then checks those steps statically and says which.
+
+It installs as an installer does, with `apt-get install ./edged_….deb`, so apt resolves the
+package's Depends from Debian (a fresh machine may lack ``adduser``). Builds keep their wheel
+cache in a pytest temporary directory shared by the session, never in the checkout.
 """
 
 from __future__ import annotations
@@ -48,7 +52,14 @@ SYSTEMD_RUNS = Path("/run/systemd/system").is_dir()
 pytestmark = pytest.mark.slow
 
 
-def run(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+# apt-get's exit status when a dpkg it ran failed (here: the preinst refusing the upgrade).
+APT_DPKG_FAILED = 100
+
+
+def run(
+    *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a command (stdin closed: a dpkg prompt fails instead of hanging)."""
     proc = subprocess.run(
         list(args),
@@ -56,6 +67,7 @@ def run(*args: str, check: bool = True, timeout: float = 600) -> subprocess.Comp
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
     if check:
         assert proc.returncode == 0, f"{args} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
@@ -69,22 +81,75 @@ def installed_version() -> str | None:
     return version if q.returncode == 0 and status == "installed" else None
 
 
-def ensure_tools() -> None:
-    """lintian and Debian's python3-venv, from apt when missing (CI machines are fresh)."""
-    missing = [] if shutil.which("lintian") else ["lintian"]
+def ensure_tools(*, lintian: bool) -> None:
+    """What `make deb` (and the lint) need, from apt when missing (CI machines are fresh).
+
+    Debian's /usr/bin/python3 with venv and ensurepip builds the package's virtualenv;
+    dpkg-deb packs it. As root the missing packages are installed; otherwise the test fails
+    naming them: a skip would hide a missing install step.
+    """
+    missing = [] if shutil.which("dpkg-deb") else ["dpkg"]
+    if lintian and not shutil.which("lintian"):
+        missing.append("lintian")
     venv_ok = run("/usr/bin/python3", "-c", "import venv, ensurepip", check=False)
     if venv_ok.returncode != 0:
+        # python3-venv depends on python3, so this also brings /usr/bin/python3 itself.
         missing.append("python3-venv")
-    if missing:
-        run("apt-get", "update", "-qq")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", *missing],
-            check=True,
-            env=env,
-            capture_output=True,
-            timeout=900,
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        pytest.fail(
+            f"missing Debian packages: apt-get install {' '.join(missing)} (or run as root)"
         )
+    run("apt-get", "update", "-qq", env=APT_ENV, timeout=900)
+    run("apt-get", "install", "-y", "-qq", *missing, env=APT_ENV, timeout=900)
+
+
+def apt_install(deb: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`apt-get install ./edged_….deb`, as README tells installers: apt resolves Depends.
+
+    A fresh machine has no package lists (or stale ones): when the simulation cannot
+    resolve the Depends, or would fetch anything besides edged, the lists are updated first.
+    """
+    sim = run("apt-get", "install", "--simulate", "-y", str(deb), check=False, env=APT_ENV)
+    fetched = re.findall(r"^Inst (\S+)", sim.stdout, re.M)
+    if sim.returncode != 0 or set(fetched) - {"edged"}:
+        run("apt-get", "update", "-qq", env=APT_ENV, timeout=900)
+    return run("apt-get", "install", "-y", str(deb), check=check, env=APT_ENV, timeout=900)
+
+
+def checkout_build_paths() -> list[str]:
+    """Every file under the checkout's build/ and dist/ (where `make deb` writes by default).
+
+    With size and modification time: the same list before and after a test means its builds
+    wrote nothing there, which `git status --porcelain` cannot show for these git-ignored
+    paths (and a CI machine needs no git to run the tests).
+    """
+    files = []
+    for top in ("build", "dist"):
+        for path in sorted((REPO / top).rglob("*")):
+            st = path.lstat()
+            files.append(f"{path.relative_to(REPO)} {st.st_size} {st.st_mtime_ns}")
+    return files
+
+
+def verify_unit(unit: Path) -> tuple[list[str], list[str]]:
+    """`systemd-analyze verify` of ``unit``: (lines about the unit, lines ignored).
+
+    Only lines that systemd attributes to the unit itself (``edged.service: …`` or
+    ``<unit path>:<line>: …``) count. Everything else is about the environment, not the
+    unit, and its wording varies with the systemd version and the machine: no systemd as
+    PID 1, no D-Bus, missing /run paths, unit files of other packages that the verifier
+    loads as dependencies (network-online.target, …). Those are returned to be shown.
+    """
+    proc = run("systemd-analyze", "verify", "--man=no", "--no-pager", str(unit), check=False)
+    about_unit, ignored = [], []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if not line.strip():
+            continue
+        own = line.startswith((f"{unit.name}:", f"{unit}:"))
+        (about_unit if own else ignored).append(line)
+    return about_unit, ignored
 
 
 def base_version() -> str:
@@ -102,11 +167,17 @@ def bump(version: str, part: int) -> str:
     return ".".join(map(str, parts))
 
 
-def make_deb(out: Path, *extra: str, compress: str = "gzip") -> subprocess.Popen[str]:
-    """`make deb` into ``out`` (started, not waited for); wheels are cached in build/wheels."""
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel cache shared by every build of the session, outside the checkout."""
+    return tmp_path_factory.mktemp("deb-wheels")
+
+
+def make_deb(out: Path, wheels: Path, *extra: str, compress: str = "gzip") -> subprocess.Popen[str]:
+    """`make deb` into ``out`` (started, not waited for), caching wheels in ``wheels``."""
     return subprocess.Popen(
         ["make", "--no-print-directory", "-s", "-C", str(REPO), "deb", f"DEB_OUT={out}",
-         f"DEB_COMPRESS={compress}", *extra],
+         f"DEB_WHEELHOUSE={wheels}", f"DEB_COMPRESS={compress}", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -176,7 +247,7 @@ def machine() -> Iterator[Machine]:
             f"an edged installation this test did not make is present (package "
             f"{installed_version()}, {PREFIX}, {CONFIG.parent}): refusing to replace it"
         )
-    ensure_tools()
+    ensure_tools(lintian=True)
     # /var/tmp, not the pytest tmp dir: the service user must reach the launcher and licences.
     work = Path(tempfile.mkdtemp(prefix="edged-deb-test-", dir="/var/tmp"))
     os.chmod(work, 0o755)
@@ -372,19 +443,22 @@ def check_installed_files(version: str) -> None:
     assert not re.search(r"site-packages/(tools|tests)/|TEST-ONLY|\.pem$", listing, re.M)
 
 
-def test_deb_install_run_upgrade_refuse_remove_purge(machine: Machine, broker: Broker) -> None:
+def test_deb_install_run_upgrade_refuse_remove_purge(
+    machine: Machine, broker: Broker, wheelhouse: Path
+) -> None:
     m = machine
     base = base_version()
     update, feature = bump(base, 2), bump(base, 1)
     static: list[str] = []
+    checkout_before = checkout_build_paths()
 
     # -- build: the release as pyproject says (xz, as shipped), then an update and a feature
     # release, which reuse the wheels of the first build.
-    first = finish(make_deb(m.work / "v1", compress="xz"))
+    first = finish(make_deb(m.work / "v1", wheelhouse, compress="xz"))
     assert first.name == f"edged_{base}_{run('dpkg', '--print-architecture').stdout.strip()}.deb"
     builds = [
-        make_deb(m.work / "v2", f"VERSION={update}", "RELEASE_KIND=update"),
-        make_deb(m.work / "v3", f"VERSION={feature}", "RELEASE_KIND=feature"),
+        make_deb(m.work / "v2", wheelhouse, f"VERSION={update}", "RELEASE_KIND=update"),
+        make_deb(m.work / "v3", wheelhouse, f"VERSION={feature}", "RELEASE_KIND=feature"),
     ]
     lint = run("lintian", str(first), check=False)
     print(f"lintian {first.name}: exit {lint.returncode}\n{lint.stdout}{lint.stderr}")
@@ -395,9 +469,9 @@ def test_deb_install_run_upgrade_refuse_remove_purge(machine: Machine, broker: B
     upd_deb, feat_deb = (finish(b) for b in builds)
 
     # -- install: user, directories, files; the skeleton is refused, so nothing starts.
-    inst = run("dpkg", "-i", str(first))
+    inst = apt_install(first)
     out = inst.stdout + inst.stderr
-    print(f"dpkg -i {first.name}:\n{out}")
+    print(f"apt-get install {first.name}:\n{out}")
     assert "edged: not started: config error: /etc/edged/edged.toml" in out, out
     assert "gateway.id: required key is missing" in out
     assert "then: systemctl start edged" in out
@@ -409,9 +483,20 @@ def test_deb_install_run_upgrade_refuse_remove_purge(machine: Machine, broker: B
         assert owner(d) == ("edged", "edged", 0o750), (d, owner(d))
     wants = Path("/etc/systemd/system/multi-user.target.wants/edged.service")
     assert wants.is_symlink() and os.readlink(wants) == str(UNIT)  # enabled for the next boot
-    verify = run("systemd-analyze", "verify", "--man=no", str(UNIT), check=False)
-    assert verify.returncode == 0 and verify.stdout + verify.stderr == "", verify.stderr
-    static.append("systemd-analyze verify of the installed unit against /opt/edged/bin/edged")
+    # The verifier must see a broken unit as broken here, or its silence proves nothing.
+    (m.work / "broken").mkdir()
+    broken = m.work / "broken" / UNIT.name
+    broken.write_text(UNIT.read_text().replace(f"{PREFIX}/bin/edged", "/nonexistent/edged"))
+    flagged, _ = verify_unit(broken)
+    assert any("/nonexistent/edged" in line for line in flagged), flagged
+    about_unit, ignored = verify_unit(UNIT)
+    assert not about_unit, "\n".join(about_unit)
+    if ignored:
+        print("systemd-analyze verify: ignored (environment, other units):\n" + "\n".join(ignored))
+    static.append(
+        f"systemd-analyze verify of the installed unit against {PREFIX}/bin/edged "
+        f"({len(ignored)} line(s) about the environment or other units ignored)"
+    )
 
     # -- configure for a test broker and a simulated Modbus meter; the installed CLI accepts it.
     sim_port = free_port()
@@ -452,9 +537,9 @@ def test_deb_install_run_upgrade_refuse_remove_purge(machine: Machine, broker: B
 
     # -- upgrade to the update release: the gate lets it pass; config, data, licences stay.
     config_text = CONFIG.read_text()
-    up = run("dpkg", "-i", str(upd_deb))
+    up = apt_install(upd_deb)
     out = up.stdout + up.stderr
-    print(f"dpkg -i {upd_deb.name}:\n{out}")
+    print(f"apt-get install {upd_deb.name}:\n{out}")
     assert f"install gate: edged {update} (update release" in out, out
     assert "no maintenance licence needed" in out
     check_installed_files(update)
@@ -505,10 +590,14 @@ def test_deb_install_run_upgrade_refuse_remove_purge(machine: Machine, broker: B
     assert re.search(r"edged started gateway=gw-deb devices=\d+ unlicensed=1", log3.read_text())
 
     # -- a feature release no installed licence covers is refused before anything changes.
-    refused = run("dpkg", "-i", str(feat_deb), check=False)
+    refused = apt_install(feat_deb, check=False)
     out = refused.stdout + refused.stderr
-    print(f"dpkg -i {feat_deb.name}: exit {refused.returncode}\n{out}")
-    assert refused.returncode != 0, out
+    print(f"apt-get install {feat_deb.name}: exit {refused.returncode}\n{out}")
+    assert refused.returncode == APT_DPKG_FAILED, out
+    assert (
+        "new edged package pre-installation script subprocess returned error exit status 1" in out
+    )
+    assert "E: Sub-process /usr/bin/dpkg returned an error code (1)" in out
     assert f"install gate: REFUSED: edged {feature} (feature release" in out, out
     assert f"needs a maintenance licence or an upgrade licence for {feature}" in out, out
     assert f"edged: not upgraded; edged {update} stays installed" in out
@@ -528,6 +617,9 @@ def test_deb_install_run_upgrade_refuse_remove_purge(machine: Machine, broker: B
     assert not CONFIG.parent.exists() and not DATA.exists()
     assert (LICENCES / "deb-test-marker").is_file()
     assert installed_version() is None
+    # The builds cached their wheels in the session's temp dir, not in build/ or dist/.
+    assert any(wheelhouse.glob("*.whl"))
+    assert checkout_build_paths() == checkout_before
 
     if not SYSTEMD_RUNS:
         # Shown in the warnings summary of every run, not only with -s.
@@ -551,11 +643,15 @@ def test_gate_takes_the_release_being_installed(tmp_path: Path) -> None:
                       "0.1.0 2026-01-01 feature"]) == 0  # fmt: skip
 
 
-def test_arm64_package_is_built_from_aarch64_wheels(tmp_path: Path) -> None:
-    """`make deb DEB_ARCH=arm64`: built here, not run (no arm64 machine in CI)."""
-    if not shutil.which("dpkg-deb"):
-        pytest.fail("dpkg-deb is missing: apt-get install dpkg")
-    deb = finish(make_deb(tmp_path / "out", "DEB_ARCH=arm64"))
+def test_arm64_package_is_built_from_aarch64_wheels(tmp_path: Path, wheelhouse: Path) -> None:
+    """`make deb DEB_ARCH=arm64`: built here, not run (no arm64 machine in CI).
+
+    Needs PyPI for the aarch64 wheels, and Debian's python3-venv (installed as root when
+    missing, as for the amd64 package).
+    """
+    ensure_tools(lintian=False)
+    checkout_before = checkout_build_paths()
+    deb = finish(make_deb(tmp_path / "out", wheelhouse, "DEB_ARCH=arm64"))
     assert deb.name == f"edged_{base_version()}_arm64.deb"
     assert run("dpkg-deb", "-f", str(deb), "Architecture").stdout.strip() == "arm64"
     run("dpkg-deb", "-x", str(deb), str(tmp_path / "root"))
@@ -568,3 +664,5 @@ def test_arm64_package_is_built_from_aarch64_wheels(tmp_path: Path) -> None:
         assert int.from_bytes(header[18:20], "little") == 183, so  # EM_AARCH64
     assert (site / "edged/__init__.py").is_file()
     assert os.readlink(tmp_path / "root/opt/edged/bin/python3") == "/usr/bin/python3"
+    assert any((wheelhouse / "arm64").glob("*aarch64*.whl"))
+    assert checkout_build_paths() == checkout_before
