@@ -35,6 +35,11 @@ def console_backend(daemon: Daemon) -> Backend:
     def targets() -> dict[str, tuple[Any, Any]]:
         return {n: (c.driver, c.settings) for n, c in daemon._current().connections.items()}
 
+    def circuits() -> list[dict[str, Any]]:
+        # Set by the app while load management runs; it can change on a reload.
+        status_of = daemon.status_service.circuits
+        return status_of() if status_of is not None else []
+
     return Backend(
         status=daemon.status_service.status,
         live=daemon.live,
@@ -49,4 +54,5 @@ def console_backend(daemon: Daemon) -> Backend:
         scans=ScanJobs(targets, daemon.supervisor.paused),
         events=daemon.events,
         history=History(daemon.live, lambda: list(daemon.supervisor.devices)),
+        circuits=circuits,
     )

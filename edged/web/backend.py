@@ -27,3 +27,5 @@ class Backend:
     scans: ScanJobs
     events: EventLog
     history: History
+    circuits: Callable[[], list[dict[str, Any]]] = lambda: []
+    """Load management's circuits as in ``edged status --json`` (empty: none configured)."""

@@ -60,9 +60,13 @@ def page(
         backend = request.app.get(ctx.BACKEND)
         gateway = str(backend.status().get("gateway") or "") if backend else ""
     here = "/" + name.replace("dashboard", "")
+    links: tuple[tuple[str, str], ...] = NAV
+    backend = request.app.get(ctx.BACKEND)
+    if backend is not None and backend.circuits():
+        links = (*NAV[:2], ("/circuits", "Circuits"), *NAV[2:])
     nav = "".join(
         f'<a href="{href}"{" class=current" if href == here else ""}>{label}</a>'
-        for href, label in NAV
+        for href, label in links
     )
     logout = ""
     if auth.required and auth.allowed(ctx.session_of(request)):

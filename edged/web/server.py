@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from edged.metrics import CONTENT_TYPE, Metrics
-from edged.web import api, pages
+from edged.web import api, circuits, pages
 from edged.web.auth import COOKIE, Auth, Session
 from edged.web.backend import Backend
 from edged.web.context import (
@@ -186,6 +186,7 @@ def build_app(
         app[BACKEND] = backend
         api.add_routes(app.router)
         pages.add_routes(app.router)
+        circuits.add_routes(app.router)
         app.router.add_static("/static/", STATIC, append_version=False)
     else:
         app.router.add_get("/", _metrics_only)

@@ -33,6 +33,10 @@ def problems(value: Any, shape: Any, where: str = "$") -> list[str]:
         if shape == "any":
             return []
         for name in shape.split("|"):
+            if name.startswith("[") and name.endswith("]"):  # "[number]|null": a list or null
+                if isinstance(value, list) and not problems(value, [name[1:-1]], where):
+                    return []
+                continue
             types = _TYPES[name]
             if isinstance(value, bool) and bool not in types:
                 continue  # a bool is no int here

@@ -87,6 +87,11 @@ async def test_rest_answers_have_the_documented_shapes_and_metrics_parse(
             scans = await get(http, "/api/scans")
             check(scans, "GET /api/scans")
             assert scans == {"buses": [], "scans": []}  # no M-Bus configured here
+            circuits = await get(http, "/api/circuits")
+            check(circuits, "GET /api/circuits")
+            assert circuits == {"circuits": []}  # no load management here: no page link
+            async with http.get("/") as r:
+                assert 'href="/circuits"' not in await r.text()
 
             token = {"X-CSRF-Token": session["csrf"]}
             async with http.post("/api/devices/m1/reconnect", headers=token) as r:

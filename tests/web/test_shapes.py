@@ -20,6 +20,7 @@ def test_every_documented_endpoint_has_a_shape() -> None:
         "POST /api/licences/ID/release",
         "GET /api/scans/ID",
         "GET /api/events",
+        "GET /api/circuits",
     ):
         assert endpoint in shapes, endpoint
 
@@ -35,3 +36,12 @@ def test_checker_rejects_wrong_types_missing_keys_and_bad_items() -> None:
     assert problems({**good, "d": [{"x": "1"}]}, shape)
     assert problems({**good, "e": {"k": 3}}, shape)
     assert problems({**good, "d": {}}, shape)
+
+
+def test_checker_takes_a_list_of_a_simple_type_or_null() -> None:
+    shape = {"m": "[number]|null"}
+    assert problems({"m": [1, 2.5, 3]}, shape) == []
+    assert problems({"m": None}, shape) == []
+    assert problems({"m": [1, "2"]}, shape)
+    assert problems({"m": 1}, shape)
+    assert problems({"m": [True]}, shape)

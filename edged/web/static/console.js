@@ -153,6 +153,57 @@ async function loadHistory(id) {
   drawChart();
 }
 
+// -- circuits page: the markup of edged/web/circuits.py, rebuilt from /api/circuits --------
+
+function amps(v) {
+  return v === null || v === undefined ? "-" : String(parseFloat(Number(v).toPrecision(6)));
+}
+
+function phaseCells(values) {
+  return (values || [null, null, null]).map((v) => el("td", { class: "num" }, amps(v)));
+}
+
+function circuitLimit(c) {
+  const parts = [];
+  if (c.max_current !== null && c.max_current !== undefined) parts.push(amps(c.max_current) + " A per phase");
+  if (c.max_power !== null && c.max_power !== undefined) parts.push(amps(c.max_power) + " W");
+  return parts.join(" and ") || "-";
+}
+
+function chargerRow(ch) {
+  return el("tr", { "data-charger": ch.charger },
+    el("td", {}, ch.charger), el("td", {}, ch.phases || ""), el("td", {}, stateBadge(ch.state)),
+    ...phaseCells(ch.per_phase), el("td", { class: "num" }, amps(ch.limit_sent)),
+    el("td", {}, ch.rejected ? "refuses profiles: " + ch.rejected : ""));
+}
+
+function circuitSection(c) {
+  const mode = c.mode || "-";
+  const title = el("h2", {}, c.name);
+  if (c.parent) title.append(" ", el("span", { class: "muted" }, "in " + c.parent));
+  let meter = c.meter ? "meter " + c.meter : "no meter of its own";
+  if (c.measured_age !== null && c.measured_age !== undefined) meter += ", reading " + amps(c.measured_age) + " s old";
+  const head = el("tr", {}, el("th", {}, "A"), el("th", {}, "L1"), el("th", {}, "L2"), el("th", {}, "L3"));
+  return el("section", { class: "circuit", "data-circuit": c.name }, title,
+    el("p", {}, el("span", { class: "mode mode-" + mode }, mode), " ",
+      el("span", { class: "reason" }, mode === "fail-safe" ? c.reason || "" : "")),
+    el("p", {}, "limit ", el("span", { class: "limit" }, circuitLimit(c)), "; ",
+      el("span", { class: "meter muted" }, meter)),
+    el("table", { class: "phases" }, el("thead", {}, head), el("tbody", {},
+      el("tr", { class: "measured" }, el("td", {}, "measured load"), ...phaseCells(c.measured)),
+      el("tr", { class: "available" }, el("td", {}, "left for chargers"), ...phaseCells(c.available)))),
+    el("table", { class: "chargers" }, el("thead", {}, el("tr", {},
+      ...["charger", "phases", "state", "L1 (A)", "L2 (A)", "L3 (A)", "limit on the charger (A)", "note"]
+        .map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...(c.chargers || []).map(chargerRow))));
+}
+
+async function refreshCircuits() {
+  const doc = await getJSON("/api/circuits");
+  const box = document.getElementById("circuits");
+  if (box && doc.circuits.length) box.replaceChildren(...doc.circuits.map(circuitSection));
+}
+
 // -- scan page ---------------------------------------------------------------------------
 
 function foundRow(f) {
@@ -203,6 +254,8 @@ document.addEventListener("DOMContentLoaded", () => {
     loadHistory(id).catch(console.warn);
     every(1000, () => refreshDevice(id));
     every(60000, () => loadHistory(id));
+  } else if (page === "circuits") {
+    every(1000, refreshCircuits);
   } else if (page === "scan" && document.body.dataset.job) {
     watchScan(document.body.dataset.job);
   }
