@@ -166,19 +166,119 @@ async def test_a_failing_action_is_retried_with_backoff_then_works() -> None:
     assert status["failed"] == 0 and status["last_error"] is None
 
 
+async def until(condition: Any, what: str) -> None:
+    """Poll a condition of the running actions (generous: the machine is shared)."""
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 async def test_an_action_that_keeps_failing_is_reported() -> None:
     site = Site(failures=100)
     site.engine.set_rules([limit_rule(hold=0.0)])
     site.value(7000)
-    await settle(site)
-    assert site.counts[("failed", "limit-ev")] == 1
+    await until(lambda: site.counts[("failed", "limit-ev")] == 1, "the failure report")
     (status,) = site.engine.status()
     assert status["failed"] == 1
     assert "charger ev1 limit 6 A: charger is not connected" in status["last_error"]
     failed = [b for k, b in site.events if k == "action_failed"]
     assert failed and failed[0]["error"] == "charger is not connected"
     # The event action after the failed command still ran.
-    assert any(b.get("event") == "grid_import_high" for k, b in site.events if k == "action")
+    await until(
+        lambda: any(b.get("event") == "grid_import_high" for k, b in site.events if k == "action"),
+        "the event action",
+    )
+
+
+async def test_a_failed_action_is_retried_while_the_rule_stays_fired() -> None:
+    site = Site(failures=100)
+    site.engine.set_rules([limit_rule(hold=0.0)])
+    site.value(7000)
+    await until(lambda: site.counts[("failed", "limit-ev")] == 1, "the failure report")
+    # Long after the first attempts were used up, the charger takes commands again.
+    await until(lambda: site.failures < 90, "more retries")
+    assert site.commands == []
+    site.failures = 0
+    await until(lambda: site.commands == [SetChargingLimit("ev1", 6.0)], "the limit sent")
+    await settle(site)
+    (status,) = site.engine.status()
+    assert status["state"] == "active" and status["last_error"] is None
+    # Reported once, however many retries it took.
+    assert status["failed"] == 1 and site.counts[("failed", "limit-ev")] == 1
+    assert len([k for k, _ in site.events if k == "action_failed"]) == 1
+
+
+async def test_a_clearing_ends_the_retries_of_the_firing() -> None:
+    site = Site(failures=10_000)
+    site.engine.set_rules([limit_rule(hold=0.0)])
+    site.value(7000)
+    await until(lambda: site.counts[("failed", "limit-ev")] == 1, "the failure report")
+    site.failures = 0
+    site.value(3000)
+    await settle(site)
+    assert site.commands == [SetChargingLimit("ev1", 16.0)]
+    await asyncio.sleep(0.1)
+    assert site.commands == [SetChargingLimit("ev1", 16.0)]
+
+
+async def test_a_charger_coming_back_gets_the_current_state_again() -> None:
+    site = Site()
+    site.states["ev1"] = DeviceState.ONLINE
+    site.engine.set_rules([limit_rule(hold=0.0)])
+    site.value(7000)
+    await settle(site)
+    assert site.commands == [SetChargingLimit("ev1", 6.0)]
+    events = len(site.events)
+    # The charger reboots: offline, then online again; it lost its limit.
+    site.states["ev1"] = DeviceState.OFFLINE
+    site.tick(1.0)
+    site.states["ev1"] = DeviceState.ONLINE
+    site.tick(1.0)
+    await settle(site)
+    assert site.commands == [SetChargingLimit("ev1", 6.0)] * 2
+    # Only the charger's action runs again, not the event.
+    assert len(site.events) == events
+    # A reconnection without an offline state in between: link_connects changes.
+    for n in (1.0, 1.0, 2.0):
+        site.clock.t += 1
+        sample = Sample("ev1", site.clock.t, {"link_connects": n})
+        site.live.update(sample)
+        site.engine.observe(sample)
+        await settle(site)
+    assert site.commands == [SetChargingLimit("ev1", 6.0)] * 4
+    # After the clearing, the state kept in force is the clear's.
+    site.value(3000)
+    await settle(site)
+    site.states["ev1"] = DeviceState.OFFLINE
+    site.tick(1.0)
+    site.states["ev1"] = DeviceState.ONLINE
+    site.tick(1.0)
+    await settle(site)
+    assert site.commands[-2:] == [SetChargingLimit("ev1", 16.0)] * 2
+
+
+async def test_a_charger_coming_back_is_retried_at_once() -> None:
+    site = Site(failures=10_000)
+    site.engine = Engine(
+        site.live,
+        site.command,
+        site.publish,
+        site.states.get,
+        lambda e, r, n: site.counts.update({(e, r): n}),
+        site.clock,
+        backoff=lambda: Reconnect(0.01, 3600.0, jitter=0.0),
+        attempts=2,
+    )
+    site.states["ev1"] = DeviceState.OFFLINE
+    site.engine.set_rules([limit_rule(hold=0.0)])
+    site.value(7000)
+    await until(lambda: site.counts[("failed", "limit-ev")] == 1, "the failure report")
+    site.failures = 0
+    site.states["ev1"] = DeviceState.ONLINE  # the next retry would be an hour away
+    site.tick(1.0)
+    await until(lambda: site.commands == [SetChargingLimit("ev1", 6.0)], "the limit sent")
 
 
 async def test_a_clearing_supersedes_a_firing_still_retrying() -> None:
@@ -279,6 +379,7 @@ async def test_an_unexpected_driver_error_is_reported_not_raised() -> None:
     site.engine._command = broken
     site.engine.set_rules([limit_rule(hold=0.0)])
     site.value(7000)
-    await settle(site)
+    await until(lambda: site.engine.status()[0]["failed"] == 1, "the failure report")
     (status,) = site.engine.status()
-    assert status["failed"] == 1 and "ValueError: driver bug" in status["last_error"]
+    assert "ValueError: driver bug" in status["last_error"]
+    await site.engine.close()

@@ -6,9 +6,15 @@ caused it, counted (``fired``, ``cleared``, ``failed`` per rule) and its actions
 task of their own, one after the other: an event goes to the uplink's event queue, a
 command through the driver that owns the device (``edged.api.Commandable``). A failing
 action is retried under the shared reconnect policy (capped, jittered backoff) and, once
-its attempts are used up, reported (log line, counter, ``edged status``, an
-``action_failed`` event). A newer transition of the same rule supersedes the actions of
-the previous one still running, so a late retry never undoes a clearing.
+its first attempts are used up, reported once (log line, counter, ``edged status``, an
+``action_failed`` event); it is then retried at the backoff maximum for as long as the
+rule stays in that state, because giving up would leave a fired limit unsent while the
+condition that asked for it still holds. When a device an action of the current state
+commands comes back (its device state goes online again, or an OCPP charger's
+``link_connects`` changes: it reconnected, and may have rebooted and lost its limits),
+the current state's actions on that device run again at once. A newer transition of the
+same rule supersedes the actions of the previous one still running, so a late retry never
+undoes a clearing.
 """
 
 from __future__ import annotations
@@ -37,11 +43,13 @@ Count = Callable[[str, str, int], None]
 """count(event, rule, n): add n to ``fired``, ``cleared`` or ``failed`` of a rule."""
 
 ATTEMPTS = 5
-"""Tries of one action before it is reported as failed."""
+"""Tries of one action before it is reported as failed (it is retried after that)."""
 RETRY_INITIAL = 1.0
 RETRY_MAX = 30.0
 EVENT_KIND = "action"
 FAILED_KIND = "action_failed"
+LINK_CONNECTS = "link_connects"
+"""Live value of an OCPP charger that counts its connections: a change is a reconnection."""
 
 
 def _backoff() -> Reconnect:
@@ -61,6 +69,14 @@ class RuleStatus:
     failed: int = 0
     last_error: str | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    actions: tuple[Action, ...] = ()
+    """The actions of the last transition: those the current state keeps in force."""
+    fields: dict[str, object] = field(default_factory=dict, repr=False)
+    """The last transition's log and event fields."""
+    todo: list[int] = field(default_factory=list)
+    """Indices into ``actions`` not done yet (in order)."""
+    reported: set[int] = field(default_factory=set)
+    """Indices into ``actions`` whose failure was reported (counted once per transition)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready status of the rule."""
@@ -107,6 +123,8 @@ class Engine:
         self._attempts = attempts
         self.rules: dict[str, RuleStatus] = {}
         self._by_point: dict[str, list[RuleStatus]] = {}
+        self._seen: dict[str, tuple[DeviceState | None, float | None]] = {}
+        """Device state and ``link_connects`` of every device an action commands."""
         self._started = clock()
 
     # -- configuration ------------------------------------------------------------------------
@@ -135,6 +153,13 @@ class Engine:
         for st in self.rules.values():
             if st.rule.when.point is not None:
                 self._by_point.setdefault(st.rule.when.point, []).append(st)
+        targets = {
+            a.device
+            for st in self.rules.values()
+            for a in (*st.rule.then, *st.rule.on_clear)
+            if a.device is not None
+        }
+        self._seen = {d: self._seen.get(d) or self._look(d) for d in sorted(targets)}
 
     async def close(self) -> None:
         """Stop every action still running (shutdown)."""
@@ -147,6 +172,8 @@ class Engine:
 
     def observe(self, sample: Sample) -> None:
         """A sample reached the live values: evaluate the rules on its point at once."""
+        if sample.device_id in self._seen:
+            self._watch(sample.device_id)
         rules = self._by_point.get(sample.device_id)
         if rules:
             now = self.clock()
@@ -156,9 +183,43 @@ class Engine:
     def tick(self, now: float | None = None) -> None:
         """Evaluate every rule (held-for times run out, values go stale, devices go offline)."""
         now = self.clock() if now is None else now
+        for device in self._seen:
+            self._watch(device)
         for st in self.rules.values():
             if st.rule.when.kind != "event":
                 self._evaluate(st, now)
+
+    # -- devices commanded coming back --------------------------------------------------------
+
+    def _look(self, device: str) -> tuple[DeviceState | None, float | None]:
+        lv = self.live.get(device, LINK_CONNECTS)
+        return self._state_of(device), None if lv is None else lv.value
+
+    def _watch(self, device: str) -> None:
+        """Run the current state's actions on a device again when it has come back."""
+        before = self._seen.get(device)
+        now = self._look(device)
+        self._seen[device] = now
+        if before is None:
+            return
+        online_again = now[0] is DeviceState.ONLINE and before[0] is not DeviceState.ONLINE
+        reconnected = now[1] is not None and now[1] != before[1]
+        if not (online_again or reconnected):
+            return
+        for st in self.rules.values():
+            again = [i for i, a in enumerate(st.actions) if a.device == device]
+            if not again:
+                continue
+            log.info(
+                "action target back rule=%s transition=%s device=%s reason=%s actions=%d",
+                st.rule.name,
+                st.fields.get("transition"),
+                device,
+                "reconnected" if reconnected else "online",
+                len(again),
+            )
+            st.todo = sorted({*st.todo, *again})
+            self._start(st)
 
     def on_event(self, kind: str, body: Mapping[str, object]) -> None:
         """A gateway event (licence changed, maintenance ending, ...)."""
@@ -233,41 +294,109 @@ class Engine:
             actions = rule.on_clear
         self._count(transition.value, rule.name, 1)
         # A newer transition supersedes what the previous one is still retrying.
+        st.actions, st.fields = tuple(actions), fields
+        st.todo, st.reported = list(range(len(actions))), set()
+        self._start(st)
+
+    def _start(self, st: RuleStatus) -> None:
+        """(Re)start the task working through ``st.todo``; the one running is cancelled."""
         _cancel(st)
-        if actions:
+        if st.todo:
             st.task = asyncio.get_running_loop().create_task(
-                self._run(st, actions, fields), name=f"action:{rule.name}"
+                self._run(st), name=f"action:{st.rule.name}"
             )
 
     # -- running actions ----------------------------------------------------------------------
 
-    async def _run(
-        self, st: RuleStatus, actions: Sequence[Action], fields: dict[str, object]
-    ) -> None:
-        for action in actions:
+    async def _run(self, st: RuleStatus) -> None:
+        """Run the actions not done yet in order; keep retrying those that failed."""
+        fields = st.fields
+        for i in list(st.todo):
+            action = st.actions[i]
             error = await self._attempt(st, action, fields)
             if error is None:
+                st.todo.remove(i)
                 continue
-            st.failed += 1
             st.last_error = f"{action.describe()}: {error}"
-            self._count("failed", st.rule.name, 1)
-            log.error(
-                "action failed rule=%s transition=%s action=%r attempts=%d error=%s",
-                st.rule.name,
-                fields["transition"],
-                action.describe(),
-                self._attempts,
-                error,
-            )
-            await self._publish(
-                FAILED_KIND,
-                {
-                    "rule": st.rule.name,
-                    "transition": fields["transition"],
-                    "action": action.describe(),
-                    "error": error,
-                },
-            )
+            if i not in st.reported:
+                st.reported.add(i)
+                await self._report(st, action, fields, error)
+        # The rule still wants them: retry at the backoff maximum until they work or a
+        # newer transition (or a device coming back) cancels this task.
+        first = self._backoff()
+        slow = Reconnect(first.maximum, first.maximum, jitter=first.jitter)
+        while st.todo:
+            await asyncio.sleep(slow.failed())
+            for i in list(st.todo):
+                action = st.actions[i]
+                error = await self._try(st, action, fields)
+                if error is None:
+                    st.todo.remove(i)
+                    self._done(st, action, fields, "retry")
+                    continue
+                st.last_error = f"{action.describe()}: {error}"
+                log.info(
+                    "action still failing rule=%s transition=%s action=%r error=%s",
+                    st.rule.name,
+                    fields["transition"],
+                    action.describe(),
+                    error,
+                )
+
+    async def _report(
+        self, st: RuleStatus, action: Action, fields: dict[str, object], error: str
+    ) -> None:
+        st.failed += 1
+        self._count("failed", st.rule.name, 1)
+        log.error(
+            "action failed rule=%s transition=%s action=%r attempts=%d error=%s "
+            "(retrying while the rule stays %s)",
+            st.rule.name,
+            fields["transition"],
+            action.describe(),
+            self._attempts,
+            error,
+            fields["transition"],
+        )
+        await self._publish(
+            FAILED_KIND,
+            {
+                "rule": st.rule.name,
+                "transition": fields["transition"],
+                "action": action.describe(),
+                "error": error,
+            },
+        )
+
+    async def _try(self, st: RuleStatus, action: Action, fields: dict[str, object]) -> str | None:
+        """Run one action once; None when it worked, else the error."""
+        try:
+            if action.kind == "event":
+                await self._publish(EVENT_KIND, {**fields, "event": action.event})
+            else:
+                assert action.command is not None
+                await self._command(action.command)
+        except EdgedError as exc:
+            return str(exc)
+        except (OSError, TimeoutError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a driver bug must not end the rule's reporting
+            log.error("action raised rule=%s", st.rule.name, exc_info=True)
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    def _done(
+        self, st: RuleStatus, action: Action, fields: dict[str, object], attempt: object
+    ) -> None:
+        if st.last_error is not None and st.last_error.startswith(action.describe()):
+            st.last_error = None
+        log.info(
+            "action done rule=%s transition=%s action=%r attempt=%s",
+            st.rule.name,
+            fields["transition"],
+            action.describe(),
+            attempt,
+        )
 
     async def _attempt(
         self, st: RuleStatus, action: Action, fields: dict[str, object]
@@ -277,31 +406,12 @@ class Engine:
         error = "not tried"
         for attempt in range(1, self._attempts + 1):
             policy.connecting()
-            try:
-                if action.kind == "event":
-                    await self._publish(EVENT_KIND, {**fields, "event": action.event})
-                else:
-                    assert action.command is not None
-                    await self._command(action.command)
-            except EdgedError as exc:
-                error = str(exc)
-            except (OSError, TimeoutError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # a driver bug must not end the rule's reporting
-                log.error("action raised rule=%s", st.rule.name, exc_info=True)
-                error = f"{type(exc).__name__}: {exc}"
-            else:
+            failure = await self._try(st, action, fields)
+            if failure is None:
                 policy.connected()
-                if st.last_error is not None and st.last_error.startswith(action.describe()):
-                    st.last_error = None
-                log.info(
-                    "action done rule=%s transition=%s action=%r attempt=%d",
-                    st.rule.name,
-                    fields["transition"],
-                    action.describe(),
-                    attempt,
-                )
+                self._done(st, action, fields, attempt)
                 return None
+            error = failure
             if attempt < self._attempts:
                 delay = policy.failed(error)
                 log.warning(
