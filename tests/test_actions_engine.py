@@ -303,6 +303,72 @@ async def test_a_clearing_supersedes_a_firing_still_retrying() -> None:
     assert site.commands == [SetChargingLimit("ev1", 16.0)]
 
 
+async def test_on_stale_fire_goes_to_the_safe_state_and_clears_on_fresh_values() -> None:
+    site = Site()
+    site.engine.set_rules([limit_rule(max_age=10.0, on_stale="fire")])
+    site.value(1000)  # fresh and low: idle
+    site.tick(10.0)
+    await settle(site)
+    assert site.engine.states()["limit-ev"].value == "idle"
+    site.tick(1.0)  # 11 s old: lost, counts as the condition ...
+    site.tick(4.0)
+    await settle(site)
+    assert site.commands == []  # ... for 5 s (the rule's `for`) before it fires
+    site.tick(1.0)
+    await settle(site)
+    assert site.engine.states()["limit-ev"].value == "active"
+    assert site.commands == [SetChargingLimit("ev1", 6.0)]
+    fired = next(b for k, b in site.events if k == "action")
+    assert fired["lost"] == "value older than 10 s" and fired["on_stale"] == "fire"
+    site.value(4500)  # fresh, inside the hysteresis band: stays fired
+    await settle(site)
+    assert site.engine.states()["limit-ev"].value == "active"
+    site.value(3000)  # fresh and below the clear threshold: cleared
+    await settle(site)
+    assert site.engine.states()["limit-ev"].value == "idle"
+    assert site.commands[-1] == SetChargingLimit("ev1", 16.0)
+
+    # The point's device going offline loses the measurement at once, fresh value or not.
+    site.states["grid"] = DeviceState.OFFLINE
+    site.value(1000)
+    site.tick(5.0)
+    await settle(site)
+    assert site.commands[-1] == SetChargingLimit("ev1", 6.0)
+    site.states["grid"] = DeviceState.ONLINE
+    site.value(1000)
+    await settle(site)
+    assert site.commands[-1] == SetChargingLimit("ev1", 16.0)
+
+
+async def test_on_stale_fire_without_any_value_fires_after_max_age() -> None:
+    site = Site()
+    site.engine.set_rules([limit_rule(hold=0.0, max_age=10.0, on_stale="fire")])
+    site.tick(5.0)  # just started: no value yet is not a lost one
+    await settle(site)
+    assert site.commands == []
+    site.tick(6.0)
+    await settle(site)
+    assert site.commands == [SetChargingLimit("ev1", 6.0)]
+
+
+async def test_on_stale_hold_and_clear() -> None:
+    site = Site()
+    site.engine.set_rules([limit_rule(hold=0.0, max_age=10.0)])  # default: hold
+    site.tick(60.0)
+    await settle(site)
+    assert site.engine.states()["limit-ev"].value == "idle" and site.commands == []
+
+    site = Site()
+    site.engine.set_rules([limit_rule(hold=0.0, max_age=10.0, on_stale="clear")])
+    site.value(7000)
+    await settle(site)
+    assert site.commands == [SetChargingLimit("ev1", 6.0)]
+    site.tick(11.0)
+    await settle(site)
+    assert site.engine.states()["limit-ev"].value == "idle"
+    assert site.commands[-1] == SetChargingLimit("ev1", 16.0)
+
+
 async def test_stale_and_offline_conditions() -> None:
     site = Site()
     stale = Rule(

@@ -258,13 +258,32 @@ class Engine:
             return Reading(stale, not stale), cause
         assert cond.quantity is not None
         lv = self.live.get(cond.point, cond.quantity)
-        if lv is None or now - lv.ts > cond.max_age:
-            return Reading.unknown(), {"value": None}
+        lost = self._lost(cond.point, lv.ts if lv is not None else None, cond.max_age, now)
+        if lost is not None:
+            return Reading.lost(cond.on_stale), {
+                "value": None,
+                "lost": lost,
+                "on_stale": cond.on_stale,
+            }
+        if lv is None:
+            return Reading.unknown(), {"value": None}  # none yet, not lost yet
         st.last_value, st.last_value_ts = lv.value, lv.ts
         return Reading(cond.active(lv.value), cond.cleared(lv.value)), {
             "value": lv.value,
             "value_ts": iso(lv.ts),
         }
+
+    def _lost(self, point: str, ts: float | None, max_age: float, now: float) -> str | None:
+        """Why a point's measurement is lost (None: it is not)."""
+        state = self._state_of(point)
+        if state is DeviceState.OFFLINE or state is DeviceState.STALE:
+            return f"device {state.value}"
+        if ts is None:
+            # Never heard of: lost once max_age has passed since the engine's start.
+            return "no value" if now - self._started > max_age else None
+        if now - ts > max_age:
+            return f"value older than {max_age:g} s"
+        return None
 
     def _transition(
         self, st: RuleStatus, transition: Transition, now: float, cause: dict[str, object]
