@@ -432,8 +432,81 @@ async def test_reload_keeps_the_state_of_an_unchanged_rule() -> None:
     same = Rule(same.name, same.when, same.then, same.on_clear, source=moved)
     site.engine.set_rules([same])
     assert site.engine.states()["limit-ev"].value == "active"
-    site.engine.set_rules([limit_rule(hold=1.0)])
+    assert site.commands == [SetChargingLimit("ev1", 6.0)]
+
+
+async def test_reload_with_new_thresholds_keeps_the_state_and_applies_them() -> None:
+    site = Site()
+    site.engine.set_rules([limit_rule(hold=0.0)])
+    site.value(7000)
+    await settle(site)
+    # Same point, quantity and kind of condition: the fired state is kept ...
+    site.engine.set_rules([limit_rule(hold=1.0, low=8000.0, clear_low=7500.0)])
+    assert site.engine.states()["limit-ev"].value == "active"
+    await settle(site)
+    assert site.commands == [SetChargingLimit("ev1", 6.0)]
+    # ... and the next evaluation uses the new clear threshold (7000 <= 7500).
+    site.tick(0.5)
+    await settle(site)
     assert site.engine.states()["limit-ev"].value == "idle"
+    assert site.commands[-1] == SetChargingLimit("ev1", 16.0)
+
+
+async def test_reload_with_new_then_actions_of_a_fired_rule_sends_them() -> None:
+    site = Site()
+    site.engine.set_rules([limit_rule(hold=0.0)])
+    site.value(7000)
+    await settle(site)
+    base = limit_rule(hold=0.0)
+    eight = Action("charger", SRC, "ev1", SetChargingLimit("ev1", 8.0))
+    site.engine.set_rules([Rule(base.name, base.when, (eight,), base.on_clear, source=SRC)])
+    await settle(site)
+    assert site.engine.states()["limit-ev"].value == "active"
+    assert site.commands == [SetChargingLimit("ev1", 6.0), SetChargingLimit("ev1", 8.0)]
+
+
+async def test_replacing_or_removing_a_fired_rule_runs_its_on_clear() -> None:
+    site = Site()
+    site.engine.set_rules([limit_rule(hold=0.0)])
+    site.value(7000)
+    await settle(site)
+    # Another quantity: a new rule, idle; the old one's limit is taken back.
+    other = limit_rule(hold=0.0)
+    other = Rule(
+        other.name,
+        Condition("above", "grid", "current", low=20.0, clear_low=16.0),
+        other.then,
+        other.on_clear,
+        source=SRC,
+    )
+    site.engine.set_rules([other])
+    await settle(site)
+    assert site.engine.states()["limit-ev"].value == "idle"
+    assert site.commands == [SetChargingLimit("ev1", 6.0), SetChargingLimit("ev1", 16.0)]
+    cleared = [b for k, b in site.events if k == "action" and b["transition"] == "cleared"]
+    assert cleared[-1]["reason"] == "rule changed"
+    assert site.counts[("cleared", "limit-ev")] == 1
+
+    site = Site()
+    site.engine.set_rules([limit_rule(hold=0.0)])
+    site.value(7000)
+    await settle(site)
+    site.engine.set_rules([])
+    await until(lambda: len(site.commands) == 2, "the on_clear of the removed rule")
+    assert site.commands[-1] == SetChargingLimit("ev1", 16.0)
+    assert [b["reason"] for k, b in site.events if b.get("transition") == "cleared"] == [
+        "rule removed"
+    ]
+    await site.engine.close()
+
+    # An idle rule replaced or removed runs nothing.
+    site = Site()
+    site.engine.set_rules([limit_rule(hold=0.0)])
+    site.value(1000)
+    site.engine.set_rules([other])
+    site.engine.set_rules([])
+    await asyncio.sleep(0.05)
+    assert site.commands == []
 
 
 async def test_an_unexpected_driver_error_is_reported_not_raised() -> None:

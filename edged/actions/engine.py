@@ -126,11 +126,20 @@ class Engine:
         self._seen: dict[str, tuple[DeviceState | None, float | None]] = {}
         """Device state and ``link_connects`` of every device an action commands."""
         self._started = clock()
+        self._retired: set[asyncio.Task[None]] = set()
+        """Tasks running the ``on_clear`` actions of removed rules."""
 
     # -- configuration ------------------------------------------------------------------------
 
     def set_rules(self, rules: Sequence[Rule]) -> None:
-        """Take a (new) rule list; an unchanged rule keeps its state, a changed one starts idle."""
+        """Take a (new) rule list (start, reload).
+
+        A rule that still reads the same point and quantity with the same kind of condition
+        keeps its state (new thresholds and times apply from the next evaluation; new
+        ``then`` actions of a fired rule are sent). Any other change starts the rule idle,
+        and a fired rule that is replaced or removed first runs its old ``on_clear``
+        actions: nothing else would ever take its limit back.
+        """
         now = self.clock()
         old = self.rules
         self.rules = {}
@@ -140,15 +149,20 @@ class Engine:
                 prev.rule = rule
                 self.rules[rule.name] = prev
                 continue
-            if prev is not None:
-                _cancel(prev)
+            if prev is not None and _same_reading(prev.rule, rule):
+                self.rules[rule.name] = prev
+                self._edit(prev, rule, now)
+                continue
             for count in ("fired", "cleared", "failed"):
                 self._count(count, rule.name, 0)  # the series exist at 0 from the start
-            self.rules[rule.name] = RuleStatus(
+            st = RuleStatus(
                 rule, Machine(rule.when.hold, rule.when.clear_hold, rule.min_interval, now)
             )
+            self.rules[rule.name] = st
+            if prev is not None:
+                self._retire(prev, "rule changed", now, into=st)
         for gone in old.values():
-            _cancel(gone)
+            self._retire(gone, "rule removed", now, into=None)
         self._by_point = {}
         for st in self.rules.values():
             if st.rule.when.point is not None:
@@ -161,11 +175,59 @@ class Engine:
         }
         self._seen = {d: self._seen.get(d) or self._look(d) for d in sorted(targets)}
 
+    def _edit(self, st: RuleStatus, rule: Rule, now: float) -> None:
+        """A rule changed in thresholds, times or actions only: keep its state."""
+        before = st.rule
+        st.rule = rule
+        m = st.machine
+        m.hold, m.clear_hold, m.min_interval = (
+            rule.when.hold,
+            rule.when.clear_hold,
+            rule.min_interval,
+        )
+        log.info("action rule changed rule=%s state=%s (state kept)", rule.name, m.state.value)
+        fired = m.state in (State.ACTIVE, State.CLEARING)
+        if fired and _acts(before.then) != _acts(rule.then):
+            # The fired state is the new rule's now: its actions must be the ones in force.
+            fields = {**st.fields, "reason": "rule changed", "at": iso(now)}
+            self._set_actions(st, rule.then, fields)
+
+    def _retire(self, st: RuleStatus, reason: str, now: float, into: RuleStatus | None) -> None:
+        """A rule replaced or removed: if it had fired, its ``on_clear`` actions run now."""
+        _cancel(st)
+        if st.machine.state not in (State.ACTIVE, State.CLEARING) or not st.rule.on_clear:
+            return
+        cond = st.rule.when
+        fields: dict[str, object] = {
+            "rule": st.rule.name,
+            "transition": Transition.CLEARED.value,
+            "point": cond.point,
+            "quantity": cond.quantity,
+            "reason": reason,
+            "at": iso(now),
+        }
+        log.info(
+            "action cleared %s",
+            " ".join(f"{k}={_text(v)}" for k, v in fields.items() if v is not None),
+        )
+        st.cleared += 1
+        self._count(Transition.CLEARED.value, st.rule.name, 1)
+        # The replacing rule runs them, so its own next transition supersedes them; a
+        # removed rule runs them alone (tried, reported, not retried without end).
+        owner = into if into is not None else st
+        self._set_actions(owner, st.rule.on_clear, fields)
+        if into is None and st.task is not None:
+            self._retired.add(st.task)
+            st.task.add_done_callback(self._retired.discard)
+
     async def close(self) -> None:
         """Stop every action still running (shutdown)."""
         tasks = [st.task for st in self.rules.values() if st.task is not None]
+        tasks.extend(self._retired)
         for st in self.rules.values():
             _cancel(st)
+        for task in self._retired:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -313,6 +375,12 @@ class Engine:
             actions = rule.on_clear
         self._count(transition.value, rule.name, 1)
         # A newer transition supersedes what the previous one is still retrying.
+        self._set_actions(st, actions, fields)
+
+    def _set_actions(
+        self, st: RuleStatus, actions: Sequence[Action], fields: dict[str, object]
+    ) -> None:
+        """Make these the actions in force for the rule's state and run them."""
         st.actions, st.fields = tuple(actions), fields
         st.todo, st.reported = list(range(len(actions))), set()
         self._start(st)
@@ -344,7 +412,7 @@ class Engine:
         # newer transition (or a device coming back) cancels this task.
         first = self._backoff()
         slow = Reconnect(first.maximum, first.maximum, jitter=first.jitter)
-        while st.todo:
+        while st.todo and self.rules.get(st.rule.name) is st:
             await asyncio.sleep(slow.failed())
             for i in list(st.todo):
                 action = st.actions[i]
@@ -461,11 +529,18 @@ def _same(a: Rule, b: Rule) -> bool:
     return _key(a) == _key(b)
 
 
-def _key(rule: Rule) -> tuple[object, ...]:
-    def acts(actions: Sequence[Action]) -> tuple[object, ...]:
-        return tuple((x.kind, x.device, x.command, x.event) for x in actions)
+def _same_reading(a: Rule, b: Rule) -> bool:
+    """The same measurement read the same way: the state of one is the state of the other."""
+    x, y = a.when, b.when
+    return (x.kind, x.point, x.quantity, x.event) == (y.kind, y.point, y.quantity, y.event)
 
-    return (rule.name, rule.when, acts(rule.then), acts(rule.on_clear), rule.min_interval)
+
+def _acts(actions: Sequence[Action]) -> tuple[object, ...]:
+    return tuple((x.kind, x.device, x.command, x.event) for x in actions)
+
+
+def _key(rule: Rule) -> tuple[object, ...]:
+    return (rule.name, rule.when, _acts(rule.then), _acts(rule.on_clear), rule.min_interval)
 
 
 def _cancel(st: RuleStatus) -> None:
