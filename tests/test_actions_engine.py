@@ -452,7 +452,7 @@ async def test_reload_with_new_thresholds_keeps_the_state_and_applies_them() -> 
     assert site.commands[-1] == SetChargingLimit("ev1", 16.0)
 
 
-async def test_reload_with_new_then_actions_of_a_fired_rule_sends_them() -> None:
+async def test_reload_with_new_actions_of_the_current_state_sends_them() -> None:
     site = Site()
     site.engine.set_rules([limit_rule(hold=0.0)])
     site.value(7000)
@@ -463,6 +463,21 @@ async def test_reload_with_new_then_actions_of_a_fired_rule_sends_them() -> None
     await settle(site)
     assert site.engine.states()["limit-ev"].value == "active"
     assert site.commands == [SetChargingLimit("ev1", 6.0), SetChargingLimit("ev1", 8.0)]
+    # Cleared, then its on_clear edited: the new clear state is the one in force.
+    site.value(3000)
+    await settle(site)
+    assert site.commands[-1] == SetChargingLimit("ev1", 16.0)
+    twenty = Action("charger", SRC, "ev1", SetChargingLimit("ev1", 20.0))
+    site.engine.set_rules([Rule(base.name, base.when, (eight,), (twenty,), source=SRC)])
+    await settle(site)
+    assert site.engine.states()["limit-ev"].value == "idle"
+    assert site.commands[-1] == SetChargingLimit("ev1", 20.0) and len(site.commands) == 4
+    # Only thresholds changed: nothing is sent.
+    site.engine.set_rules(
+        [Rule(base.name, limit_rule(low=9000.0).when, (eight,), (twenty,), source=SRC)]
+    )
+    await settle(site)
+    assert len(site.commands) == 4
 
 
 async def test_replacing_or_removing_a_fired_rule_runs_its_on_clear() -> None:

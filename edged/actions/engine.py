@@ -135,8 +135,8 @@ class Engine:
         """Take a (new) rule list (start, reload).
 
         A rule that still reads the same point and quantity with the same kind of condition
-        keeps its state (new thresholds and times apply from the next evaluation; new
-        ``then`` actions of a fired rule are sent). Any other change starts the rule idle,
+        keeps its state (new thresholds and times apply from the next evaluation; changed
+        actions of its current state run). Any other change starts the rule idle,
         and a fired rule that is replaced or removed first runs its old ``on_clear``
         actions: nothing else would ever take its limit back.
         """
@@ -186,11 +186,16 @@ class Engine:
             rule.min_interval,
         )
         log.info("action rule changed rule=%s state=%s (state kept)", rule.name, m.state.value)
-        fired = m.state in (State.ACTIVE, State.CLEARING)
-        if fired and _acts(before.then) != _acts(rule.then):
-            # The fired state is the new rule's now: its actions must be the ones in force.
+        if m.state in (State.ACTIVE, State.CLEARING):
+            old_acts, new_acts = before.then, rule.then
+        elif st.fields.get("transition") == Transition.CLEARED.value:
+            old_acts, new_acts = before.on_clear, rule.on_clear
+        else:
+            return  # never fired, or an event rule: no state of actions to keep in force
+        if _acts(old_acts) != _acts(new_acts):
+            # The current state is the new rule's now: its actions must be the ones in force.
             fields = {**st.fields, "reason": "rule changed", "at": iso(now)}
-            self._set_actions(st, rule.then, fields)
+            self._set_actions(st, new_acts, fields)
 
     def _retire(self, st: RuleStatus, reason: str, now: float, into: RuleStatus | None) -> None:
         """A rule replaced or removed: if it had fired, its ``on_clear`` actions run now."""
