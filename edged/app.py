@@ -93,11 +93,13 @@ def _lock_outbox(outbox: Path) -> int:
 
 
 def modbus_points(prov: Provisioning) -> list[ServedPoint]:
-    """The metering points the Modbus server serves, with their unit ids and age limits."""
+    """The metering points the Modbus server serves, with their unit ids and age limits:
+    admitted devices and virtual meters (an unlicensed device is never fresh; it keeps its
+    unit id unserved, so no other point's id moves when it is licensed)."""
     cfg = prov.config
     return served_points(
         cfg.modbus_server,
-        cfg.devices,
+        prov.admitted,
         [(v.id, v.medium) for v in cfg.virtual_meters],
         lambda dev: prov.connections[dev.connection].driver.polled,
     )

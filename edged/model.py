@@ -18,6 +18,9 @@ from typing import Any, Literal
 from edged.errors import ConfigError
 
 Kind = Literal["counter", "gauge", "info"]
+"""``counter``: records carry its last value; ``gauge``: last, mean, min, max;
+``info``: a live value only (``edged.live``, local consumers), never in a record (see
+``LIVE_ONLY``)."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,15 @@ QUANTITIES: Mapping[str, Quantity] = MappingProxyType(
             _q("current_offered", "A", "gauge", "charging current offered to the EV"),
             _q("current_import", "A", "gauge", "charging current (import)"),
             _q("session_active", "", "gauge", "1 while a charging session is open, else 0"),
-            _q("link_connects", "", "counter", "connections a served device made since start"),
+            # Live only: it restarts at 1 with edged, so as a record counter it would go back.
+            _q("link_connects", "", "info", "connections a served device made since start"),
         ]
     )
 )
+
+
+LIVE_ONLY: frozenset[str] = frozenset(n for n, q in QUANTITIES.items() if q.kind == "info")
+"""Quantities of kind ``info``: kept in the live values, left out of every record."""
 
 
 def quantity(name: str) -> Quantity | None:

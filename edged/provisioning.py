@@ -21,6 +21,7 @@ from edged.actions import config as actions_config
 from edged.config import Config
 from edged.energyconfig import check_export
 from edged.licensing import enforcement
+from edged.modbus_server import config as modbus_server_config
 from edged.model import DeviceSpec, Source
 
 log = logging.getLogger("edged.provisioning")
@@ -79,6 +80,12 @@ def provision(
         config.cloud.features.get("auto_export", False), config.export, str(config.files[0])
     )
     intervals, warnings = tiers.publish_intervals(config)
+    if config.cloud.features.get("modbus_server", False):
+        points = [(d.id, d.medium) for d in config.devices]
+        points += [(v.id, v.medium) for v in config.virtual_meters]
+        unit_warning = modbus_server_config.unit_warning(config.modbus_server, points)
+        if unit_warning is not None:
+            warnings = [*warnings, unit_warning]
     result = enforcement.admit(
         config, licence_dir or config.licensing.directory, now if now is not None else time.time()
     )

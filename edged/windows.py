@@ -7,8 +7,10 @@ sample's ``next_at`` (from the device's poll schedule) says no further sample ca
 fall into it. Otherwise it closes once its end plus a small grace has passed (a
 device that missed its poll, a charger that speaks when it likes). Each device that
 had samples in a window gets exactly one record. Counters publish their last value;
-gauges publish mean, min, max and last. A sample for a window that has already
-closed is dropped and counted, so a window can never produce a second record.
+gauges publish mean, min, max and last; ``info`` quantities (``edged.model.LIVE_ONLY``,
+such as a charger's ``link_connects``) are live values only and never enter a window. A
+sample for a window that has already closed is dropped and counted, so a window can never
+produce a second record.
 
 The windows stage does no I/O and keeps no timers: the caller asks ``due(now)`` (or
 ``next_deadline()`` to know when to ask), which keeps it testable with an
@@ -24,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from edged.model import Reading, Record, Sample, is_counter, iso
+from edged.model import LIVE_ONLY, Reading, Record, Sample, is_counter, iso
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,11 @@ class Windows:
 
     def add(self, sample: Sample) -> None:
         """Take one sample into its device's window (dropped and counted if it is too late)."""
+        values = sample.values
+        if not LIVE_ONLY.isdisjoint(values):
+            values = {k: v for k, v in values.items() if k not in LIVE_ONLY}
+            if not values:
+                return  # live values only: nothing for a record
         dev = self._devices.get(sample.device_id)
         counts = self._counts
         if dev is None or not dev.active:
@@ -124,7 +131,7 @@ class Windows:
         counts["samples"] += 1
         acc = w.acc
         taken = False
-        for name, value in sample.values.items():
+        for name, value in values.items():
             if not math.isfinite(value):
                 counts["nonfinite"] += 1
                 continue

@@ -117,6 +117,9 @@ def test_a_valid_rule_loads_into_typed_actions(tmp_path: Path) -> None:
     assert rule.then[0].command == SetChargingLimit("ev1", 6.0, "A")
     assert rule.then[1].event == "grid_import_high"
     assert rule.on_clear[0].command == SetChargingLimit("ev1", 16.0, "A")
+    assert w.on_stale == "hold"
+    _, (fire,) = load(tmp_path, RULE.replace("clear = 4000", 'clear = 4000\non_stale = "fire"'))
+    assert fire.when.on_stale == "fire" and fire.when.describe()["on_stale"] == "fire"
 
 
 def test_modbus_writes_stop_and_state_conditions_load(tmp_path: Path) -> None:
@@ -247,6 +250,18 @@ BAD = {
         "actions[0].then",
         "[[actions]]",
         "required: at least one [[actions.then]]",
+    ),
+    "unknown on_stale": (
+        RULE.replace("clear = 4000", 'clear = 4000\non_stale = "panic"'),
+        "actions[0].when.on_stale",
+        'on_stale = "panic"',
+        "expected one of 'hold', 'fire', 'clear', got 'panic'",
+    ),
+    "on_stale on a state condition": (
+        _bad('state = "stale"\non_stale = "fire"\n').replace("clear = 4000\n", ""),
+        "actions[0].when.on_stale",
+        'on_stale = "fire"',
+        "only a value condition (above, below, between) takes on_stale",
     ),
     "unknown action key": (
         RULE.replace("limit = 6", "limit = 6\namps = 3"),

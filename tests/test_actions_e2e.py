@@ -180,7 +180,7 @@ async def test_grid_import_limits_the_charger_and_switches_a_coil_with_hysteresi
                 assert "limit-ev        idle since" in out, out
                 assert "fired 1, cleared 1, failed 0" in out
 
-                # A reload takes a changed rule (it starts idle) and keeps an unchanged one.
+                # A reload takes new thresholds into a rule that keeps its state and counts.
                 cfg.write_text(
                     cfg.read_text().replace("above = 5000\nfor = 5", "above = 5500\nfor = 5")
                 )
@@ -189,10 +189,57 @@ async def test_grid_import_limits_the_charger_and_switches_a_coil_with_hysteresi
                 code, out, err = await run_edged("status", "-c", str(cfg), "--json")
                 rules = {r["name"]: r for r in json.loads(out)["actions"]}
                 assert rules["limit-ev"]["condition"]["above"] == 5500.0
-                assert rules["limit-ev"]["fired"] == 0
+                assert rules["limit-ev"]["state"] == "idle"
+                assert (rules["limit-ev"]["fired"], rules["limit-ev"]["cleared"]) == (1, 1)
                 assert rules["heatpump-block"]["fired"] == 1
             log = daemon.text()
             assert "action fired rule=limit-ev" in log and "value=6000" in log
             assert "action cleared rule=limit-ev" in log
+        finally:
+            assert daemon.stop() == 0
+
+
+async def test_a_charger_that_comes_late_or_reboots_gets_the_limit(
+    tmp_path: Path, broker: Broker
+) -> None:
+    grid = Meter(profile.load(profile.shipped()["eastron_sdm630"]), unit=1)
+    heatpump = Meter(profile.load(profile.shipped()["eastron_sdm630"]), unit=2)
+    grid.fixed["power_active"] = 6000.0  # high from the start: the rule fires at once
+    ocpp_port = free_port()
+    async with Simulator() as sim, subscribe(broker.port, "edged/gw-test/events") as col:
+        modbus_port = await sim.add_tcp([grid, heatpump])
+        cfg = write_config(
+            tmp_path, body(modbus_port, ocpp_port), mqtt_port=broker.port, capacity=10
+        )
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
+        try:
+            await asyncio.to_thread(wait_port, ocpp_port, 30.0)
+            # No charger yet: the limit fails, is reported once, and is retried.
+            await col.wait_for(
+                lambda c: any(e.get("kind") == "action_failed" for e in c.json("/events")),
+                timeout=60,
+            )
+
+            def charger() -> SimCharger:
+                return SimCharger(
+                    SimConfig(
+                        url=f"ws://127.0.0.1:{ocpp_port}", charge_point_id="CP-1", interval=1.0
+                    )
+                )
+
+            first = charger()
+            async with running(first):
+                await wait_until(lambda: first.composite_limit() == LIMIT_A, within=60)
+            # It reboots: a new charger without profiles, connecting again.
+            second = charger()
+            async with running(second):
+                await wait_until(lambda: second.composite_limit() == LIMIT_A, within=60)
+            code, out, err = await run_edged("status", "-c", str(cfg), "--json")
+            assert code == 0, err
+            rules = {r["name"]: r for r in json.loads(out)["actions"]}
+            assert rules["limit-ev"]["state"] == "active"
+            assert rules["limit-ev"]["failed"] == 1
+            log = daemon.text()
+            assert "action target back rule=limit-ev" in log
         finally:
             assert daemon.stop() == 0

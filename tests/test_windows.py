@@ -437,3 +437,33 @@ def test_interval_change_logs_its_start_as_rfc3339(caplog: pytest.LogCaptureFixt
         th.set_intervals({"m": BASIC}, now=T0 + 10)
     (line,) = [r.getMessage() for r in caplog.records if "interval change" in r.getMessage()]
     assert line.endswith("from=2026-11-23T12:01:00.000Z"), line
+
+
+async def test_live_only_quantities_reach_the_live_values_never_a_record() -> None:
+    from edged.live import LiveValues
+    from edged.model import LIVE_ONLY, QUANTITIES
+    from edged.pipeline import Pipeline
+
+    # link_connects restarts at 1 with edged: as a record counter it would go backwards.
+    assert QUANTITIES["link_connects"].kind == "info" and "link_connects" in LIVE_ONLY
+    assert "session_active" not in LIVE_ONLY
+    clock = FakeClock(T0)
+    windows = Windows({"ev1": 60.0}, clock=clock)
+    live = LiveValues()
+    records: list[Record] = []
+    pipe = Pipeline(windows, live, records.extend)
+    pipe.add(s("ev1", T0 + 1, link_connects=1.0))  # a connection: the sample has nothing else
+    pipe.add(s("ev1", T0 + 2, link_connects=2.0, session_active=1.0, power_active=7000.0))
+    pipe.tick(T0 + 120)
+    lv = live.get("ev1", "link_connects")
+    assert lv is not None and lv.value == 2.0
+    (rec,) = records
+    assert set(rec.values) == {"session_active", "power_active"}
+    assert rec.values["session_active"].mean == 1.0
+    assert "link_connects" not in payload.encode(rec).decode()
+    # A window with only link_connects in it makes no record at all.
+    pipe.add(s("ev1", T0 + 130, link_connects=3.0))
+    pipe.tick(T0 + 300)
+    assert len(records) == 1 and windows.counts()["samples"] == 1
+    lv = live.get("ev1", "link_connects")
+    assert lv is not None and lv.value == 3.0

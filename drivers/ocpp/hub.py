@@ -81,8 +81,9 @@ class Hub:
         st.connected_since = st.last_seen = time.time()
         st.connects += 1
         self.ctx.state(device_id, DeviceState.ONLINE)
-        # A counter in the live values, so the core sees every new connection (the charger
-        # may have rebooted and lost its limits) even when no offline state came in between.
+        # A live value (kind "info": never in a record, it restarts with edged), so the core
+        # sees every new connection (the charger may have rebooted and lost its limits) even
+        # when no offline state came in between.
         self.ctx.sample(Sample(device_id, st.connected_since, {LINK_CONNECTS: float(st.connects)}))
 
     def offline(self, device_id: str, reason: str | None) -> None:

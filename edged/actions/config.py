@@ -14,6 +14,7 @@ A rule names a condition (``[actions.when]``), what to do when it has held for a
     for = 5                         # s the condition must hold (default 0)
     clear = 4000                    # hysteresis: clears at or below 4000 W
     clear_for = 0                   # s the clear condition must hold (default 0)
+    on_stale = "hold"               # no fresh value: "hold" the state, "fire" or "clear"
 
     [[actions.then]]
     charger = "wallbox"
@@ -50,6 +51,8 @@ from edged.api import (
 from edged.model import QUANTITIES, Source
 
 ConditionKind = Literal["above", "below", "between", "stale", "offline", "event"]
+OnStale = Literal["hold", "fire", "clear"]
+ON_STALE: tuple[OnStale, ...] = ("hold", "fire", "clear")
 ActionKind = Literal["event", "charger", "modbus_write"]
 
 # Gateway events a rule may react to (edged.licence_watch publishes them).
@@ -73,6 +76,11 @@ class Condition:
     ``clear_high``; ``between`` fires when ``low`` <= value <= ``high`` and clears when the
     value leaves [``clear_low``, ``clear_high``]. Without a clear threshold the rule
     clears as soon as the condition is false.
+
+    ``on_stale`` (value conditions): what a lost measurement (no value, one older than
+    ``max_age``, the point's device offline or stale) counts as: ``hold`` keeps the state,
+    ``fire`` counts as the condition (the rule fires once it has held ``hold`` seconds:
+    its actions are the safe state), ``clear`` as the clear condition.
     """
 
     kind: ConditionKind
@@ -86,6 +94,7 @@ class Condition:
     clear_hold: float = 0.0
     max_age: float = DEFAULT_MAX_AGE
     event: str | None = None
+    on_stale: OnStale = "hold"
 
     def active(self, value: float) -> bool:
         """True when a value meets the condition."""
@@ -111,15 +120,18 @@ class Condition:
 
     def describe(self) -> dict[str, object]:
         """The thresholds as key=value fields for log lines and events."""
+        # Only a non-default on_stale is shown: it changes what the rule does.
+        lost = {} if self.on_stale == "hold" else {"on_stale": self.on_stale}
         if self.kind == "above":
-            return {"above": self.low, "clear": self.clear_low}
+            return {"above": self.low, "clear": self.clear_low, **lost}
         if self.kind == "below":
-            return {"below": self.high, "clear": self.clear_high}
+            return {"below": self.high, "clear": self.clear_high, **lost}
         if self.kind == "between":
             return {
                 "between": [self.low, self.high],
                 "clear_below": self.clear_low,
                 "clear_above": self.clear_high,
+                **lost,
             }
         if self.kind == "stale":
             return {"state": "stale", "max_age": self.max_age}
@@ -242,6 +254,7 @@ def _condition(o: Options, points: Sequence[str]) -> Condition:
             "clear_above",
             "clear_for",
             "max_age",
+            "on_stale",
         ):
             if o.has(k):
                 raise o.error(k, "an event condition takes no point, quantity or thresholds")
@@ -257,6 +270,12 @@ def _condition(o: Options, points: Sequence[str]) -> Condition:
         )
     if key == "state":
         state = o.choice("state", ("stale", "offline"))
+        if o.has("on_stale"):
+            raise o.error(
+                "on_stale",
+                "only a value condition (above, below, between) takes on_stale: a state "
+                "condition is about the measurement itself",
+            )
         quantity = o.str("quantity", None) if state == "stale" else None
         if state == "offline" and o.has("quantity"):
             raise o.error("quantity", "an offline condition is about the device, not a quantity")
@@ -273,6 +292,7 @@ def _condition(o: Options, points: Sequence[str]) -> Condition:
     _canonical(o, quantity)
     clear_hold = o.float("clear_for", 0.0, min=0, max=86400)
     max_age = o.float("max_age", DEFAULT_MAX_AGE, min=0.1, max=86400 * 7)
+    on_stale: OnStale = o.choice("on_stale", ON_STALE, "hold")
     lo_range, hi_range = _RANGES.get(quantity, (-math.inf, math.inf))
     if key == "above":
         above = o.float("above")
@@ -302,6 +322,7 @@ def _condition(o: Options, points: Sequence[str]) -> Condition:
             hold=hold,
             clear_hold=clear_hold,
             max_age=max_age,
+            on_stale=on_stale,
         )
     if key == "below":
         below = o.float("below")
@@ -332,6 +353,7 @@ def _condition(o: Options, points: Sequence[str]) -> Condition:
             hold=hold,
             clear_hold=clear_hold,
             max_age=max_age,
+            on_stale=on_stale,
         )
     band = o.raw("between")
     if (
@@ -382,6 +404,7 @@ def _condition(o: Options, points: Sequence[str]) -> Condition:
         hold=hold,
         clear_hold=clear_hold,
         max_age=max_age,
+        on_stale=on_stale,
     )
 
 

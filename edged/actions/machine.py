@@ -13,7 +13,9 @@ fires or clears now. The engine (``edged.actions.engine``) feeds it and runs the
 An unknown present (no value, or one older than the rule's ``max_age``) never fires and
 never clears a rule: a fired rule keeps its actions in force until a fresh value clears
 it, because the fired state (a limited charger, an open relay) is the one chosen for a
-condition nobody can rule out any more.
+condition nobody can rule out any more. A rule with ``on_stale = "fire"`` (or
+``"clear"``) has its engine read a lost measurement as the condition (or the clear
+condition) instead (``Reading.lost``), so an idle rule goes to its safe state too.
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ class Reading:
     def unknown(cls) -> Reading:
         """No usable present value."""
         return cls(None, None)
+
+    @classmethod
+    def lost(cls, on_stale: str) -> Reading:
+        """A lost measurement under a rule's ``on_stale``: unknown (hold), true or cleared."""
+        if on_stale == "fire":
+            return cls(True, False)
+        if on_stale == "clear":
+            return cls(False, True)
+        return cls.unknown()
 
 
 class Machine:

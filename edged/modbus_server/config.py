@@ -3,7 +3,9 @@
 The server runs when ``[features] modbus_server = true`` (a Professional feature, checked by
 ``edged.tiers``); this section only configures it. Unit ids: ``units = {point = unit}``
 gives a metering point its unit id; every other metering point gets the lowest free unit id
-from 1 upwards, in config order (devices, then virtual meters).
+from 1 upwards, in config order (devices, then virtual meters). Those change when a device
+is inserted before them, and a PV inverter reading "its" grid meter would read another one:
+``unit_warning`` makes ``check-config`` say so for every meter without an explicit id.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ DEFAULT_PORT = 5020
 """Not 502: binding below 1024 needs a capability the packaged unit does not grant."""
 MAX_UNIT = 247
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
+ELECTRICITY = frozenset({"electricity", "ev_charger"})
+"""Media served as SunSpec meters (what inverters and controllers look up by unit id)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class ModbusServerConfig:
     models: str = "int"
     max_age: float | None = None
     units: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
+    """Points whose unit id ``units`` sets (the others follow config order)."""
+    units_file: str | None = field(default=None, compare=False)
+    """The file that sets ``units`` (or holds the section), for located warnings."""
 
     @property
     def listener(self) -> ModbusServerConfig:
@@ -71,6 +79,8 @@ def parse(o: Options, points: Sequence[str]) -> ModbusServerConfig:
     models = o.choice("models", ("int", "float"), "int")
     max_age = o.float("max_age", None, min=0.1, max=86400.0)
     units = _units(o, points)
+    explicit = o.raw("units", {})
+    units_file = o.error("units", "").file
     o.finish()
     return ModbusServerConfig(
         address=address,
@@ -81,6 +91,8 @@ def parse(o: Options, points: Sequence[str]) -> ModbusServerConfig:
         models=models,
         max_age=max_age,
         units=MappingProxyType(units),
+        explicit=frozenset(explicit),
+        units_file=units_file,
     )
 
 
@@ -116,6 +128,35 @@ def _units(o: Options, points: Sequence[str]) -> dict[str, int]:
             break  # more than 247 metering points: the rest are not served (documented)
         units[point] = unit
     return {p: units[p] for p in points if p in units}
+
+
+def unit_warning(cfg: ModbusServerConfig, points: Sequence[tuple[str, str]]) -> str | None:
+    """A located warning naming the meters (``points``: id, medium) without an explicit unit
+    id, whose unit ids move when a device is inserted before them; None when all have one."""
+    implicit = [
+        p
+        for p, medium in points
+        if medium in ELECTRICITY and p not in cfg.explicit and p in cfg.units
+    ]
+    if not implicit:
+        return None
+    shown = ", ".join(f"{p} (unit {cfg.units[p]})" for p in implicit[:10])
+    more = ", …" if len(implicit) > 10 else ""
+    example = ", ".join(f"{_toml_key(p)} = {cfg.units[p]}" for p in implicit[:3])
+    return str(
+        ConfigError(
+            cfg.units_file,
+            "modbus_server.units",
+            f"no unit id set for electricity metering point(s) {shown}{more}: they get "
+            "theirs in config order, and a device inserted before them moves them (a PV "
+            "inverter or controller would then read another meter); set them here, "
+            f"e.g. units = {{ {example} }}",
+        )
+    )
+
+
+def _toml_key(key: str) -> str:
+    return key if all(ch.isalnum() or ch in "_-" for ch in key) else f'"{key}"'
 
 
 def is_allowed(host: str, allow: Sequence[Network]) -> bool:

@@ -39,12 +39,10 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 
 from edged.live import LiveValues
 from edged.modbus_server import plainmap, sunspec
-from edged.modbus_server.config import ModbusServerConfig, is_allowed
+from edged.modbus_server.config import ELECTRICITY, ModbusServerConfig, is_allowed
 from edged.model import DeviceSpec, DeviceState
 
 log = logging.getLogger("edged.modbus_server")
-
-ELECTRICITY = frozenset({"electricity", "ev_charger"})
 STALE_GRACE = 2.0
 """Slack on top of 1.5 poll intervals before a polled value is stale (the supervisor's rule)."""
 UNPOLLED_MAX_AGE = 120.0
@@ -135,6 +133,12 @@ class LiveRegisters(ModbusServerContext):
 
     def set_points(self, points: Sequence[ServedPoint]) -> None:
         """Serve these points (on start and on reload)."""
+        before = {p.id: p.unit for p in self.units.values()}
+        for p in points:
+            was = before.get(p.id)
+            if was is not None and was != p.unit:
+                # A client polling the old unit id now reads another point (or nothing).
+                log.warning("modbus server unit changed point=%s from=%d to=%d", p.id, was, p.unit)
         self.units = {p.unit: p for p in points}
         keep = {p.id for p in points}
         self._models = {k: v for k, v in self._models.items() if k in keep}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
+import re
 import struct
 import subprocess
 import textwrap
@@ -12,10 +14,14 @@ from pathlib import Path
 import pytest
 
 from edged import config as configmod
+from edged.app import modbus_points
 from edged.errors import ConfigError
+from edged.live import LiveValues
 from edged.modbus_server import plainmap
 from edged.modbus_server.config import DEFAULT_PORT, is_allowed
+from edged.modbus_server.server import LiveRegisters, ServedPoint
 from edged.model import QUANTITIES
+from edged.provisioning import provision
 from tests.daemon import TRUST, edged
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,3 +187,75 @@ def test_check_config_refuses_the_server_below_professional(tmp_path: Path) -> N
     assert out.returncode == 78, out
     assert "features.modbus_server" in out.stderr
     assert "needs the professional cloud tier" in out.stderr
+
+
+# -- unit ids that move ---------------------------------------------------------------------
+
+
+def _professional(tmp: Path, section: str) -> Path:
+    """BASE on the Professional tier with the server on, and ``section`` appended."""
+    text = textwrap.dedent(BASE).replace("{data}", str(tmp / "data"))
+    text = re.sub(
+        r'(\n\[\[(?:devices|virtual_meters)\]\]\nid = "[^"]+"\n)',
+        r'\1cloud_licence = "professional"\n',
+        text,
+    )
+    main = tmp / "edged.toml"
+    main.write_text(text + "\n[features]\nmodbus_server = true\n" + section)
+    return main
+
+
+def test_check_config_warns_of_meters_without_a_unit_id(tmp_path: Path) -> None:
+    main = _professional(tmp_path, "\n[modbus_server]\nport = 1502\nunits = { pv = 1 }\n")
+    out = subprocess.run(
+        edged("check-config", "-c", str(main)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **TRUST},
+    )
+    assert out.returncode == 0, out
+    line = main.read_text().splitlines().index("units = { pv = 1 }") + 1
+    warning = next(ln for ln in out.stderr.splitlines() if "modbus_server.units" in ln)
+    assert warning.startswith(f"warning: {main}:{line}: modbus_server.units: "), warning
+    # The electricity meters without a unit id, with the ids config order gave them; not
+    # the heat meter (it has no SunSpec meter model) and not pv (set explicitly).
+    assert "metering point(s) grid (unit 2), site (unit 4):" in warning
+    assert "heat" not in warning and "pv (" not in warning
+
+    main = _professional(tmp_path, "\n[modbus_server]\nunits = { pv = 1, grid = 2, site = 3 }\n")
+    out = subprocess.run(
+        edged("check-config", "-c", str(main)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **TRUST},
+    )
+    assert out.returncode == 0, out
+    assert "modbus_server.units" not in out.stderr
+
+
+def test_only_admitted_devices_and_virtual_meters_are_served(tmp_path: Path) -> None:
+    cfg = configmod.load(_professional(tmp_path, "\n[modbus_server]\nunits = { site = 9 }\n"))
+    prov = provision(cfg, licence_dir=tmp_path / "lic")  # no licence: no device admitted
+    assert {d.id for d in prov.unlicensed} == {"grid", "pv", "heat"}
+    assert [(p.id, p.unit) for p in modbus_points(prov)] == [("site", 9)]
+    # pv licensed later: served at the unit id it always had; nobody else's id moves.
+    pv = next(d for d in cfg.devices if d.id == "pv")
+    admitted = dataclasses.replace(prov, admitted=(pv,))
+    assert [(p.id, p.unit) for p in modbus_points(admitted)] == [("pv", 2), ("site", 9)]
+
+
+def test_a_reload_logs_every_unit_id_that_changed(caplog: pytest.LogCaptureFixture) -> None:
+    regs = LiveRegisters(LiveValues(), lambda d: None, gateway_id="gw", models="int", version="1.0")
+    regs.set_points([ServedPoint("grid", 1, "electricity", 10.0)])
+    assert "unit changed" not in caplog.text
+    regs.set_points(
+        [
+            ServedPoint("pv", 1, "electricity", 10.0),
+            ServedPoint("grid", 2, "electricity", 10.0),
+            ServedPoint("heat", 3, "heat", 10.0),
+        ]
+    )
+    changed = [r.getMessage() for r in caplog.records if "unit changed" in r.getMessage()]
+    assert changed == ["modbus server unit changed point=grid from=1 to=2"]
