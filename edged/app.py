@@ -114,8 +114,8 @@ class Daemon:
     def _emit(self, records: Sequence[Record]) -> None:
         assert self.outbox is not None
         devices = self.supervisor.devices
+        self.outbox.put_many(records)
         for rec in records:
-            self.outbox.put(rec)
             st = devices.get(rec.device_id)
             self.metrics.count("records", st.spec.driver if st else "unknown", rec.device_id)
 

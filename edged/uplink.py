@@ -110,6 +110,7 @@ class Uplink:
         self._work = asyncio.Event()
         self._inflight = 0
         self._tls: ssl.SSLContext | None = None
+        self._topics: dict[str, str] = {}
         # The session's reconnect policy; its state and last error are what status shows.
         self.reconnect = Reconnect(cfg.backoff_initial, cfg.backoff_max)
 
@@ -117,7 +118,16 @@ class Uplink:
 
     def topic(self, device_id: str) -> str:
         """The data topic of a device: <prefix>/<gateway-id>/<device-id>."""
-        return payload.data_topic(self.cfg.topic_prefix, self.gateway_id, device_id)
+        topic = self._topics.get(device_id)
+        if topic is None:
+            topic = payload.data_topic(self.cfg.topic_prefix, self.gateway_id, device_id)
+            self._topics[device_id] = topic
+        return topic
+
+    @property
+    def batch_topic(self) -> str:
+        """Messages with records of several devices: <prefix>/<gateway-id>/records."""
+        return payload.batch_topic(self.cfg.topic_prefix, self.gateway_id)
 
     @property
     def status_topic(self) -> str:
@@ -381,23 +391,39 @@ class Uplink:
                 self._work.clear()
                 await self._work.wait()
                 continue
-            # popleft and the client's publish() run without an await in between, so
-            # records enter the connection in outbox order.
-            rec = buffer.popleft()
+            # Taking records and the client's publish() run without an await in between,
+            # so records enter the connection in outbox order.
+            topic, body, ids = self._take(buffer)
             if len(buffer) < FETCH // 2:
                 state.space.set()
             self._inflight += 1
             started[worker] = self._clock()
             try:
-                await client.publish(
-                    self.topic(rec.device_id), rec.payload, qos=1, timeout=math.inf
-                )
+                await client.publish(topic, body, qos=1, timeout=math.inf)
             finally:
                 self._inflight -= 1
                 started.pop(worker, None)
-            self._published += 1
-            self._acked += 1
-            self._acks.append(rec.id)
+            self._published += len(ids)
+            self._acked += len(ids)
+            self._acks.extend(ids)
+
+    def _take(self, buffer: deque[Stored]) -> tuple[str, bytes, list[int]]:
+        """The next message: up to ``batch`` consecutive records, joined without re-encoding."""
+        first = buffer.popleft()
+        if first.shape is None:  # stored by an older edged: sent as it was stored
+            return self.topic(first.device_id), first.payload, [first.id]
+        parts = [(first.shape, first.payload)]
+        ids = [first.id]
+        device: str | None = first.device_id
+        limit = self.cfg.batch
+        while buffer and len(ids) < limit and buffer[0].shape is not None:
+            rec = buffer.popleft()
+            parts.append((rec.shape, rec.payload))  # type: ignore[arg-type]
+            ids.append(rec.id)
+            if rec.device_id != device:
+                device = None
+        topic = self.topic(device) if device is not None else self.batch_topic
+        return topic, payload.message(parts), ids
 
     async def _ack_loop(self, started: dict[int, float]) -> None:
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from edged import payload
 from edged.config import MqttConfig
 from edged.outbox import Outbox
 from edged.reconnect import ReconnectState
@@ -60,9 +62,9 @@ async def test_records_arrive_in_order_with_status_and_events(
         for i in range(300):
             box.put(record(f"m{i % 3}", i))
         await up.publish_event("licence_expiring", {"days": 7})
-        await col.wait_for(lambda c: len(c.json("/m0")) == 100 and len(c.json("/events")) == 1)
+        await col.wait_for(lambda c: len(c.records("m0")) == 100 and len(c.json("/events")) == 1)
         for dev in ("m0", "m1", "m2"):
-            assert [d["seq"] for d in col.json(f"/{dev}")] == list(range(1, 101))
+            assert [r.seq for r in col.records(dev)] == list(range(1, 101))
         event = col.json("/events")[0]
         assert event["kind"] == "licence_expiring" and event["days"] == 7
         assert ("edged/gw1/status", b"online", False) in [
@@ -75,6 +77,37 @@ async def test_records_arrive_in_order_with_status_and_events(
     async with subscribe(broker.port, "edged/gw1/status") as late:
         await late.wait_for(lambda c: len(c.messages) == 1)
         assert late.messages[0][1:] == (b"online", True)
+
+
+@pytest.mark.parametrize("batch", [1, 50])
+async def test_batch_bounds_records_per_message_and_picks_the_topic(
+    broker: Broker, tmp_path: Path, batch: int
+) -> None:
+    cfg = dataclasses.replace(mqtt_config(broker.port), batch=batch)
+    broker.stop()
+    async with pipeline(cfg, tmp_path / "o", start=False) as (box, up):
+        for i in range(200):
+            box.put(record(f"m{i % 4}", i))
+        box.put(record("solo", 1.0))
+        await box.flush()
+        broker.start()
+        async with subscribe(broker.port, "edged/gw1/+") as col:
+            await up.drain(10.0)
+            await col.wait_for(lambda c: len(c.records()) == 201)
+    data = [(t, payload.decode(p)) for t, p, _ in col.messages if payload.is_record_message(t, p)]
+    # Every message holds at most `batch` records; one device's records go to its own topic,
+    # several devices' to <prefix>/<gw>/records; each record keeps its own seq.
+    assert max(len(recs) for _, recs in data) == batch
+    for topic, recs in data:
+        devices = {r.device_id for r in recs}
+        expected = f"edged/gw1/{devices.pop()}" if len(devices) == 1 else "edged/gw1/records"
+        assert topic == expected
+    for dev in ("m0", "m1", "m2", "m3"):
+        assert [r.seq for r in col.records(dev)] == list(range(1, 51))
+        assert [r.values["energy_import"].last for r in col.records(dev)] == [
+            float(i) for i in range(200) if i % 4 == int(dev[1])
+        ]
+    assert [r.seq for r in col.records("solo")] == [1]
 
 
 async def test_drain_sends_the_backlog_then_goes_offline(broker: Broker, tmp_path: Path) -> None:
@@ -90,7 +123,7 @@ async def test_drain_sends_the_backlog_then_goes_offline(broker: Broker, tmp_pat
             await up.drain(10.0)
             assert box.stats().depth == 0
             await col.wait_for(lambda c: any(p == b"offline" for _, p, _ in c.messages))
-            assert [d["seq"] for d in col.json("/m")] == list(range(1, 501))
+            assert [r.seq for r in col.records("m")] == list(range(1, 501))
             assert len(col.json("/events")) == 1
     async with subscribe(broker.port, "edged/gw1/status") as late:
         await late.wait_for(lambda c: len(c.messages) == 1)
@@ -171,8 +204,8 @@ async def test_outbox_limit_during_outage_drops_exactly_the_oldest(
         broker.start()
         async with subscribe(broker.port, "edged/gw1/m") as col:
             await wait_until(lambda: box.stats().depth == 0, 20, "drain")
-            await col.wait_for(lambda c: len({d["seq"] for d in c.json()}) == 200)
-            seqs = sorted({d["seq"] for d in col.json()})
+            await col.wait_for(lambda c: len({r.seq for r in c.records()}) == 200)
+            seqs = sorted({r.seq for r in col.records()})
             assert seqs == list(range(151, 351))
         assert up.stats().acked == 200
 
