@@ -288,6 +288,10 @@ class Daemon:
         log.info("stopping")
         await self.supervisor.stop()
         if self.outbox is not None:
+            if self.uplink is not None:
+                # A clean stop drops nothing: the last windows' records must not push the
+                # oldest out of a full outbox while the broker could still take them.
+                await self.uplink.make_room(len(self.supervisor.devices), 2.0)
             self.pipeline.flush()
             await self.outbox.flush()
         if self.uplink is not None:

@@ -68,6 +68,8 @@ class OutboxStats:
     """What the outbox holds and what happened to it since it was opened."""
 
     depth: int
+    """Records held, never more than ``max_records`` (records put beyond the bound and not
+    yet written replace the oldest, which are about to be dropped)."""
     bytes: int
     oldest: float | None
     dropped: int
@@ -259,6 +261,12 @@ class Outbox:
         if error is not None:
             raise error
 
+    def room(self) -> int:
+        """Records that can still be put before the oldest would be dropped."""
+        with self._cond:
+            held = self._db_count + self._writing + len(self._pending)
+        return max(0, self.max_records - held)
+
     async def flush(self) -> None:
         """Return when every record put so far is durable (or was dropped by the bounds)."""
         target = self._put_index
@@ -293,8 +301,10 @@ class Outbox:
         if oldest is None and mem:
             oldest = mem[0].created
         return OutboxStats(
-            depth=db_count + len(mem),
-            bytes=db_bytes + sum(len(p.payload) for p in mem),
+            # Records put beyond the bound displace the oldest when they are written: the
+            # outbox never holds more than max_records, and neither does its depth.
+            depth=min(db_count + len(mem), self.max_records),
+            bytes=min(db_bytes + sum(len(p.payload) for p in mem), self.max_bytes),
             oldest=oldest,
             dropped=self._dropped_db + self._dropped_mem,
             written=self._written,

@@ -105,6 +105,7 @@ class Uplink:
         self._reconnects = 0
         self._last_error: str | None = None
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # ends a reconnect backoff early (stop, make_room)
         self._running = False
         self._stopped = asyncio.Event()
         self._work = asyncio.Event()
@@ -177,6 +178,8 @@ class Uplink:
                         started = True
                         self.reconnect.connected()
                         self.reconnect.reset()
+                        if not self._stop.is_set():
+                            self._wake.clear()
                         self._connected = True
                         self._last_error = None
                         log.info(
@@ -212,7 +215,10 @@ class Uplink:
                 if self._stop.is_set():
                     break
                 self._reconnects += 1
-                await self.reconnect.wait(self._last_error, stop=self._stop)
+                await self.reconnect.wait(self._last_error, stop=self._wake)
+                if not self._stop.is_set():  # woken to hurry: connect now
+                    self._wake.clear()
+                    self.reconnect.connecting()
         finally:
             self.reconnect.stopped()
             self._running = False
@@ -225,6 +231,7 @@ class Uplink:
         own: asyncio.Task[None] | None = None
         if not self._running:
             own = asyncio.create_task(self.run(), name="uplink-drain")
+        self._wake.set()  # no backoff while draining: the broker may be back
         # Keep a little of the time to publish "offline" and disconnect cleanly.
         quiet_by = deadline - min(0.5, timeout / 4)
         while loop.time() < quiet_by:
@@ -234,6 +241,7 @@ class Uplink:
                 break
             await asyncio.sleep(0.02)
         self._stop.set()
+        self._wake.set()
         self._work.set()
         if self._running:
             with contextlib.suppress(TimeoutError):
@@ -248,6 +256,23 @@ class Uplink:
                 self.outbox.stats().depth,
                 len(self._events),
             )
+
+    async def make_room(self, n: int, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait (at most ``timeout`` s) until the outbox can take ``n`` records without a drop.
+
+        Called before a clean stop puts its last records: a reconnect backoff is cut
+        short so a broker that is back drains the backlog first. If the broker stays
+        away the bound drops the oldest as always (counted).
+        """
+        if self.outbox.room() >= n or not self._running:
+            return
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self.outbox.room() >= n or not self._running:
+                break
+            await asyncio.sleep(0.02)
 
     # -- session -----------------------------------------------------------------------------
 
