@@ -94,15 +94,20 @@ def message(parts: Sequence[tuple[str, bytes]]) -> bytes:
     """One MQTT payload from stored (shape, fragment) pairs, in the order given."""
     keys: dict[str, int] = {}
     windows: dict[str, int] = {}
-    records = []
+    # Consecutive records with the same names and window form a run: [k, w, rec, rec, …].
+    runs: list[list[bytes]] = []
+    current = (-1, -1)
     for sh, frag in parts:
         k, _, w = sh.partition("\n")
-        ki = keys.setdefault(k, len(keys))
-        records.append(b"[%d,%d,%b]" % (ki, windows.setdefault(w, len(windows)), frag))
+        group = (keys.setdefault(k, len(keys)), windows.setdefault(w, len(windows)))
+        if group != current:
+            current = group
+            runs.append([b"%d,%d" % group])
+        runs[-1].append(b"[%b]" % frag)
     return b'{"v":2,"k":[%b],"w":[%b],"r":[%b]}' % (
         ",".join(keys).encode(),
         ",".join(windows).encode(),
-        b",".join(records),
+        b",".join(b"[%b]" % b",".join(run) for run in runs),
     )
 
 
@@ -130,7 +135,7 @@ def decode(data: bytes | str) -> list[Record]:
             raise PayloadError(f"record format version {doc['v']!r} is not supported")
         keys = [list(k) for k in doc["k"]]
         windows = [(float(w[0]), float(w[1])) for w in doc["w"]]
-        return [_decode_v2(keys[r[0]], windows[r[1]], r[2:]) for r in doc["r"]]
+        return [_decode_v2(keys[run[0]], windows[run[1]], r) for run in doc["r"] for r in run[2:]]
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise PayloadError(f"malformed record message: {exc!r}") from exc
 

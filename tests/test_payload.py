@@ -46,7 +46,7 @@ def test_single_sample_record_round_trips_without_statistics() -> None:
     doc = json.loads(data)
     assert doc["v"] == 2 and doc["k"] == [sorted(BENCH8)] and doc["w"] == [[1, int(T)]]
     # device, seq, read time in ms into the window, values: no statistics, no extras.
-    assert doc["r"] == [[0, 0, "m0001", 4711, 123, [BENCH8[q] for q in sorted(BENCH8)]]]
+    assert doc["r"] == [[0, 0, ["m0001", 4711, 123, [BENCH8[q] for q in sorted(BENCH8)]]]]
     assert payload.decode(data) == [rec]
 
 
@@ -66,7 +66,7 @@ def test_statistics_offsets_and_clipped_windows_round_trip() -> None:
         7,
     )
     data = payload.encode(rec)
-    (extras,) = [r[6] for r in json.loads(data)["r"]]
+    (extras,) = [r[4] for run in json.loads(data)["r"] for r in run[2:]]
     assert extras["o"] == [0, -250, -790250] and extras["n"] == [800, 800, 1]
     assert extras["a"] == [None, 2250.125, None]
     assert payload.decode(data) == [rec]
@@ -79,6 +79,8 @@ def test_several_devices_share_one_message_and_keep_their_seq() -> None:
     data = payload.message(parts)
     doc = json.loads(data)
     assert len(doc["k"]) == 2 and len(doc["w"]) == 2  # names and windows listed once each
+    # Runs of records sharing names and window: T, T+1, T, T+1, T, then x at T.
+    assert [run[:2] for run in doc["r"]] == [[0, 0], [0, 1], [0, 0], [0, 1], [0, 0], [1, 0]]
     assert payload.decode(data) == [*recs, other]
     assert data.count(b'"voltage_l1"') == 1
 
@@ -102,7 +104,8 @@ def test_version_1_bodies_still_read() -> None:
 
 
 @pytest.mark.parametrize(
-    "data", [b"nope", b"[]", b'{"v":3,"k":[],"w":[],"r":[]}', b'{"v":2,"k":[],"w":[],"r":[[0]]}']
+    "data",
+    [b"nope", b"[]", b'{"v":3,"k":[],"w":[],"r":[]}', b'{"v":2,"k":[],"w":[],"r":[[0,0,[1]]]}'],
 )
 def test_malformed_messages_raise_payload_error(data: bytes) -> None:
     with pytest.raises(PayloadError):
