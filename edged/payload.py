@@ -66,11 +66,7 @@ def fragment(record: Record, seq: int | None = None) -> bytes:
     if any(s != t for s in stamps):
         extras["o"] = [s - t for s in stamps]
     if any(r.count > 1 for r in readings):
-        stats = [r.count > 1 and r.mean is not None for r in readings]
-        extras["n"] = [r.count for r in readings]
-        extras["a"] = [_mean(r.mean) if s else None for r, s in zip(readings, stats, strict=True)]
-        extras["l"] = [_num(r.min) if s else None for r, s in zip(readings, stats, strict=True)]
-        extras["h"] = [_num(r.max) if s else None for r, s in zip(readings, stats, strict=True)]
+        _statistics(readings, extras)
     flags = _flags(record)
     if flags:
         extras["f"] = flags
@@ -83,6 +79,28 @@ def fragment(record: Record, seq: int | None = None) -> bytes:
     if extras:
         body.append(extras)
     return _dumps(body)[1:-1].encode()
+
+
+def _statistics(readings: list[Reading], extras: dict[str, Any]) -> None:
+    """Extras ``n``, and per gauge either its other sample (``p``, two samples: mean, min
+    and max follow from it and the last) or mean/min/max (``a``, ``l``, ``h``)."""
+    counts = [r.count for r in readings]
+    extras["n"] = counts[0] if all(c == counts[0] for c in counts) else counts
+    pairs = [r.count == 2 and r.mean is not None for r in readings]
+    many = [r.count > 2 and r.mean is not None for r in readings]
+    if any(pairs):
+        extras["p"] = [
+            _num(_other(r)) if pair else None for r, pair in zip(readings, pairs, strict=True)
+        ]
+    if any(many):
+        extras["a"] = [_mean(r.mean) if m else None for r, m in zip(readings, many, strict=True)]
+        extras["l"] = [_num(r.min) if m else None for r, m in zip(readings, many, strict=True)]
+        extras["h"] = [_num(r.max) if m else None for r, m in zip(readings, many, strict=True)]
+
+
+def _other(r: Reading) -> float | None:
+    """The sample of a two-sample window that is not the last one."""
+    return r.min if r.last == r.max else r.max
 
 
 def _flags(record: Record) -> list[str]:
@@ -145,17 +163,24 @@ def _decode_v2(names: list[str], window: tuple[float, float], r: list[Any]) -> R
     device, seq, t, values = r[0], r[1], r[2], r[3]
     ex: Mapping[str, Any] = r[4] if len(r) > 4 else {}
     offsets = ex.get("o") or [0] * len(names)
-    counts = ex.get("n")
+    n = ex.get("n", 1)
+    counts = n if isinstance(n, list) else [n] * len(names)
+    pairs = ex.get("p") or [None] * len(names)
+    many = ex.get("a") or [None] * len(names)
     readings: dict[str, Reading] = {}
     for i, name in enumerate(names):
         ts = start + (t + offsets[i]) / 1000
         last = float(values[i])
-        if counts is not None and ex["a"][i] is not None:
-            readings[name] = Reading(
-                last, ts, float(ex["a"][i]), float(ex["l"][i]), float(ex["h"][i]), counts[i]
-            )
+        if many[i] is not None:
+            low, high = float(ex["l"][i]), float(ex["h"][i])
+            readings[name] = Reading(last, ts, float(many[i]), low, high, counts[i])
+        elif pairs[i] is not None:
+            other = float(pairs[i])
+            low, high = min(other, last), max(other, last)
+            mean = min(max((other + last) / 2, low), high)
+            readings[name] = Reading(last, ts, mean, low, high, 2)
         elif is_counter(name):
-            readings[name] = Reading(last, ts, count=counts[i] if counts is not None else 1)
+            readings[name] = Reading(last, ts, count=counts[i])
         else:
             readings[name] = Reading(last, ts, last, last, last, 1)
     return Record(str(device), start, length, MappingProxyType(readings), int(seq))

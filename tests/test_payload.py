@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from drivers.modbus.codec import f32_digits
 from edged import payload
-from edged.model import Reading, Record
+from edged.model import Reading, Record, Sample
 from edged.payload import PayloadError
+from edged.windows import Windows
 
 T = 1_796_055_069.0
 BENCH8 = {
@@ -127,3 +128,41 @@ def test_float32_values_keep_seven_significant_digits(x: float) -> None:
     assert got == pytest.approx(x, rel=5.1e-7, abs=1e-45)
     back = struct.unpack(">f", struct.pack(">f", got))[0]
     assert back == pytest.approx(x, rel=6e-7, abs=1e-45)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 0.999),
+            st.floats(-1e6, 1e6, width=32),
+            st.floats(0, 1e9, width=32),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_windows_records_read_back_as_recorded(
+    samples: list[tuple[float, float, float]],
+) -> None:
+    # Whatever a window holds (one sample, two, several), the reader gets back what the
+    # windows stage recorded: last values, statistics (or the other sample) and counts.
+    windows = Windows({"m": 1.0}, clock=lambda: T)
+    for offset, power, energy in samples:
+        windows.add(Sample("m", T + offset, {"power_active": power, "energy_import": energy}))
+    (rec,) = windows.flush()
+    (back,) = payload.decode(payload.encode(rec))
+    assert (back.device_id, back.window_start, back.window_length) == ("m", T, 1.0)
+    for name, reading in rec.values.items():
+        got = back.values[name]
+        assert got.ts == pytest.approx(reading.ts, abs=0.0011)
+        assert (got.last, got.count, got.min, got.max) == (
+            reading.last,
+            reading.count,
+            reading.min,
+            reading.max,
+        )
+        if reading.mean is not None and reading.count > 2:
+            assert got.mean == pytest.approx(reading.mean, rel=5e-7)
+        else:
+            assert got.mean == reading.mean
