@@ -192,6 +192,7 @@ class Daemon:
         self.status_service.outbox = self.outbox
         self.status_service.uplink = self.uplink
         self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
+        self.metrics.enabled = cfg.metrics.enabled
         if cfg.metrics.enabled:
             self._tasks.append(
                 asyncio.create_task(

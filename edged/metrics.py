@@ -14,6 +14,7 @@ import contextlib
 import logging
 import re
 import time
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -88,9 +89,19 @@ class Metrics:
         self._gauges: dict[str, tuple[Gauge, tuple[str, ...]]] = {}
         self._server: asyncio.Server | None = None
         self.port: int | None = None
+        # False when [metrics] is off (fixed until a restart): counting per sample and per
+        # device would cost CPU and memory for series nobody can read.
+        self.enabled = True
+        self._children: dict[tuple[str, str, str], Any] = {}
 
     def count(self, event: str, driver: str, device_id: str | None = None, n: int = 1) -> None:
         """Add ``n`` to the counter of an event for a driver (and device)."""
+        if not self.enabled:
+            return
+        child = self._children.get((event, driver, device_id or ""))
+        if child is not None:  # the hot path: one dict lookup per sample
+            child.inc(n)
+            return
         name = metric_name(event)
         counter = self._counters.get(name)
         if counter is None:
@@ -101,10 +112,14 @@ class Metrics:
                 registry=self.registry,
             )
             self._counters[name] = counter
-        counter.labels(driver, device_id or "").inc(n)
+        child = counter.labels(driver, device_id or "")
+        self._children[(event, driver, device_id or "")] = child
+        child.inc(n)
 
     def observe(self, event: str, driver: str, seconds: float) -> None:
         """Record a duration in the latency histogram of an event for a driver."""
+        if not self.enabled:
+            return
         name = metric_name(event)
         histogram = self._histograms.get(name)
         if histogram is None:
