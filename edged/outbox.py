@@ -16,7 +16,10 @@ Design choices (see docs/uplink.md):
   the WAL can proceed, and is recreated after recovery; the WAL is capped with
   ``journal_size_limit``.
 * When the configured size is exceeded the oldest records are dropped; the
-  drop counter is persisted in the same transaction.
+  drop counter is persisted in the same transaction. The reported depth never
+  exceeds ``max_records``.
+* A record is encoded once, in ``put_many`` (``edged.payload.shape`` and
+  ``fragment``), and stored as those bytes; the uplink joins them into messages.
 """
 
 from __future__ import annotations
