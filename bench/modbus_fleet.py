@@ -115,10 +115,11 @@ class CountingContext:
 
 
 def write_config(path: Path, ports: list[int], mqtt_port: int, data_dir: Path,
-                 licences: Path) -> None:  # fmt: skip
+                 licences: Path, batch: int | None = None) -> None:  # fmt: skip
     lines = [
         f'[gateway]\nid = "bench"\ndata_dir = "{data_dir}"\n',
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n',
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n'
+        + (f"batch = {batch}\n" if batch is not None else ""),
         "[metrics]\nenabled = false\n",
         f'[licensing]\ndirectory = "{licences}"\n',
     ]
@@ -278,7 +279,7 @@ async def run_daemon(sims: list[SimProcess], args: argparse.Namespace) -> dict[s
         )
         broker = start_broker(mosquitto, work / "mosquitto.conf")
         config = work / "edged.toml"
-        write_config(config, ports, mqtt_port, work / "data", work / "licences")
+        write_config(config, ports, mqtt_port, work / "data", work / "licences", args.batch)
         (work / "data").mkdir()
         install_bench_licence(work / "licences", len(ports))
         daemon = None
@@ -328,6 +329,12 @@ def main() -> int:
         "--inprocess",
         action="store_true",
         help="poll with the driver inside this process instead of `edged run`",
+    )
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="[mqtt] batch of the daemon (default: its own default)",
     )
     ap.add_argument(
         "--python",
