@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from edged import payload
 from edged.config import MqttConfig
-from edged.outbox import Outbox
+from edged.outbox import MIGRATIONS, Outbox
 from edged.reconnect import ReconnectState
 from edged.uplink import Uplink, describe_error
 from tests.conftest import Broker, subscribe
@@ -392,3 +393,34 @@ async def test_drain_gives_up_in_time_when_the_broker_is_away(
         await box.flush()
         await asyncio.wait_for(up.drain(0.5), 5)
         assert box.stats().depth == 1  # kept for the next start
+
+
+async def test_records_stored_by_an_older_edged_are_sent_as_they_were(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # An outbox of schema 1 (record format 1) with one record left in it at the upgrade.
+    path = tmp_path / "o" / "outbox.sqlite"
+    path.parent.mkdir()
+    db = sqlite3.connect(path)
+    MIGRATIONS[0](db)
+    db.execute("PRAGMA user_version = 1")
+    v1 = (
+        b'{"device":"old","seq":7,"ts":"2023-11-14T22:13:00.000Z","window":60,"values":'
+        b'{"energy_import":{"value":5.0,"unit":"Wh","ts":"2023-11-14T22:13:20.000Z"}}}'
+    )
+    db.execute(
+        "INSERT INTO records (device_id, seq, payload, created) VALUES ('old', 7, ?, 0)", (v1,)
+    )
+    db.execute("INSERT INTO sequences (device_id, seq) VALUES ('old', 7)")
+    db.commit()
+    db.close()
+    async with (
+        subscribe(broker.port, "edged/#") as col,
+        pipeline(mqtt_config(broker.port), path) as (box, _),
+    ):
+        box.put(record("old", 6.0))
+        box.put(record("new", 1.0))
+        await col.wait_for(lambda c: len(c.records()) == 3)
+    # The old record alone on its device topic, byte for byte; the new ones in format 2.
+    assert next(p for t, p, _ in col.messages if t == "edged/gw1/old") == v1
+    assert [(r.device_id, r.seq) for r in col.records()] == [("old", 7), ("old", 8), ("new", 1)]
