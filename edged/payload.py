@@ -19,6 +19,7 @@ Topics: ``<prefix>/<gateway>/<device>`` (a message holding one device's records)
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -45,8 +46,13 @@ class PayloadError(EdgedError):
 def shape(record: Record) -> str:
     """The record's shape: its quantity names in value order and its window, as two lines
     of JSON: ``["energy_import",…]`` and ``[length s, start s]``."""
-    window = [_number(record.window_length), _number(record.window_start)]
-    return f"{_dumps(sorted(record.values))}\n{_dumps(window)}"
+    return _shape(tuple(sorted(record.values)), record.window_length, record.window_start)
+
+
+# A fleet shares a few shapes per window: build each text once.
+@functools.lru_cache(maxsize=1024)
+def _shape(names: tuple[str, ...], length: float, start: float) -> str:
+    return f"{_dumps(list(names))}\n{_dumps([_number(length), _number(start)])}"
 
 
 def fragment(record: Record, seq: int | None = None) -> bytes:
@@ -57,13 +63,14 @@ def fragment(record: Record, seq: int | None = None) -> bytes:
     to extras only when a value's window held more than one sample. ``seq`` overrides
     the record's own (the outbox assigns it). Non-finite values are refused (ValueError).
     """
-    names = sorted(record.values)
-    readings = [record.values[n] for n in names]
+    values = record.values
+    readings = [values[n] for n in sorted(values)]
     start = round(record.window_start * 1000)
-    stamps = [math.floor(r.ts * 1000) - start for r in readings]
+    floor = math.floor
+    stamps = [floor(r.ts * 1000) - start for r in readings]
     t = max(stamps) if stamps else 0
     extras: dict[str, Any] = {}
-    if any(s != t for s in stamps):
+    if stamps.count(t) != len(stamps):
         extras["o"] = [s - t for s in stamps]
     if any(r.count > 1 for r in readings):
         _statistics(readings, extras)
