@@ -19,6 +19,7 @@ Topics: ``<prefix>/<gateway>/<device>`` (a message holding one device's records)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -111,8 +112,8 @@ def _other(r: Reading) -> float | None:
 
 
 def _flags(record: Record) -> list[str]:
-    """Flags of a record (extras ``f``): none are defined yet; ``f`` is reserved for them."""
-    return []
+    """Flags of a record (extras ``f``): ``stale`` for a virtual meter with a stale source."""
+    return ["stale"] if getattr(record, "stale", False) else []
 
 
 def message(parts: Sequence[tuple[str, bytes]]) -> bytes:
@@ -190,7 +191,11 @@ def _decode_v2(names: list[str], window: tuple[float, float], r: list[Any]) -> R
             readings[name] = Reading(last, ts, count=counts[i])
         else:
             readings[name] = Reading(last, ts, last, last, last, 1)
-    return Record(str(device), start, length, MappingProxyType(readings), int(seq))
+    record = Record(str(device), start, length, MappingProxyType(readings), int(seq))
+    if "stale" in ex.get("f", ()) and hasattr(record, "stale"):
+        flags: dict[str, Any] = {"stale": True}
+        record = dataclasses.replace(record, **flags)
+    return record
 
 
 def _decode_v1(doc: Mapping[str, Any]) -> Record:

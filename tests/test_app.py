@@ -128,12 +128,12 @@ async def test_sighup_with_broken_config_keeps_running_old(
     async with subscribe(broker.port, "edged/gw-test/m1") as col:
         daemon = start_daemon(cfg, tmp_path / "daemon.log")
         try:
-            await col.wait_for(lambda c: len(c.json()) >= 2)
+            await col.wait_for(lambda c: len(c.records()) >= 2)
             cfg.write_text(good.replace("poll_interval = 0.5", "poll_interval = 'fast'"))
             daemon.signal(signal.SIGHUP)
             daemon.wait_for("reload refused")
-            n = len(col.json())
-            await col.wait_for(lambda c: len(c.json()) >= n + 3)
+            n = len(col.records())
+            await col.wait_for(lambda c: len(c.records()) >= n + 3)
             assert daemon.proc.poll() is None
             assert "devices[0].poll_interval" in daemon.text()
             # the operator can still reach the daemon while the file on disk is broken

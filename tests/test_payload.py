@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -166,3 +167,18 @@ def test_windows_records_read_back_as_recorded(
             assert got.mean == pytest.approx(reading.mean, rel=5e-7)
         else:
             assert got.mean == reading.mean
+
+
+def test_stale_records_carry_the_stale_flag() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class StaleRecord(Record):
+        stale: bool = True
+
+    base = one_sample("v1", 3, T, {"power_active": 1.5})
+    rec = StaleRecord(base.device_id, base.window_start, 1.0, base.values, 3)
+    data = payload.encode(rec)
+    (run,) = json.loads(data)["r"]
+    assert run[2][4] == {"f": ["stale"]}
+    (back,) = payload.decode(data)
+    assert back.values == rec.values and getattr(back, "stale", True) is True
+    assert b'"f"' not in payload.encode(base)  # no flags, no extras

@@ -86,7 +86,7 @@ timeout = 0.5
             daemon = start_daemon(cfg, tmp_path / "daemon.log")
             try:
                 await col.wait_for(
-                    lambda c: len(c.json("/p1")) >= 8 and len(c.json("/p2")) >= 8, timeout=25
+                    lambda c: len(c.records("p1")) >= 8 and len(c.records("p2")) >= 8, timeout=25
                 )
             finally:
                 assert daemon.stop() == 0
