@@ -53,3 +53,4 @@ clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 -include mk/install.mk
+-include mk/deb.mk

@@ -26,6 +26,7 @@ BENCHES: dict[str, list[list[str]]] = {
     "mbus_decode": [[]],
     "mbus_bus": [["--meters", "20"]],
     "ocpp_fleet": [["--chargers", "1000", "--interval", "10"]],
+    "modbus_server": [["--clients", "50", "--rate", "10", "--points", "100"]],
 }
 
 

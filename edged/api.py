@@ -338,6 +338,30 @@ class Commandable(Protocol):
         """Run one command; return a JSON-ready result or raise an EdgedError saying why."""
 
 
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What a driver knows about one configured device before it runs.
+
+    The core checks rules that name a device against it (``edged.actions``):
+    ``quantities`` is None when they are known only once the device speaks (a charger's
+    measurands); ``commands`` are the typed commands the device takes; the writable
+    holding registers and coils are those its configuration declares.
+    """
+
+    quantities: frozenset[str] | None = None
+    commands: frozenset[type[Command]] = frozenset()
+    writable_registers: frozenset[int] = frozenset()
+    writable_coils: frozenset[int] = frozenset()
+
+
+@runtime_checkable
+class Describes(Protocol[S_contra]):
+    """Capability: say what a configured device serves and takes (for validating rules)."""
+
+    def describe(self, settings: S_contra, device_id: str) -> DeviceInfo | None:
+        """The device's description, or None when it is not on these settings."""
+
+
 # -- command line and simulators ---------------------------------------------------------
 
 

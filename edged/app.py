@@ -21,19 +21,25 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edged import api
+from edged import __version__, api, payload, tiers
 from edged import config as configmod
+from edged import outbox_sizing as sizing
+from edged.actions.engine import Engine
 from edged.config import Config
 from edged.control import ControlServer
+from edged.energy import Energy
 from edged.errors import EdgedError
 from edged.licence_watch import LicenceWatcher
 from edged.live import LiveValues
+from edged.loadmgmt.config import LoadManagementConfig
+from edged.loadmgmt.controller import Controller as LoadManagement
 from edged.metrics import Metrics
-from edged.model import Record
+from edged.modbus_server.server import LiveRegisters, ModbusServer, ServedPoint, served_points
+from edged.model import DeviceState, Record, Sample
 from edged.outbox import Outbox
 from edged.pipeline import Pipeline
 from edged.provisioning import Provisioning, provision
@@ -48,6 +54,17 @@ log = logging.getLogger("edged.app")
 Clock = Callable[[], float]
 TICK = 0.2
 """Seconds between two closings of due windows."""
+
+
+def outbox_size(cfg: Config, intervals: Iterable[float]) -> sizing.OutboxSize:
+    """The outbox limits for this site: configured, or derived from ``outage_hours``."""
+    return sizing.size_for(
+        rate=sizing.site_rate(intervals),
+        record_bytes=sizing.typical_record_bytes(payload.encode),
+        outage_hours=cfg.outbox.outage_hours,
+        max_records=cfg.outbox.max_records,
+        max_mb=cfg.outbox.max_mb,
+    )
 
 
 def _lock_outbox(outbox: Path) -> int:
@@ -72,6 +89,17 @@ def _lock_outbox(outbox: Path) -> int:
     return fd
 
 
+def modbus_points(prov: Provisioning) -> list[ServedPoint]:
+    """The metering points the Modbus server serves, with their unit ids and age limits."""
+    cfg = prov.config
+    return served_points(
+        cfg.modbus_server,
+        cfg.devices,
+        [(v.id, v.medium) for v in cfg.virtual_meters],
+        lambda dev: prov.connections[dev.connection].driver.polled,
+    )
+
+
 class Daemon:
     """The running edged process."""
 
@@ -87,10 +115,29 @@ class Daemon:
         self.live = LiveValues()
         self.windows = Windows(clock=clock)
         self.pipeline = Pipeline(self.windows, self.live, self._emit)
-        self.supervisor = Supervisor(self.metrics, self.pipeline.add)
+        self.supervisor = Supervisor(self.metrics, self._sample)
+        self.energy = Energy(self.pipeline, self.supervisor, self.metrics, clock)
+        self.actions = Engine(
+            self.live,
+            self.supervisor.command,
+            self._publish_event,
+            self._device_state,
+            lambda event, rule, n: self.metrics.count(f"action_{event}", "actions", rule, n),
+            clock,
+        )
         self.status_service = StatusService(
             self.supervisor, self.live, self.windows, self.metrics, clock
         )
+        self.status_service.actions = self.actions
+        self.status_service.virtual = self.energy.virtual
+        self.loadmgmt = LoadManagement(
+            LoadManagementConfig(),
+            self.live,
+            self._device_state,
+            self.supervisor.command,
+            self.metrics,
+        )
+        self.status_service.circuits = self.loadmgmt.status
         self.licences = LicenceWatcher(
             self._current, self.apply, self._publish_event, self._licence_dir, clock
         )
@@ -103,6 +150,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._control: ControlServer | None = None
         self._lock_fd: int | None = None
+        self.modbus_server: ModbusServer | None = None
 
     @property
     def devices(self) -> dict[str, Any]:
@@ -129,15 +177,38 @@ class Daemon:
     async def _publish_event(self, kind: str, body: dict[str, object]) -> None:
         if self.uplink is not None:
             await self.uplink.publish_event(kind, body)
+        self.actions.on_event(kind, body)
+
+    def _sample(self, sample: Sample) -> None:
+        self.pipeline.add(sample)
+        self.actions.observe(sample)
+
+    def _device_state(self, device_id: str) -> DeviceState | None:
+        """A metering point's state: the supervisor's for a device, stale or online for a
+        virtual meter (so no consumer serves a stale virtual meter as fresh)."""
+        st = self.supervisor.devices.get(device_id)
+        if st is not None:
+            return st.state
+        stale = self.energy.virtual.is_stale(device_id)
+        if stale is None:
+            return None
+        return DeviceState.STALE if stale else DeviceState.ONLINE
 
     async def apply(self, prov: Provisioning) -> None:
         """Bring connections, windows and status in line with a provisioning."""
         # Intervals first: a device added live may send its first sample at once.
-        self.windows.set_intervals(dict(prov.intervals))
+        account = tiers.tier_interval(tiers.account_tier(prov.config))
+        virtual = {v.id: account for v in prov.config.virtual_meters}
+        self.windows.set_intervals(dict(prov.intervals) | virtual)
+        self.energy.apply(prov)
         await self.supervisor.apply(prov)
-        self.live.keep_only(d.id for d in prov.admitted)
+        self.live.keep_only([*(d.id for d in prov.admitted), *virtual])
+        self.actions.set_rules(prov.config.actions)
+        self.loadmgmt.apply(prov.config.load_management)
         self.provisioning = prov
         self.status_service.provisioning = prov
+        if self.modbus_server is not None:
+            self.modbus_server.set_points(modbus_points(prov))
 
     async def _tick(self) -> None:
         """Close due windows, mark stale devices, refresh gauges."""
@@ -149,9 +220,36 @@ class Daemon:
             now = self.clock()
             self.pipeline.tick(now)
             self.supervisor.mark_stale(self.windows.stale_devices(now), now)
+            self.actions.tick(now)
+            self.energy.tick(now, ticks)
             # Gauges walk every device: once a second is plenty for a scraper.
             if ticks % 5 == 1:
                 self.status_service.refresh_gauges()
+
+    async def _start_modbus_server(self, prov: Provisioning) -> ModbusServer | None:
+        """The Modbus TCP server on the live values; None (logged) when it cannot listen."""
+        cfg = prov.config
+        registers = LiveRegisters(
+            self.live,
+            self._device_state,
+            gateway_id=cfg.gateway.id,
+            models=cfg.modbus_server.models,
+            version=__version__,
+            clock=self.clock,
+        )
+        server = ModbusServer(
+            cfg.modbus_server,
+            registers,
+            lambda event: self.metrics.count(f"modbus_server_{event}", "modbus_server"),
+        )
+        server.set_points(modbus_points(prov))
+        try:
+            await server.start()
+        except (OSError, RuntimeError) as exc:
+            log.error("modbus server unavailable port=%s error=%s", cfg.modbus_server.port, exc)
+            return None
+        self.status_service.modbus_server = server
+        return server
 
     def healthy(self) -> bool:
         """True while the loop ticks and the uplink task is alive (watchdog condition)."""
@@ -181,15 +279,24 @@ class Daemon:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
 
+        size = outbox_size(cfg, prov.intervals.values())
+        log.info(
+            "outbox limits max_records=%d max_mb=%d derived=%s keeps_hours=%.1f",
+            size.max_records,
+            size.max_bytes // (1024 * 1024),
+            size.derived,
+            size.lasts_seconds / 3600,
+        )
         self.outbox = Outbox(
             cfg.outbox.path,
-            max_records=cfg.outbox.max_records,
-            max_bytes=cfg.outbox.max_bytes,
+            max_records=size.max_records,
+            max_bytes=size.max_bytes,
             synchronous=cfg.outbox.synchronous,
         )
         await self.outbox.open()
+        await self.energy.open(cfg)
         self.uplink = Uplink(cfg.mqtt, cfg.gateway.id, self.outbox)
-        self.status_service.outbox = self.outbox
+        self.status_service.attach_outbox(self.outbox)
         self.status_service.uplink = self.uplink
         self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
         self.metrics.enabled = cfg.metrics.enabled
@@ -205,6 +312,8 @@ class Daemon:
         except OSError as exc:
             log.error("control socket unavailable path=%s error=%s", cfg.control.socket, exc)
             self._control = None
+        if cfg.cloud.features["modbus_server"]:
+            self.modbus_server = await self._start_modbus_server(prov)
         await self.apply(prov)
         self._tasks.append(asyncio.create_task(self._tick(), name="tick"))
         self._tasks.append(asyncio.create_task(self.licences.run(), name="licences"))
@@ -255,6 +364,14 @@ class Daemon:
                 ("outbox", prov.config.outbox, old.config.outbox),
                 ("control", prov.config.control, old.config.control),
                 ("metrics", prov.config.metrics, old.config.metrics),
+                (
+                    "modbus_server",
+                    (
+                        prov.config.cloud.features["modbus_server"],
+                        prov.config.modbus_server.listener,
+                    ),
+                    (old.config.cloud.features["modbus_server"], old.config.modbus_server.listener),
+                ),
             ):
                 if new_value != old_value:
                     notes.append(
@@ -287,6 +404,8 @@ class Daemon:
         """Stop polling, flush everything durable, give the uplink a moment, exit."""
         self.notifier.notify("STOPPING=1")
         log.info("stopping")
+        await self.actions.close()
+        await self.loadmgmt.stop()
         await self.supervisor.stop()
         if self.outbox is not None:
             if self.uplink is not None:
@@ -295,6 +414,7 @@ class Daemon:
                 await self.uplink.make_room(len(self.supervisor.devices), 2.0)
             self.pipeline.flush()
             await self.outbox.flush()
+        await self.energy.close()
         if self.uplink is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.uplink.drain(2.0), 2.5)
@@ -306,6 +426,8 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._control is not None:
             await self._control.close()
+        if self.modbus_server is not None:
+            await self.modbus_server.close()
         if self.outbox is not None:
             await self.outbox.close()
         log.info("stopped")
@@ -321,7 +443,8 @@ class Daemon:
         cmd = request.get("command")
         if cmd == "status":
             device = request.get("device")
-            if device is not None and str(device) not in self.supervisor.devices:
+            known = (*self.supervisor.devices, *self.energy.virtual.ids)
+            if device is not None and str(device) not in known:
                 return {"ok": False, "error": f"no device {device!r}"}
             return {
                 "ok": True,

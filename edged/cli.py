@@ -97,6 +97,13 @@ def _parser(clis: dict[str, CliCommand]) -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the daemon")
     _config_arg(r, "main configuration file")
     _licence_dir_arg(r)
+    r.add_argument(
+        "--level",
+        choices=("debug", "info", "warning", "error"),
+        default=None,
+        help="edged's log level (default: [logging] level, else info); the libraries' "
+        "own lines follow [logging] libraries",
+    )
 
     c = sub.add_parser("check-config", help="validate the configuration without starting anything")
     _config_arg(c, "main configuration file (conf.d/*.toml beside it are read too)")
@@ -128,6 +135,9 @@ def _parser(clis: dict[str, CliCommand]) -> argparse.ArgumentParser:
     lic.add_argument("args", nargs=argparse.REMAINDER)
     sim = sub.add_parser("sim", help="run a device simulator", add_help=False)
     sim.add_argument("args", nargs=argparse.REMAINDER)
+    for name, what in (("export", "load profile as CSV"), ("report", "monthly energy summary")):
+        ex = sub.add_parser(name, help=what, add_help=False)
+        ex.add_argument("args", nargs=argparse.REMAINDER)
     for name, cli in clis.items():
         d = sub.add_parser(name, help=cli.help, add_help=False)
         d.add_argument("args", nargs=argparse.REMAINDER)
@@ -216,6 +226,10 @@ def _main(argv: list[str] | None) -> int:
     # One place turns errors into what the operator sees: a config error is one line
     # and exit 78, anything else edged reports (no daemon, refused reload) exit 1.
     try:
+        if args_in and args_in[0] in ("export", "report"):
+            from edged.export import cli_main
+
+            return cli_main(args_in[0], args_in[1:])
         if args_in and args_in[0] not in CORE_COMMANDS and not args_in[0].startswith("-"):
             drv = _one_driver(args_in[0])
             if isinstance(drv, api.HasCli):
@@ -234,7 +248,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.cmd == "check-config":
         return _check_config(args.config, args.licence_dir)
     if args.cmd == "run":
-        return _run(args.config, args.licence_dir)
+        return _run(args.config, args.licence_dir, args.level)
     if args.cmd == "status":
         return _status(_socket_path(args.config, args.socket), args.json, args.values, args.device)
     if args.cmd == "reload":
@@ -276,6 +290,13 @@ def _check_config(path: Path, licence_dir: Path | None) -> int:
         f"licence {prov.licence_used}/{prov.licence_total})"
     )
     print(_tier_line(cfg))
+    from edged.app import outbox_size
+    from edged.outbox_sizing import describe
+
+    line, warning = describe(outbox_size(cfg, prov.intervals.values()), cfg.outbox.outage_hours)
+    print(line)
+    if warning:
+        print(f"warning: {_section_error(cfg, 'outbox', 'max_mb')(warning)}", file=sys.stderr)
     return 0
 
 
@@ -356,13 +377,13 @@ def _section_error(cfg: Any, section: str, key: str) -> Any:
     return make
 
 
-def _run(path: Path, licence_dir: Path | None) -> int:
+def _run(path: Path, licence_dir: Path | None, level: str | None = None) -> int:
     from edged import app, logsetup
     from edged import config as configmod
     from edged.errors import ConfigError, EdgedError
 
     cfg = configmod.load(path)
-    logsetup.setup(cfg.log_level)
+    logsetup.setup(level or cfg.log_level, libraries=cfg.log_libraries)
     daemon = app.Daemon(path, licence_dir=licence_dir)
     try:
         return asyncio.run(daemon.run(cfg))

@@ -18,9 +18,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from edged import energyconfig
+from edged.actions import config as actions_config
+from edged.actions.config import Rule
 from edged.api import DEVICE_KEYS, Options
 from edged.errors import ConfigError
+from edged.loadmgmt import config as loadmgmt
+from edged.modbus_server import config as modbus_server_config
 from edged.model import ConnectionSpec, DeviceSpec, Source, Tier
+from edged.virtualspec import VirtualDef
+from edged.virtualspec import check as check_virtual
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MEDIA = (
@@ -81,9 +88,11 @@ class OutboxConfig:
     """The durable outbox."""
 
     path: Path
-    max_records: int
-    max_bytes: int
+    max_records: int | None
+    """None: derived from ``outage_hours`` and the site (edged/outbox_sizing.py)."""
+    max_mb: int | None
     synchronous: str
+    outage_hours: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -121,13 +130,15 @@ class LicensingConfig:
 
 @dataclass(frozen=True)
 class VirtualMeter:
-    """A metering point computed in the cloud from other devices (counts for tier and plan)."""
+    """A metering point computed from other metering points (counts for tier and plan)."""
 
     id: str
     medium: str
     cloud_licence: Tier
     sources: tuple[str, ...]
     source: Source
+    # Its formulas, skew and staleness (edged.virtualspec); None only when built by hand.
+    compute: VirtualDef | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,18 @@ class Config:
     virtual_meters: tuple[VirtualMeter, ...] = field(default=())
     # Metering points that set no ``cloud_licence`` and so count as Basic.
     no_cloud_licence: tuple[str, ...] = field(default=())
+    log_libraries: str = "warning"
+    """Level of the protocol libraries' own loggers (pymodbus, websockets, ...)."""
+    # If/then rules ([[actions]], edged.actions).
+    actions: tuple[Rule, ...] = field(default=())
+    modbus_server: modbus_server_config.ModbusServerConfig = field(
+        default_factory=modbus_server_config.ModbusServerConfig
+    )
+    load_profile: energyconfig.LoadProfileConfig | None = None
+    export: energyconfig.ExportConfig | None = None
+    load_management: loadmgmt.LoadManagementConfig = field(
+        default_factory=loadmgmt.LoadManagementConfig
+    )
 
 
 FEATURES = (
@@ -169,6 +192,10 @@ _SECTIONS = (
     "metrics",
     "licensing",
     "logging",
+    "modbus_server",
+    "load_profile",
+    "export",
+    "load_management",
 )
 
 
@@ -181,6 +208,8 @@ class _Merged:
         self.connections: dict[str, tuple[dict[str, Any], Source]] = {}
         self.devices: list[tuple[dict[str, Any], Source]] = []
         self.virtual: list[tuple[dict[str, Any], Source]] = []
+        self.actions: list[tuple[dict[str, Any], Source]] = []
+        self.circuits: list[tuple[dict[str, Any], Source]] = []
         self.counts: dict[tuple[str, str], int] = {}
 
     def add(self, file: Path, doc: dict[str, Any]) -> None:
@@ -210,14 +239,20 @@ class _Merged:
                             f"connection defined twice (first in {first})",
                         )
                     self.connections[cname] = (table, Source(name, f"connections.{cname}"))
-            elif key in ("devices", "virtual_meters"):
+            elif key in ("devices", "virtual_meters", "actions", "circuits"):
                 if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
                     raise ConfigError(name, key, f"expected an array of tables [[{key}]]")
-                target = self.devices if key == "devices" else self.virtual
+                target = {
+                    "devices": self.devices,
+                    "virtual_meters": self.virtual,
+                    "circuits": self.circuits,
+                }.get(key, self.actions)
                 for i, table in enumerate(value):
                     target.append((table, Source(name, f"{key}[{i}]")))
             else:
-                known = ", ".join([*_SECTIONS, "connections", "devices", "virtual_meters"])
+                known = ", ".join(
+                    [*_SECTIONS, "connections", "devices", "virtual_meters", "actions", "circuits"]
+                )
                 raise ConfigError(name, key, f"unknown section (known: {known})")
 
     def section(self, name: str, main: str) -> Options:
@@ -358,6 +393,7 @@ def load(path: str | Path) -> Config:
 
     lg = merged.section("logging", mainname)
     log_level = lg.choice("level", ("debug", "info", "warning", "error"), "info")
+    log_libraries = lg.choice("libraries", ("debug", "info", "warning", "error"), "warning")
     lg.finish()
 
     connections: dict[str, ConnectionSpec] = {}
@@ -388,10 +424,22 @@ def load(path: str | Path) -> Config:
         if vm.id in seen:
             raise src.error("id", f"duplicate device id {vm.id!r}")
         seen[vm.id] = src
-        for i, ref in enumerate(vm.sources):
-            if ref not in {d.id for d in devices}:
-                raise src.error(f"sources[{i}]", f"no device with id {ref!r}")
         virtual.append(vm)
+    check_virtual(
+        [(v.id, v.compute, v.source, v.sources) for v in virtual if v.compute is not None],
+        {d.id: d for d in devices},
+    )
+
+    load_profile = energyconfig.load_profile(merged.section("load_profile", mainname), data_dir)
+    export = energyconfig.export(merged.section("export", mainname), main.parent)
+
+    modbus_server = modbus_server_config.parse(merged.section("modbus_server", mainname), [*seen])
+    load_management = loadmgmt.parse(
+        merged.section("load_management", mainname),
+        merged.circuits,
+        devices,
+        feature_enabled=features["load_management"],
+    )
 
     return Config(
         files=tuple(files),
@@ -403,14 +451,20 @@ def load(path: str | Path) -> Config:
         metrics=metrics,
         licensing=licensing,
         log_level=log_level,
+        log_libraries=log_libraries,
         connections=MappingProxyType(connections),
         devices=tuple(devices),
         virtual_meters=tuple(virtual),
+        actions=actions_config.parse(merged.actions, list(seen)),
         no_cloud_licence=tuple(
             str(table["id"])
             for table, _ in [*merged.devices, *merged.virtual]
             if "cloud_licence" not in table
         ),
+        modbus_server=modbus_server,
+        load_profile=load_profile,
+        export=export,
+        load_management=load_management,
     )
 
 
@@ -493,9 +547,10 @@ def _outbox(o: Options, data_dir: Path) -> OutboxConfig:
     p = Path(path) if Path(path).is_absolute() else data_dir / path
     cfg = OutboxConfig(
         path=p,
-        max_records=o.int("max_records", 1_000_000, min=1),
-        max_bytes=o.int("max_mb", 256, min=1) * 1024 * 1024,
+        max_records=o.int("max_records", None, min=1),
+        max_mb=o.int("max_mb", None, min=1),
         synchronous=o.choice("synchronous", ("normal", "full"), "normal"),
+        outage_hours=o.float("outage_hours", 24.0, min=0.1, max=24 * 366),
     )
     o.finish()
     return cfg
@@ -521,9 +576,7 @@ def _device(
     address = o.raw("address", None)
     if address is not None and (isinstance(address, bool) or not isinstance(address, int | str)):
         raise o.error("address", "expected an integer or a string")
-    labels = o.raw("labels", {})
-    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise o.error("labels", "expected a table of strings")
+    labels = _labels(o)
     tier = o.choice("cloud_licence", tuple(t.value for t in Tier), "basic")
     profile = o.str("profile", None)
     spec = DeviceSpec(
@@ -547,6 +600,29 @@ def _device(
 
 # An I/O module shows up as at most this many logical devices (docs/licensing.md).
 LICENCE_GROUP_MAX = 3
+
+
+MAX_LABELS = 16
+"""Labels per device: they become metric series, so their number is bounded."""
+_LABEL_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
+
+
+def _labels(o: Options) -> dict[str, str]:
+    """A device's ``labels``: short string values under keys usable as metric label values."""
+    labels = o.raw("labels", {})
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise o.error("labels", 'expected a table of strings, e.g. labels = { flat = "3a" }')
+    if len(labels) > MAX_LABELS:
+        raise o.error("labels", f"at most {MAX_LABELS} labels per device, got {len(labels)}")
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key):
+            raise o.error(
+                "labels",
+                f"label {key!r}: a key is letters, digits and '_', not starting with a digit",
+            )
+        if len(value) > 200:
+            raise o.error("labels", f"label {key!r}: at most 200 characters")
+    return dict(labels)
 
 
 def _check_licence_groups(devices: Sequence[DeviceSpec]) -> None:
@@ -598,12 +674,14 @@ def _virtual(table: dict[str, Any], src: Source) -> VirtualMeter:
     sources = o.raw("sources", [])
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
         raise o.error("sources", "expected an array of device ids")
+    compute = energyconfig.virtual_def(o, tuple(sources))
     vm = VirtualMeter(
         vid,
         o.choice("medium", MEDIA, "electricity"),
         Tier(o.choice("cloud_licence", tuple(t.value for t in Tier), "basic")),
-        tuple(sources),
+        tuple(sources) or compute.points,
         src,
+        compute,
     )
     o.finish()
     return vm

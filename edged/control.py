@@ -21,7 +21,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from edged.actions.text import format_lines as format_actions
 from edged.errors import ControlError
+from edged.loadmgmt.view import format_circuits
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +219,10 @@ def format_status(status: Mapping[str, Any]) -> str:
             line += f" (disk error: {outbox['disk_error']})"
         out.append(line)
 
+    modbus = status.get("modbus_server")
+    if isinstance(modbus, Mapping) and modbus.get("line"):
+        out.append(f"modbus   {modbus['line']}")
+
     devices = status.get("devices")
     if isinstance(devices, Sequence) and not isinstance(devices, str):
         rows = [d for d in devices if isinstance(d, Mapping)]
@@ -226,6 +232,11 @@ def format_status(status: Mapping[str, Any]) -> str:
             if isinstance(dev.get("values"), Mapping):
                 out.append("")
                 out.extend(_value_lines(dev))
+    rules = status.get("actions")
+    if isinstance(rules, list) and rules:
+        out.append("")
+        out.extend(format_actions([r for r in rules if isinstance(r, Mapping)]))
+    out.extend(format_circuits(status.get("circuits")))
     return "\n".join(out) + "\n"
 
 
@@ -268,6 +279,7 @@ _DEVICE_COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("INTERVAL", ("interval", "publish_interval"), False),
     ("LAST SAMPLE", ("last_sample_age", "last_sample"), True),
     ("ERROR", ("last_error", "error"), True),
+    ("LABELS", ("labels",), False),
 )
 
 
@@ -277,7 +289,7 @@ def _device_table(devices: Sequence[Mapping[str, Any]]) -> list[str]:
     columns = [
         (title, keys)
         for title, keys, always in _DEVICE_COLUMNS
-        if always or any(_first(d, *keys) is not None for d in devices)
+        if always or any(_first(d, *keys) not in (None, {}) for d in devices)
     ]
     rows = [[title for title, _ in columns]]
     for dev in devices:
@@ -296,8 +308,10 @@ def _first(mapping: Mapping[str, Any], *keys: str) -> Any:
 
 
 def _cell(title: str, value: Any) -> str:
-    if value is None or value == "":
+    if value is None or value == "" or value == {}:
         return "-"
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
     if isinstance(value, int | float) and not isinstance(value, bool):
         if title == "LAST SAMPLE":
             return f"{_duration(float(value))} ago"

@@ -23,8 +23,17 @@ LEVELS = {
     "error": logging.ERROR,
 }
 
-# Libraries that are chatty at INFO; below debug level only their warnings come through.
-QUIET = ("pymodbus", "websockets", "aiomqtt", "ocpp", "asyncio")
+# The libraries' loggers: at WARNING unless ``[logging] libraries`` asks for more, so that
+# ``level = "debug"`` shows edged's own decisions rather than every frame on the wire.
+LIBRARIES = ("pymodbus", "websockets", "aiomqtt", "ocpp", "asyncio", "serial", "aiohttp")
+
+
+class _NoRepeatMarker(logging.Filter):
+    """Drop pymodbus's "Repeating...." lines: they say only that the line before repeats."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Repeating...."
+
 
 _SYSLOG_PRIORITY = (
     (logging.CRITICAL, 2),
@@ -74,17 +83,27 @@ def journal_attached(stream: IO[str], environ: Mapping[str, str] | None = None) 
         return False
 
 
+def _level(name: str) -> int:
+    try:
+        return LEVELS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown log level {name!r}; use one of {', '.join(LEVELS)}") from None
+
+
 def setup(
     level: str,
     *,
+    libraries: str = "warning",
     stream: IO[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> None:
-    """Send all logging to stderr at ``level`` (debug, info, warning, error), one line per event."""
-    try:
-        levelno = LEVELS[level.lower()]
-    except KeyError:
-        raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}") from None
+    """Send all logging to stderr, one line per event.
+
+    ``level`` is edged's own (debug, info, warning, error); ``libraries`` that of the protocol
+    libraries, which only ``[logging] libraries`` raises to debug.
+    """
+    levelno = _level(level)
+    library_level = _level(libraries)
     out = sys.stderr if stream is None else stream
     handler = logging.StreamHandler(out)
     if journal_attached(out, environ):
@@ -97,7 +116,7 @@ def setup(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(levelno)
-    # At debug level the libraries' own debug output (frames, state changes) is wanted.
-    for name in QUIET:
-        logging.getLogger(name).setLevel(levelno if levelno == logging.DEBUG else logging.WARNING)
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(library_level)
+    handler.addFilter(_NoRepeatMarker())
     logging.captureWarnings(True)

@@ -42,19 +42,27 @@ COUNTER_HELP: dict[str, str] = {
     "samples": "Samples handed to the pipeline.",
     "samples_rejected": "Samples for devices not on the connection that produced them.",
     "records": "Records written to the outbox.",
+    "action_fired": "If/then rules fired, per rule (label device: the rule's name).",
+    "action_cleared": "If/then rules cleared, per rule (label device: the rule's name).",
+    "action_failed": "Actions of if/then rules that failed after their retries, per rule.",
 }
 HISTOGRAM_HELP: dict[str, str] = {
     "poll": "Duration of one poll of one device.",
 }
+TOTAL_HELP: dict[str, str] = {
+    "outbox_dropped": "Records dropped because the outbox was full, since this process started.",
+    "throttle_dropped": "Samples or values the windows stage dropped: late, non-finite, unknown.",
+    "uplink_published": "Records published to the broker, since this process started.",
+    "uplink_acked": "Records acknowledged by the broker, since this process started.",
+}
 HELP: dict[str, str] = {
     "outbox_depth": "Records waiting in the outbox.",
     "outbox_bytes": "Bytes used by records waiting in the outbox.",
-    "outbox_dropped": "Records dropped because the outbox was full (since start).",
-    "throttle_dropped": "Samples or values the throttle dropped: late, non-finite, unknown device.",
     "outbox_oldest_age": "Age of the oldest record waiting in the outbox, in seconds.",
     "uplink_connected": "1 while the MQTT uplink is connected.",
-    "uplink_published": "Records published to the broker (since start).",
-    "uplink_acked": "Records acknowledged by the broker (since start).",
+    "device_up": "1 while the device answers (state online), per device.",
+    "device_last_sample_age": "Seconds since the device's last sample, per device.",
+    "device_label": "The labels of each device from the configuration (value 1).",
     "licence_capacity": "Devices the installed capacity licences allow (gateway included).",
     "licence_used": "Devices counted against the capacity licences.",
     "devices": "Configured devices per state.",
@@ -87,6 +95,8 @@ class Metrics:
         self._counters: dict[str, Counter] = {}
         self._histograms: dict[str, Histogram] = {}
         self._gauges: dict[str, tuple[Gauge, tuple[str, ...]]] = {}
+        self._totals: dict[str, Counter] = {}
+        self._total_seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._server: asyncio.Server | None = None
         self.port: int | None = None
         # False when [metrics] is off (fixed until a restart): counting per sample and per
@@ -133,7 +143,31 @@ class Metrics:
             self._histograms[name] = histogram
         histogram.labels(driver).observe(seconds)
 
-    def set_gauge(self, name: str, value: float, **labels: str) -> None:
+    def advance(self, name: str, total: float, /, **labels: str) -> None:
+        """Bring the counter ``edged_<name>_total`` up to a running total kept elsewhere.
+
+        The parts that keep running totals (outbox, uplink, windows) count since they were
+        created, which is since this process started; a total that goes down (a part was
+        replaced) is taken as a new start, as Prometheus' ``rate()`` does for a counter reset.
+        """
+        key = metric_name(name)
+        counter = self._totals.get(key)
+        if counter is None:
+            counter = Counter(
+                PREFIX + key,
+                TOTAL_HELP.get(key, f"Count of {key}."),
+                tuple(sorted(labels)),
+                registry=self.registry,
+            )
+            self._totals[key] = counter
+        series = (key, tuple(sorted(labels.items())))
+        last = self._total_seen.get(series, 0.0)
+        step = total - last if total >= last else total
+        self._total_seen[series] = total
+        if step > 0:
+            (counter.labels(**labels) if labels else counter).inc(step)
+
+    def set_gauge(self, name: str, value: float, /, **labels: str) -> None:
         """Set a gauge; a gauge keeps the label names it was first set with."""
         key = metric_name(name)
         entry = self._gauges.get(key)

@@ -85,6 +85,8 @@ QUANTITIES: Mapping[str, Quantity] = MappingProxyType(
             _q("power_offered", "W", "gauge", "charging power offered to the EV"),
             _q("current_offered", "A", "gauge", "charging current offered to the EV"),
             _q("current_import", "A", "gauge", "charging current (import)"),
+            _q("session_active", "", "gauge", "1 while a charging session is open, else 0"),
+            _q("link_connects", "", "counter", "connections a served device made since start"),
         ]
     )
 )
@@ -221,6 +223,8 @@ class Record:
     window_length: float
     values: Mapping[str, Reading]
     seq: int = 0
+    stale: bool = False
+    """A virtual meter with a stale source in this window (edged.virtual)."""
 
 
 # Every quantity of a record usually carries the same timestamp: format each one once.

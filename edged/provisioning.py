@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from edged import api, tiers
+from edged.actions import config as actions_config
 from edged.config import Config
+from edged.energyconfig import check_export
 from edged.licensing import enforcement
 from edged.model import DeviceSpec, Source
 
@@ -72,12 +74,32 @@ def provision(
         endpoints[ep] = name
         connections[name] = Connection(drv, settings)
     tiers.check_features(config)
+    actions_config.check(config.actions, _describer(config, connections))
+    check_export(
+        config.cloud.features.get("auto_export", False), config.export, str(config.files[0])
+    )
     intervals, warnings = tiers.publish_intervals(config)
     result = enforcement.admit(
         config, licence_dir or config.licensing.directory, now if now is not None else time.time()
     )
     if result.clock_warning:
         log.warning("licence clock: %s", result.clock_warning)
+    if log.isEnabledFor(logging.DEBUG):
+        for dev in result.admitted:
+            log.debug(
+                "device admitted device=%s driver=%s cloud_licence=%s interval=%g",
+                dev.id,
+                dev.driver,
+                dev.cloud_licence.value,
+                intervals.get(dev.id, 0.0),
+            )
+        for dev in result.unlicensed:
+            log.debug(
+                "device not admitted device=%s reason=capacity used=%d total=%d",
+                dev.id,
+                result.used,
+                result.total,
+            )
     prov = Provisioning(
         config,
         connections,
@@ -89,6 +111,22 @@ def provision(
         result.total,
     )
     return _admitted_only(prov, set(config.connections), reuse=True)
+
+
+def _describer(config: Config, connections: Mapping[str, Connection]) -> actions_config.Describe:
+    """What each device's driver says it serves and takes (for checking the rules)."""
+    devices = {d.id: d for d in config.devices}
+
+    def describe(device_id: str) -> tuple[str, api.DeviceInfo | None] | None:
+        dev = devices.get(device_id)
+        if dev is None:
+            return None
+        conn = connections[dev.connection]
+        if not isinstance(conn.driver, api.Describes):
+            return dev.driver, None
+        return dev.driver, conn.driver.describe(conn.settings, device_id)
+
+    return describe
 
 
 def readmit(prov: Provisioning, result: enforcement.AdmissionResult) -> Provisioning:

@@ -146,6 +146,10 @@ def check_features(config: Config) -> None:
     if config.virtual_meters and account.rank < needed.rank:
         vm = config.virtual_meters[0]
         raise vm.source.error("", _gate_message("virtual meters", needed, account, points))
+    needed = FEATURE_TIERS["actions"]
+    if config.actions and account.rank < needed.rank:
+        rule = config.actions[0].source
+        raise rule.error("", _gate_message("if/then actions", needed, account, points))
 
 
 def _gate_message(what: str, needed: Tier, account: Tier, points: list[MeteringPoint]) -> str:

@@ -118,6 +118,8 @@ class Windows:
             w = self._window(dev, ts)
             if w is None:
                 counts["late"] += 1
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("sample dropped as late device=%s ts=%s", dev.id, iso(ts))
                 return
         counts["samples"] += 1
         acc = w.acc
@@ -231,6 +233,15 @@ class Windows:
                 mean = min(max(a[_SUM] / n, lo), hi)
                 values[name] = Reading(last=a[_LAST], ts=a[_TS], mean=mean, min=lo, max=hi, count=n)
         self._counts["records"] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "window closed device=%s start=%s length=%g quantities=%d samples=%d",
+                dev.id,
+                iso(w.start),
+                w.end - w.start,
+                len(values),
+                max(r.count for r in values.values()),
+            )
         records.append(Record(dev.id, w.start, w.end - w.start, MappingProxyType(values)))
 
     def set_intervals(self, intervals: Mapping[str, float], now: float | None = None) -> None:

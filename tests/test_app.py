@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from edged.model import unit_of
 from tests.conftest import Broker, free_port, subscribe, wait_port
@@ -221,6 +222,7 @@ connection = "attic"
 address = 1
 profile = "eastron_sdm630"
 cloud_licence = "limited"
+labels = {{ room = "attic" }}
 """ + modbus_body(modbus_sim, count=2)
     # gateway + 2 devices: "dead" and m1 are admitted, m2 (last in config order) is not
     cfg = write_config(tmp_path, body, mqtt_port=broker.port, capacity=3)
@@ -245,10 +247,13 @@ cloud_licence = "limited"
         assert status["tier"]["account_tier"] == "limited"
         assert status["uplink"]["connected"] is True
         assert status["outbox"]["dropped"] == 0
+        labels = {d["id"]: d["labels"] for d in status["devices"]}
+        assert labels == {"dead": {"room": "attic"}, "m1": {}, "m2": {}}
         human = subprocess.run(
             edged("status", "-c", str(cfg)), capture_output=True, text=True, timeout=30
         )
         assert human.returncode == 0 and "unlicensed" in human.stdout and "offline" in human.stdout
+        assert "LABELS" in human.stdout and "room=attic" in human.stdout
         assert "values" not in status["devices"][0]
 
         # Last values come from the live-values stage: one device, or all with --values.
@@ -285,6 +290,20 @@ cloud_licence = "limited"
         # error series exist from the start, so alerts on their rate see 0, not nothing
         assert 'edged_poll_error_total{device="m1",driver="modbus"} 0.0' in text
         assert "edged_outbox_oldest_age" in text
+        # Running totals are counters (rate() works on them); per-device series are bounded.
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        for name in ("outbox_dropped", "uplink_published", "uplink_acked", "throttle_dropped"):
+            assert families[f"edged_{name}"].type == "counter", name
+        published = [s for s in families["edged_uplink_published"].samples]
+        assert published[0].name == "edged_uplink_published_total" and published[0].value > 0
+        up = {s.labels["device"]: s.value for s in families["edged_device_up"].samples}
+        assert up == {"dead": 0.0, "m1": 1.0, "m2": 0.0}
+        ages = {
+            s.labels["device"]: s.value for s in families["edged_device_last_sample_age"].samples
+        }
+        assert set(ages) == {"m1"} and ages["m1"] < 10
+        label_series = [s.labels for s in families["edged_device_label"].samples]
+        assert label_series == [{"device": "dead", "key": "room", "value": "attic"}]
     finally:
         assert daemon.stop() == 0
 
@@ -316,3 +335,29 @@ async def test_second_daemon_on_the_same_outbox_is_refused(
         assert first.proc.poll() is None
     finally:
         assert first.stop() == 0
+
+
+async def test_debug_level_shows_edged_decisions_not_library_frames(
+    tmp_path: Path, broker: Broker, modbus_sim: int
+) -> None:
+    cfg = write_config(
+        tmp_path, modbus_body(modbus_sim, count=1), mqtt_port=broker.port, capacity=10
+    )
+    log = tmp_path / "daemon.log"
+    daemon = Proc(edged("run", "-c", str(cfg), "--level", "debug"), log, env=TRUST)
+    try:
+        daemon.wait_for("window closed device=m1", timeout=30)
+        text = daemon.text()
+        assert "device admitted device=m1" in text
+        # pymodbus logs every frame at debug; those stay out unless [logging] libraries asks
+        assert " DEBUG pymodbus" not in text, text[-2000:]
+    finally:
+        assert daemon.stop() == 0
+    (tmp_path / "conf.d").mkdir(exist_ok=True)
+    (tmp_path / "conf.d" / "90-libs.toml").write_text('[logging]\nlibraries = "debug"\n')
+    chatty = Proc(edged("run", "-c", str(cfg)), tmp_path / "chatty.log", env=TRUST)
+    try:
+        chatty.wait_for(" DEBUG pymodbus", timeout=30)
+        assert "window closed" not in chatty.text()  # edged itself stays at info
+    finally:
+        assert chatty.stop() == 0

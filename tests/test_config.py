@@ -177,6 +177,24 @@ BAD = {
         "devices[0].profile",
         "is 'profil' a typo of 'profile'?",
     ),
+    "label key not a name": (
+        BASE.replace("address = 2", 'address = 2\nlabels = { "flat 3" = "a" }'),
+        "devices[1].labels",
+        "a key is letters, digits and '_'",
+    ),
+    "label not a string": (
+        BASE.replace("address = 2", "address = 2\nlabels = { flat = 3 }"),
+        "devices[1].labels",
+        "expected a table of strings",
+    ),
+    "too many labels": (
+        BASE.replace(
+            "address = 2",
+            "address = 2\nlabels = { " + ", ".join(f'l{i} = "x"' for i in range(17)) + " }",
+        ),
+        "devices[1].labels",
+        "at most 16 labels",
+    ),
     "same bus twice": (
         BASE + '\n[connections.again]\ndriver = "modbus"\ntransport = "tcp"\n'
         'host = "127.0.0.1"\nport = 15020\n',
@@ -242,3 +260,9 @@ def test_dropin_overrides_scalar_and_is_named_in_errors(tmp_path: Path) -> None:
         configmod.load(path)
     assert err.value.file is not None and err.value.file.endswith("50-mqtt.toml")
     assert err.value.key == "mqtt.port"
+
+
+def test_labels_reach_the_device_spec(tmp_path: Path) -> None:
+    text = BASE.replace("address = 2", 'address = 2\nlabels = { flat = "3a", floor = "2" }')
+    cfg = configmod.load(write(tmp_path, text))
+    assert dict(cfg.devices[1].labels) == {"flat": "3a", "floor": "2"}

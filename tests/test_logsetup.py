@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from edged.logsetup import QUIET, setup, syslog_priority
+from edged.logsetup import LIBRARIES, setup, syslog_priority
 
 
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    quiet = {name: logging.getLogger(name).level for name in QUIET}
+    quiet = {name: logging.getLogger(name).level for name in LIBRARIES}
     yield
     logging.captureWarnings(False)
     for name, lvl in quiet.items():
@@ -121,6 +121,34 @@ def test_library_chatter_is_quieted_below_debug(tmp_path: Path) -> None:
         logging.getLogger("pymodbus.client").warning("retrying")
         logging.getLogger("edged.app").info("started")
     assert out.read_text().splitlines() == ["<4>pymodbus.client: retrying", "<6>edged.app: started"]
+
+
+def test_debug_shows_edged_and_not_the_libraries_unless_asked(tmp_path: Path) -> None:
+    out = tmp_path / "stderr"
+    with out.open("w") as stream:
+        setup("debug", stream=stream, environ=journal_env(out))
+        logging.getLogger("pymodbus.logging").debug("send: 0x1 0x3")
+        logging.getLogger("websockets.server").debug("< TEXT '[2,…]'")
+        logging.getLogger("edged.windows").debug("window closed device=m1")
+    assert out.read_text().splitlines() == ["<7>edged.windows: window closed device=m1"]
+
+    with out.open("w") as stream:
+        setup("info", libraries="debug", stream=stream, environ=journal_env(out))
+        logging.getLogger("pymodbus.logging").debug("send: 0x1 0x3")
+        logging.getLogger("edged.windows").debug("window closed device=m1")
+    assert out.read_text().splitlines() == ["<7>pymodbus.logging: send: 0x1 0x3"]
+
+
+def test_pymodbus_repeat_marker_is_dropped(tmp_path: Path) -> None:
+    out = tmp_path / "stderr"
+    with out.open("w") as stream:
+        setup("info", stream=stream, environ=journal_env(out))
+        lib = logging.getLogger("pymodbus.logging")
+        lib.warning("No response received after 3 retries")
+        lib.warning("Repeating....")
+    assert out.read_text().splitlines() == [
+        "<4>pymodbus.logging: No response received after 3 retries"
+    ]
 
 
 def test_levels_and_priorities() -> None:

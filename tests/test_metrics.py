@@ -162,3 +162,67 @@ async def test_serve_runs_as_a_task_until_cancelled() -> None:
         await task
     with pytest.raises(OSError):
         await asyncio.to_thread(fetch, metrics.port)
+
+
+async def test_running_totals_are_counters_since_this_process_started(tmp_path: Path) -> None:
+    """Drops of an earlier life of the outbox stay in `edged status`, not in the counter."""
+    from edged.live import LiveValues
+    from edged.model import Reading, Record
+    from edged.outbox import Outbox
+    from edged.status import StatusService
+    from edged.supervisor import Supervisor
+    from edged.windows import Windows
+
+    path = tmp_path / "outbox.db"
+    earlier = Outbox(path, max_records=3, max_bytes=1 << 20)
+    await earlier.open()
+    for i in range(10):
+        earlier.put(
+            Record(
+                "m1", 1_700_000_000.0 + i, 1.0, {"power_active": Reading(float(i), 1_700_000_000.0)}
+            )
+        )
+    await earlier.flush()
+    await earlier.close()
+
+    outbox = Outbox(path, max_records=3, max_bytes=1 << 20)
+    await outbox.open()
+    try:
+        assert outbox.stats().dropped == 7
+        metrics = Metrics()
+        service = StatusService(
+            Supervisor(metrics, lambda s: None), LiveValues(), Windows(), metrics
+        )
+        service.attach_outbox(outbox)
+        service.refresh_gauges()
+        got = samples(metrics.render().decode())
+        assert got[("edged_outbox_dropped_total", ())] == 0
+        for i in range(5):
+            outbox.put(
+                Record(
+                    "m1",
+                    1_700_000_100.0 + i,
+                    1.0,
+                    {"power_active": Reading(float(i), 1_700_000_100.0)},
+                )
+            )
+        await outbox.flush()
+        service.refresh_gauges()
+        service.refresh_gauges()  # a second refresh adds nothing new
+        got = samples(metrics.render().decode())
+        assert got[("edged_outbox_dropped_total", ())] == 5
+        families = {
+            f.name: f.type for f in text_string_to_metric_families(metrics.render().decode())
+        }
+        assert families["edged_outbox_dropped"] == "counter"
+        assert families["edged_throttle_dropped"] == "counter"
+    finally:
+        await outbox.close()
+
+
+def test_advance_takes_a_smaller_total_as_a_restart() -> None:
+    metrics = Metrics()
+    metrics.advance("uplink_acked", 10)
+    metrics.advance("uplink_acked", 4)  # the counting part was replaced and counts anew
+    metrics.advance("uplink_acked", 6)
+    assert samples(metrics.render().decode())[("edged_uplink_acked_total", ())] == 16

@@ -17,8 +17,16 @@ from collections.abc import Callable, Sequence
 from drivers.modbus import settings as cfg
 from drivers.modbus.link import Link
 from drivers.modbus.poller import DevicePoller
-from drivers.modbus.settings import ConnectionSettings, ModbusSettings
-from edged.api import CliCommand, DriverContext, SimulatorCommand
+from drivers.modbus.settings import ConnectionSettings, DeviceSettings, ModbusSettings
+from edged.api import (
+    CliCommand,
+    Command,
+    DeviceInfo,
+    DriverContext,
+    SimulatorCommand,
+    WriteRegister,
+)
+from edged.errors import ConnectionLost, DriverError
 from edged.model import ConnectionSpec, DeviceSpec
 from edged.polling import PolledConnection
 from edged.reconnect import Reconnect
@@ -39,6 +47,10 @@ class ModbusDriver:
 
     def __init__(self, wall: Callable[[], float] = time.time) -> None:
         self._wall = wall
+        # The link the running connection polls over: writes go through it, never a second
+        # connection to the same device (one driver instance serves one connection).
+        self._link: Link | None = None
+        self._devices: dict[str, DeviceSettings] = {}
 
     def configure(
         self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]
@@ -53,11 +65,22 @@ class ModbusDriver:
     def runner(self, settings: ModbusSettings, ctx: DriverContext) -> PolledConnection[Link]:
         """The polled-connection runner of one connection (not started)."""
         conn = settings.connection
+        self._devices = {d.id: d for d in settings.devices}
+
+        async def open_link() -> Link:
+            self._link = await _open(conn)
+            return self._link
+
+        async def close_link(link: Link) -> None:
+            if self._link is link:
+                self._link = None
+            await _close(link)
+
         return PolledConnection(
             settings.name,
             conn.endpoint,
-            lambda: _open(conn),
-            _close,
+            open_link,
+            close_link,
             [DevicePoller(d, settings.name) for d in settings.devices],
             ctx,
             reconnect=Reconnect(RECONNECT_MIN, RECONNECT_MAX),
@@ -66,6 +89,42 @@ class ModbusDriver:
             wall=self._wall,
             logger=log,
         )
+
+    def describe(self, settings: ModbusSettings, device_id: str) -> DeviceInfo | None:
+        """The quantities of the device's profile and the registers and coils it may write."""
+        for d in settings.devices:
+            if d.id == device_id:
+                return DeviceInfo(
+                    quantities=frozenset(p.quantity for p in d.profile.points),
+                    commands=frozenset({WriteRegister}),
+                    writable_registers=d.writable_registers,
+                    writable_coils=d.writable_coils,
+                )
+        return None
+
+    async def command(self, command: Command) -> dict[str, object]:
+        """Write a declared holding register or coil over the link that polls the device."""
+        if not isinstance(command, WriteRegister):
+            raise DriverError(f"{type(command).__name__} is not a command a Modbus device takes")
+        dev = self._devices.get(command.device_id)
+        if dev is None:
+            raise DriverError(f"{command.device_id!r} is not a Modbus device of this connection")
+        _check_writable(dev, command)
+        link = self._link
+        if link is None or not link.connected:
+            raise ConnectionLost(f"device {dev.id!r}: the connection is not open")
+        await link.write(dev.unit, command.address, command.values, command.coil)
+        what = "coil" if command.coil is not None else "register"
+        value: object = command.coil if command.coil is not None else list(command.values)
+        log.info(
+            "modbus write device=%s unit=%d %s=%d value=%s",
+            dev.id,
+            dev.unit,
+            what,
+            command.address,
+            value,
+        )
+        return {"device": dev.id, what: command.address, "value": value}
 
     def cli(self) -> CliCommand:
         """``edged modbus read|scan``: one-shot reads and a unit-id scan."""
@@ -78,6 +137,28 @@ class ModbusDriver:
         from drivers.modbus import simulator
 
         return SimulatorCommand("simulated Modbus TCP/RTU meters", simulator.main)
+
+
+def _check_writable(dev: DeviceSettings, command: WriteRegister) -> None:
+    """Only registers and coils the device's configuration declares writable are written."""
+    if command.coil is not None:
+        if command.values:
+            raise DriverError("a coil write takes a state, not register values")
+        if command.address not in dev.writable_coils:
+            raise DriverError(
+                f"coil {command.address} of device {dev.id!r} is not in its writable_coils"
+            )
+        return
+    if not 1 <= len(command.values) <= 123:
+        raise DriverError("a register write takes 1-123 values")
+    if any(not 0 <= v <= 0xFFFF for v in command.values):
+        raise DriverError("register values are 16-bit words (0-65535)")
+    span = range(command.address, command.address + len(command.values))
+    missing = [r for r in span if r not in dev.writable_registers]
+    if missing:
+        raise DriverError(
+            f"register {missing[0]} of device {dev.id!r} is not in its writable_registers"
+        )
 
 
 async def _open(settings: ConnectionSettings) -> Link:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
@@ -28,6 +29,8 @@ class Link:
         self.settings = settings
         self.client: Client = self._make_client()
         self._last_io = 0.0
+        # Polls and writes share the link: one exchange at a time, in the order asked.
+        self._lock = asyncio.Lock()
 
     def _make_client(self) -> Client:
         s = self.settings
@@ -67,6 +70,39 @@ class Link:
 
     async def read(self, table: Table, start: int, count: int, unit: int) -> list[int]:
         """Registers ``start .. start+count`` of a table of one unit."""
+        async with self._lock:
+            return await self._read(table, start, count, unit)
+
+    async def write(
+        self, unit: int, address: int, values: Sequence[int], coil: bool | None
+    ) -> None:
+        """Write holding registers from ``address`` (``values``), or one coil (``coil``)."""
+        async with self._lock:
+            await self._pause()
+            try:
+                if coil is not None:
+                    rr = await self.client.write_coil(address, coil, device_id=unit)
+                elif len(values) == 1:
+                    rr = await self.client.write_register(address, values[0], device_id=unit)
+                else:
+                    rr = await self.client.write_registers(address, list(values), device_id=unit)
+            except ConnectionException as exc:
+                raise ConnectionLost(str(exc)) from None
+            except ModbusIOException as exc:
+                if not self.client.connected:
+                    raise ConnectionLost(str(exc)) from None
+                raise DeviceTimeout(
+                    f"no answer from unit {unit} within {self.settings.timeout} s"
+                ) from None
+            except ModbusException as exc:
+                raise DeviceTimeout(str(exc)) from None
+            finally:
+                self._last_io = time.monotonic()
+            if rr.isError():
+                raise from_exception_code(int(getattr(rr, "exception_code", 0)))
+
+    async def _pause(self) -> None:
+        """Honour the pause between frames; fail at once when the link is down."""
         gap = self.settings.frame_gap
         if gap:
             wait = self._last_io + gap - time.monotonic()
@@ -74,6 +110,9 @@ class Link:
                 await asyncio.sleep(wait)
         if not self.client.connected:
             raise ConnectionLost(f"not connected to {self.settings.endpoint}")
+
+    async def _read(self, table: Table, start: int, count: int, unit: int) -> list[int]:
+        await self._pause()
         try:
             if table == "holding":
                 rr = await self.client.read_holding_registers(start, count=count, device_id=unit)

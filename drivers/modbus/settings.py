@@ -51,6 +51,9 @@ class DeviceSettings:
     unit: int
     profile: Profile
     poll_interval: float
+    # Holding registers and coils edged may write (actions, ``edged modbus``): nothing else.
+    writable_registers: frozenset[int] = frozenset()
+    writable_coils: frozenset[int] = frozenset()
 
 
 def connection(conn: ConnectionSpec) -> ConnectionSettings:
@@ -109,8 +112,24 @@ def device(dev: DeviceSpec) -> DeviceSettings:
             f".toml path; shipped: {', '.join(profiles.shipped())})",
         )
     prof = profiles.load(find_profile(dev, profiles.PROTOCOL, profiles.PROFILE_DIR))
-    Options.of(dev).finish()
-    return DeviceSettings(dev.id, addr, prof, dev.poll_interval)
+    o = Options.of(dev)
+    registers = _addresses(o, "writable_registers")
+    coils = _addresses(o, "writable_coils")
+    o.finish()
+    return DeviceSettings(dev.id, addr, prof, dev.poll_interval, registers, coils)
+
+
+def _addresses(o: Options, key: str) -> frozenset[int]:
+    """An optional array of 0-based Modbus addresses (0-65535)."""
+    raw = o.raw(key, [])
+    if not isinstance(raw, list) or not all(
+        isinstance(a, int) and not isinstance(a, bool) for a in raw
+    ):
+        raise o.error(key, "expected an array of 0-based addresses (integers 0-65535)")
+    for a in raw:
+        if not 0 <= a <= 0xFFFF:
+            raise o.error(key, f"address {a} is outside 0-65535")
+    return frozenset(raw)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@
 Each simulated meter produces plausible values (power drifts around a base load, the
 energy counter is the integral of that power, so it grows consistently with time) and
 can be told to misbehave: stay silent, answer given registers with an exception code,
-or drop the connection. The TCP and RTU servers are lean asyncio code (MBAP framing,
-function codes 3 and 4, exception replies) so one process can serve many meters.
+or drop the connection. It keeps coils and takes writes (function codes 5, 6, 15, 16):
+a written holding register reads back what was written, ``Meter.coils`` holds the coil
+states and ``Meter.writes`` lists every write. The TCP and RTU servers are lean asyncio
+code (MBAP framing, function codes 1, 3, 4, 5, 6, 15, 16, exception replies) so one
+process can serve many meters.
 
 Use it in-process (``Simulator``) or from the command line:
 ``edged sim modbus --profile eastron_sdm630 --count 3 --port 15020 [--rtu-pty]``.
@@ -67,6 +70,11 @@ class Meter:
         self.clock = clock
         self.faults = Faults()
         self.fixed: dict[str, float] = {}
+        # Coil states and holding registers written by a client (they override the profile).
+        self.coils: dict[int, bool] = {}
+        self.written: dict[int, int] = {}
+        self.writes: list[tuple[str, int, tuple[int, ...]]] = []
+        """Every write: ("coil" or "holding", address, values; a coil as 1 or 0)."""
         # Every request, when asked to record (tests); a long-running fleet keeps only counts.
         self.requests: list[tuple[Table, int, int]] = []
         self.request_count = 0
@@ -155,7 +163,92 @@ class Meter:
                 r = p.register + k
                 if start <= r < end:
                     regs[r - start] = word
+        if table == "holding" and self.written:
+            for r in range(start, end):
+                if r in self.written:
+                    regs[r - start] = self.written[r]
         return regs
+
+    def write_registers(self, start: int, values: Sequence[int]) -> int | None:
+        """Take a holding register write; an exception code, or None when it was taken."""
+        self.request_count += 1
+        if self.faults.silent:
+            return -1
+        for r in range(start, start + len(values)):
+            code = self.faults.exceptions.get(("holding", r))
+            if code is not None:
+                return code
+        for k, v in enumerate(values):
+            self.written[start + k] = v
+        self.writes.append(("holding", start, tuple(values)))
+        return None
+
+    def write_coils(self, start: int, states: Sequence[bool]) -> int | None:
+        """Take a coil write; -1 to stay silent, an exception code, or None when taken."""
+        self.request_count += 1
+        if self.faults.silent:
+            return -1
+        for k, on in enumerate(states):
+            self.coils[start + k] = on
+        self.writes.append(("coil", start, tuple(int(s) for s in states)))
+        return None
+
+
+def _serve_write(meter: Meter, pdu: bytes) -> bytes | None:
+    """The reply to a write (function 5, 6, 15 or 16), or None to stay silent."""
+    function = pdu[0]
+    if len(pdu) < 5:
+        return frame.exception_reply(function, frame.ILLEGAL_DATA_VALUE)
+    start, word = struct.unpack(">HH", pdu[1:5])
+    result: int | None
+    if function == frame.WRITE_COIL:
+        if len(pdu) != 5 or word not in (0, frame.COIL_ON):
+            return frame.exception_reply(function, frame.ILLEGAL_DATA_VALUE)
+        result = meter.write_coils(start, [word == frame.COIL_ON])
+    elif function == frame.WRITE_REGISTER:
+        if len(pdu) != 5:
+            return frame.exception_reply(function, frame.ILLEGAL_DATA_VALUE)
+        result = meter.write_registers(start, [word])
+    else:
+        count, data = word, pdu[6:]
+        nbytes = pdu[5] if len(pdu) > 5 else -1
+        limit = frame.MAX_WRITE_COILS if function == frame.WRITE_COILS else frame.MAX_WRITE
+        need = (count + 7) // 8 if function == frame.WRITE_COILS else 2 * count
+        if not 1 <= count <= limit or nbytes != need or len(data) != need:
+            return frame.exception_reply(function, frame.ILLEGAL_DATA_VALUE)
+        if start + count > 0x10000:
+            return frame.exception_reply(function, frame.ILLEGAL_DATA_ADDRESS)
+        if function == frame.WRITE_COILS:
+            states = [bool(data[i // 8] >> (i % 8) & 1) for i in range(count)]
+            result = meter.write_coils(start, states)
+        else:
+            result = meter.write_registers(start, struct.unpack(f">{count}H", data))
+        if result is None:
+            return pdu[:5]
+    if result == -1:
+        return None
+    if result is not None:
+        return frame.exception_reply(function, result)
+    return pdu[:5]
+
+
+def _serve_coil_read(meter: Meter, pdu: bytes) -> bytes | None:
+    if len(pdu) != 5:
+        return frame.exception_reply(frame.READ_COILS, frame.ILLEGAL_DATA_VALUE)
+    start, count = struct.unpack(">HH", pdu[1:5])
+    if not 1 <= count <= frame.MAX_READ_COILS:
+        return frame.exception_reply(frame.READ_COILS, frame.ILLEGAL_DATA_VALUE)
+    if start + count > 0x10000:
+        return frame.exception_reply(frame.READ_COILS, frame.ILLEGAL_DATA_ADDRESS)
+    meter.request_count += 1
+    if meter.faults.silent:
+        return None
+    return frame.coils_reply([meter.coils.get(start + i, False) for i in range(count)])
+
+
+_WRITES = frozenset(
+    {frame.WRITE_COIL, frame.WRITE_REGISTER, frame.WRITE_COILS, frame.WRITE_REGISTERS}
+)
 
 
 def serve_pdu(meter: Meter, pdu: bytes) -> bytes | None:
@@ -163,6 +256,10 @@ def serve_pdu(meter: Meter, pdu: bytes) -> bytes | None:
     if not pdu:
         return None
     function = pdu[0]
+    if function in _WRITES:
+        return _serve_write(meter, pdu)
+    if function == frame.READ_COILS:
+        return _serve_coil_read(meter, pdu)
     table = _TABLE_OF.get(function)
     if table is None:
         return frame.exception_reply(function, frame.ILLEGAL_FUNCTION)
@@ -249,15 +346,23 @@ class _RtuSlave:
             return
         self.buf += data
         while len(self.buf) >= 8:
-            request = self.buf[:8]
-            if frame.crc16(request[:6]) != int.from_bytes(request[6:8], "little"):
+            # Multiple-write requests carry a byte count; everything else is 8 bytes long.
+            size = 8
+            if self.buf[1] in (frame.WRITE_COILS, frame.WRITE_REGISTERS):
+                if len(self.buf) < 7:
+                    return
+                size = 9 + self.buf[6]
+                if len(self.buf) < size:
+                    return
+            request = self.buf[:size]
+            if frame.crc16(request[:-2]) != int.from_bytes(request[-2:], "little"):
                 self.buf = self.buf[1:]  # resynchronise on the next byte
                 continue
-            self.buf = self.buf[8:]
+            self.buf = self.buf[size:]
             meter = self.meters.get(request[0])
             if meter is None or meter.faults.drop_connection:
                 continue
-            reply = serve_pdu(meter, request[1:6])
+            reply = serve_pdu(meter, request[1:-2])
             if reply is not None:
                 with contextlib.suppress(OSError):
                     os.write(self.master, frame.with_crc(bytes((request[0],)) + reply))

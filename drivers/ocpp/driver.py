@@ -30,8 +30,10 @@ from drivers.ocpp.passwords import hash_password
 from drivers.ocpp.session import Session, make_session
 from drivers.ocpp.state import ChargerStatus
 from edged.api import (
+    ClearChargingLimit,
     CliCommand,
     Command,
+    DeviceInfo,
     DriverCommand,
     DriverContext,
     SetChargingLimit,
@@ -49,6 +51,11 @@ CLOSE_TIMEOUT = 5.0
 REMOVED = "removed from configuration"
 
 __all__ = ["OcppDriver", "hash_password"]
+
+# The typed commands a charger takes (``_request_of``).
+CHARGER_COMMANDS: frozenset[type[Command]] = frozenset(
+    {SetChargingLimit, StartCharging, StopCharging, DriverCommand}
+)
 
 
 class OcppDriver:
@@ -217,6 +224,8 @@ class OcppDriver:
         if old is not None:
             log.info("charger reconnected, old session replaced device=%s", device_id)
             self._close_later(old._connection, "replaced by a new connection")
+            # The old link is gone: say so, so that the core sees a new connection.
+            hub.offline(device_id, "replaced by a new connection")
         remote = _remote(ws)
         log.info("charger connected device=%s version=%s remote=%s", device_id, version, remote)
         hub.online(device_id, version, remote)
@@ -226,12 +235,19 @@ class OcppDriver:
         except ConnectionClosed as e:
             reason = str(e)
         finally:
-            if ws.close_code is not None:
-                reason = f"closed code={ws.close_code} reason={ws.close_reason or '-'}"
+            closed = _closed_by(ws)
+            if closed is not None:
+                reason = closed
             if self._sessions.get(device_id) is session:
                 del self._sessions[device_id]
                 log.info("charger disconnected device=%s %s", device_id, reason or "")
                 hub.offline(device_id, reason)
+
+    def describe(self, cfg: settings.OcppSettings, device_id: str) -> DeviceInfo | None:
+        """A charger takes limits, starts and stops; its measurands are known once it sends."""
+        if not any(c.device_id == device_id for c in cfg.chargers.values()):
+            return None
+        return DeviceInfo(quantities=None, commands=CHARGER_COMMANDS)
 
     def status(self) -> dict[str, dict[str, Any]]:
         """JSON-ready state of every charger, by device id."""
@@ -270,11 +286,17 @@ def _request_of(command: Command) -> tuple[str, Mapping[str, object]]:
     match command:
         case DriverCommand(name=name, args=args):
             return name, args
-        case SetChargingLimit(limit=limit, unit=unit, connector=connector):
-            limit_args: dict[str, object] = {"limit": limit, "unit": unit, "purpose": "tx_default"}
+        case SetChargingLimit() as limit:
+            return "set_charging_profile", _limit_args(limit)
+        case ClearChargingLimit(connector=connector, purpose=purpose, stack_level=stack_level):
+            clear_args: dict[str, object] = {}
             if connector is not None:
-                limit_args["connector"] = connector
-            return "set_charging_profile", limit_args
+                clear_args["connector"] = connector
+            if purpose is not None:
+                clear_args["purpose"] = _PURPOSE_KEYS[purpose]
+            if stack_level is not None:
+                clear_args["stack_level"] = stack_level
+            return "clear_charging_profile", clear_args
         case StartCharging(id_tag=id_tag, connector=connector):
             start_args: dict[str, object] = {"id_tag": id_tag}
             if connector is not None:
@@ -283,6 +305,27 @@ def _request_of(command: Command) -> tuple[str, Mapping[str, object]]:
         case StopCharging():
             return "remote_stop", {}
     raise CommandError(f"{type(command).__name__} is not a command an OCPP charger takes")
+
+
+# edged.api's purposes → the keys of drivers.ocpp.commands.PURPOSES_16 / PURPOSES_201.
+_PURPOSE_KEYS = {"default": "tx_default", "tx": "tx", "station_max": "max"}
+
+
+def _limit_args(limit: SetChargingLimit) -> dict[str, object]:
+    """The set_charging_profile arguments of a typed charging limit."""
+    args: dict[str, object] = {
+        "limit": limit.limit,
+        "unit": limit.unit,
+        "purpose": _PURPOSE_KEYS[limit.purpose],
+        "stack_level": limit.stack_level,
+    }
+    if limit.connector is not None:
+        args["connector"] = limit.connector
+    if limit.duration is not None:
+        args["duration"] = limit.duration
+    if limit.phases is not None:
+        args["phases"] = limit.phases
+    return args
 
 
 def _tls_context(cfg: settings.OcppSettings) -> ssl.SSLContext:
@@ -296,6 +339,17 @@ def _tls_context(cfg: settings.OcppSettings) -> ssl.SSLContext:
 def _listening(cfg: settings.OcppSettings) -> tuple[object, ...]:
     """The settings the listening socket was opened with (a change needs a new socket)."""
     return (cfg.host, cfg.port, cfg.tls_cert, cfg.tls_key, cfg.max_message_size)
+
+
+def _closed_by(ws: ServerConnection) -> str | None:
+    """How a session closed: the close frame the server sent when it closed first (a charger
+    that drops the line without answering would otherwise show as 1006), else the charger's."""
+    sent, rcvd = ws.protocol.close_sent, ws.protocol.close_rcvd
+    if sent is not None and (rcvd is None or ws.protocol.close_rcvd_then_sent is False):
+        return f"closed by=server code={sent.code} reason={sent.reason or '-'}"
+    if ws.close_code is None:
+        return None
+    return f"closed by=charger code={ws.close_code} reason={ws.close_reason or '-'}"
 
 
 def _remote(ws: ServerConnection) -> str | None:

@@ -13,6 +13,7 @@ from edged.api import DriverContext
 from edged.model import DeviceState, Sample
 
 log = logging.getLogger("edged.ocpp")
+LINK_CONNECTS = "link_connects"
 
 
 class Hub:
@@ -24,10 +25,7 @@ class Hub:
         self.settings = settings
         self.ctx = ctx
         self.statuses = statuses
-        for charger in settings.chargers.values():
-            statuses.setdefault(
-                charger.device_id, ChargerStatus(charger.device_id, charger.charge_point_id)
-            )
+        self._add_statuses()
         # 1.6 transaction ids are integers chosen by the central system; seeding from
         # the clock keeps them from repeating across restarts.
         self._tx_ids = itertools.count(int(time.time()) % 1_000_000_000)
@@ -37,10 +35,14 @@ class Hub:
         for device_id in removed:
             self.statuses.pop(device_id, None)
         self.settings = settings
-        for charger in settings.chargers.values():
-            self.statuses.setdefault(
+        self._add_statuses()
+
+    def _add_statuses(self) -> None:
+        for charger in self.settings.chargers.values():
+            st = self.statuses.setdefault(
                 charger.device_id, ChargerStatus(charger.device_id, charger.charge_point_id)
             )
+            st.default_id_token_type = charger.id_token_type
 
     def status(self, device_id: str) -> ChargerStatus:
         """The state of a configured charger."""
@@ -77,7 +79,11 @@ class Hub:
         st = self.statuses[device_id]
         st.connected, st.version, st.remote = True, version, remote
         st.connected_since = st.last_seen = time.time()
+        st.connects += 1
         self.ctx.state(device_id, DeviceState.ONLINE)
+        # A counter in the live values, so the core sees every new connection (the charger
+        # may have rebooted and lost its limits) even when no offline state came in between.
+        self.ctx.sample(Sample(device_id, st.connected_since, {LINK_CONNECTS: float(st.connects)}))
 
     def offline(self, device_id: str, reason: str | None) -> None:
         """A charger's last WebSocket closed."""

@@ -7,6 +7,7 @@ to the charger: charger-bound calls come from ``OcppDriver.command`` in other ta
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,7 @@ from drivers.ocpp._lib import (
 )
 from drivers.ocpp.hub import Hub
 from drivers.ocpp.state import ChargerStatus, Transaction
-from edged.model import iso
+from edged.model import Sample, iso
 
 log = logging.getLogger("edged.ocpp")
 # The ocpp library logs every frame at INFO; a thousand chargers would flood the journal.
@@ -39,6 +40,10 @@ frame_log.setLevel(logging.WARNING)
 
 
 _WARN_REJECTED = 10
+# Token types remembered per charger; a public charger sees many cards.
+_TOKEN_TYPES_KEPT = 1000
+SESSION_ACTIVE = "session_active"
+"""1.0 while the charger has an open transaction, else 0.0 (edged.model.QUANTITIES)."""
 
 
 def _now() -> str:
@@ -137,6 +142,26 @@ class _Guarded:
                 frame.call_error(parsed.unique_id, "InternalError", "the central system failed")
             )
 
+    state: ChargerStatus
+
+    def _session_active(self) -> float:
+        return 1.0 if self.state.transactions else 0.0
+
+    def _deliver(self, samples: list[Sample]) -> None:
+        """Hand meter samples on, each saying whether a session is open now."""
+        active = self._session_active()
+        self.hub.deliver(
+            self.device_id,
+            [dataclasses.replace(s, values={**s.values, SESSION_ACTIVE: active}) for s in samples],
+        )
+
+    def _session_changed(self, timestamp: Any, attrs: dict[str, str]) -> None:
+        """A transaction started or stopped: tell the core without waiting for meter values."""
+        # The charger's clock, like its meter values, so neither hides the other in live values.
+        ts = meter.parse_timestamp(timestamp, time.time())
+        sample = Sample(self.device_id, ts, {SESSION_ACTIVE: self._session_active()}, attrs)
+        self.hub.deliver(self.device_id, [sample])
+
     def _update_energy(self, status: ChargerStatus, tx_id: str | None, samples: list[Any]) -> None:
         tx = status.transactions.get(tx_id) if tx_id is not None else status.transaction_on(None)
         if tx is None:
@@ -215,6 +240,9 @@ class CentralSession16(_Guarded, ChargePoint16):  # type: ignore[misc]  # ocpp i
                 float(meter_start),
             )
             log.info("transaction started device=%s transaction=%s", self.device_id, tx_id)
+            self._session_changed(
+                timestamp, {"transaction_id": str(tx_id), "connector": str(_int(connector_id))}
+            )
         return result16.StartTransaction(transaction_id=tx_id, id_tag_info={"status": status})
 
     @on("StopTransaction")
@@ -239,6 +267,7 @@ class CentralSession16(_Guarded, ChargePoint16):  # type: ignore[misc]  # ocpp i
             now,
         )
         self.hub.deliver(self.device_id, samples + final)
+        self._session_changed(timestamp, extra)
         connector = tx.connector if tx else None
         log.info(
             "transaction stopped device=%s transaction=%s connector=%s meter_stop=%s",
@@ -261,7 +290,7 @@ class CentralSession16(_Guarded, ChargePoint16):  # type: ignore[misc]  # ocpp i
             extra["transaction_id"] = str(tx_id)
         samples = meter.samples(self.device_id, meter_value, extra)
         self._update_energy(self.state, str(tx_id) if tx_id is not None else None, samples)
-        self.hub.deliver(self.device_id, samples)
+        self._deliver(samples)
         return result16.MeterValues()
 
 
@@ -309,7 +338,14 @@ class CentralSession201(_Guarded, ChargePoint201):  # type: ignore[misc]  # ocpp
         return result201.StatusNotification()
 
     def _token_info(self, id_token: dict[str, Any]) -> dict[str, str]:
-        ok = self.hub.authorize(str(id_token.get("id_token", "")))
+        tag, kind = str(id_token.get("id_token", "")), id_token.get("type")
+        if isinstance(kind, str):
+            types = self.state.token_types
+            types.pop(tag, None)
+            types[tag] = kind
+            if len(types) > _TOKEN_TYPES_KEPT:
+                del types[next(iter(types))]  # the tag seen longest ago
+        ok = self.hub.authorize(tag)
         return {"status": "Accepted" if ok else "Invalid"}
 
     @on("Authorize")
@@ -332,19 +368,25 @@ class CentralSession201(_Guarded, ChargePoint201):  # type: ignore[misc]  # ocpp
         evse = kw.get("evse") or {}
         token = kw.get("id_token")
         st = self.state
+        opened = False
         if event_type == "Started" or (event_type == "Updated" and tx_id not in st.transactions):
             started = meter.parse_timestamp(timestamp, time.time())
             tag = token.get("id_token") if isinstance(token, dict) else None
             st.transactions[tx_id] = Transaction(tx_id, _int(evse.get("id"), 1), started, tag)
             log.info("transaction started device=%s transaction=%s", self.device_id, tx_id)
+            opened = True
         extra = {"transaction_id": tx_id, "trigger": trigger_reason}
         if evse.get("id") is not None:
             extra["evse"] = str(evse.get("id"))
         samples = meter.samples(self.device_id, kw.get("meter_value") or [], extra)
         self._update_energy(st, tx_id, samples)
-        self.hub.deliver(self.device_id, samples)
         if event_type == "Ended":
+            # The transaction's last readings are delivered as those of a closed session.
             st.transactions.pop(tx_id, None)
+        self._deliver(samples)
+        if opened or event_type == "Ended":
+            self._session_changed(timestamp, extra)
+        if event_type == "Ended":
             log.info(
                 "transaction stopped device=%s transaction=%s reason=%s",
                 self.device_id,
@@ -360,8 +402,21 @@ class CentralSession201(_Guarded, ChargePoint201):  # type: ignore[misc]  # ocpp
         """Turn the meter values into samples."""
         samples = meter.samples(self.device_id, meter_value, {"evse": str(_int(evse_id))})
         self._update_energy(self.state, None, samples)
-        self.hub.deliver(self.device_id, samples)
+        self._deliver(samples)
         return result201.MeterValues()
+
+    @on("NotifyReport")
+    def on_notify_report(self, request_id: int, generated_at: str, seq_no: int, **kw: Any) -> Any:
+        """Acknowledge a part of a report asked for with GetBaseReport."""
+        log.info(
+            "report device=%s request=%s part=%s variables=%d more=%s",
+            self.device_id,
+            request_id,
+            seq_no,
+            len(kw.get("report_data") or []),
+            bool(kw.get("tbc")),
+        )
+        return result201.NotifyReport()
 
     @on("NotifyEvent")
     def on_notify_event(self, **kw: Any) -> Any:

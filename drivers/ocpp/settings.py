@@ -11,6 +11,19 @@ from edged.api import Options
 from edged.model import ConnectionSpec, DeviceSpec
 
 VERSIONS = ("1.6", "2.0.1")
+ID_TOKEN_TYPES = (
+    "Central",
+    "eMAID",
+    "ISO14443",
+    "ISO15693",
+    "KeyCode",
+    "Local",
+    "MacAddress",
+    "NoAuthorization",
+)
+"""OCPP 2.0.1 IdTokenEnumType."""
+DEFAULT_ID_TOKEN_TYPE = "ISO14443"
+"""An RFID card's type: what a tag is when nothing says otherwise."""
 SUBPROTOCOLS: Mapping[str, str] = {"2.0.1": "ocpp2.0.1", "1.6": "ocpp1.6"}
 """Subprotocol per OCPP version, in the server's order of preference."""
 
@@ -23,6 +36,8 @@ class ChargerSettings:
     charge_point_id: str
     password_hash: str | None
     versions: tuple[str, ...]
+    id_token_type: str = DEFAULT_ID_TOKEN_TYPE
+    """The OCPP 2.0.1 type of the tags this charger reads (remote starts send it)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +147,8 @@ def _chargers(devices: Sequence[DeviceSpec]) -> dict[str, ChargerSettings]:
                 "never a clear-text password",
             )
         version = opts.choice("ocpp_version", VERSIONS, None)
+        token_type = opts.choice("id_token_type", ID_TOKEN_TYPES, DEFAULT_ID_TOKEN_TYPE)
         opts.finish()
         versions = (version,) if version else VERSIONS
-        chargers[cp] = ChargerSettings(dev.id, cp, pw, versions)
+        chargers[cp] = ChargerSettings(dev.id, cp, pw, versions, token_type)
     return chargers

@@ -1,9 +1,36 @@
 """Simulated OCPP charge points (1.6J and 2.0.1) built on the ``ocpp`` package's client side.
 
-Each simulated charger boots, reports its connector status, starts a transaction
-and sends meter values at a fixed interval. Its charging power follows the
-charging profiles it is sent, so load management can be seen working. Used by the
-tests and the fleet benchmark, and started by ``edged sim ocpp``.
+Each simulated charger boots, reports its connector status, starts a transaction (unless
+``auto_start`` is off) and sends meter values at a fixed interval. It behaves like a real
+charger towards smart charging, so load management can be tested in a closed loop:
+
+- it keeps the charging profiles it is sent, per purpose, stack level and connector (a new
+  profile with the same id, or the same purpose, stack level and connector, replaces the
+  old one), each with its start (when it arrived) and its schedule's ``duration``;
+- its composite limit is min(station maximum profile, the running transaction's TxProfile
+  with the highest stack level, or else the highest TxDefaultProfile); expired profiles
+  drop out on their own, a TxProfile ends with its transaction; profiles survive a lost
+  connection, as on a real charger;
+- the car draws min(its maximum current, the limit) on its phases (3, or 1 on L1/L2/L3),
+  following a change of the limit ``profile_delay`` seconds late; with no profile it draws
+  its maximum; a limit below 6 A pauses it (0 A);
+- meter values report what it draws: Current.Import per phase, Power.Active.Import,
+  Energy.Active.Import.Register, Current.Offered (and Power.Offered in 2.0.1).
+
+In-process API (tests and benches, on the event loop that runs the charger)::
+
+    sim = SimCharger(SimConfig(url, "CP1", version="2.0.1", phases=1, phase=2,
+                               max_current=16, profile_delay=2.0, auto_start=False))
+    task = asyncio.create_task(sim.run())      # one connection; Fleet reconnects
+    await sim.booted.wait()
+    await sim.plug_in(id_tag="TAG1")           # Preparing, Authorize, transaction, Charging
+    sim.drawn_current()                        # (L1, L2, L3) in A, now
+    sim.composite_limit()                      # A per phase from the profiles, or None
+    sim.profiles                               # installed profiles by id
+    await sim.unplug()                         # transaction ends, Available
+
+``edged sim ocpp`` runs a fleet from the command line (``--phases``, ``--phase``,
+``--max-current``, ``--profile-delay`` (2 s there; 0 in ``SimConfig``), ``--reject-profiles``).
 """
 
 from __future__ import annotations
@@ -37,6 +64,7 @@ from drivers.ocpp._lib import (
     result201,
 )
 from drivers.ocpp.settings import SUBPROTOCOLS, VERSIONS
+from drivers.ocpp.sim_profiles import MIN_CURRENT, Profile, composite
 from edged.model import iso
 
 log = logging.getLogger("edged.ocpp.sim")
@@ -48,7 +76,6 @@ frame_log.setLevel(logging.WARNING)
 TRIGGERABLE = ("BootNotification", "Heartbeat", "MeterValues", "StatusNotification")
 
 NOMINAL_VOLTAGE = 230.0
-PHASES = 3
 BATTERY_WH = 60_000.0
 
 
@@ -67,6 +94,24 @@ class SimConfig:
     ssl: ssl.SSLContext | None = None
     vendor: str = "edged"
     model: str = "SimCharger"
+    phases: int = 3
+    """1 or 3: the phases the car charges on."""
+    phase: int = 1
+    """The phase (1-3, for L1-L3) a 1-phase charger is wired to."""
+    max_current: float = 16.0
+    """The car's maximum current per phase, A (``max_power_w`` caps it too)."""
+    profile_delay: float = 0.0
+    """Seconds between a change of the charger's limit and the car drawing the new current."""
+    reject_profiles: bool = False
+    """Answer SetChargingProfile with Rejected (a charger without smart charging)."""
+
+    def __post_init__(self) -> None:
+        if self.phases not in (1, 3):
+            raise ValueError(f"phases must be 1 or 3, got {self.phases}")
+        if self.phase not in (1, 2, 3):
+            raise ValueError(f"phase must be 1, 2 or 3, got {self.phase}")
+        if self.max_current <= 0 or self.profile_delay < 0:
+            raise ValueError("max_current must be > 0 and profile_delay >= 0")
 
 
 def _now() -> str:
@@ -82,8 +127,13 @@ class SimCharger:
         self.config = config
         self.say = say or (lambda text: log.info("%s", text))
         self.energy_wh = 1_000_000.0
-        self.limits_w: dict[str, float] = {}
-        """Active charging limits by profile purpose, in W."""
+        self._profiles: dict[int, Profile] = {}
+        # What the profiles and the transaction were at each change, so the car can follow
+        # the limit ``profile_delay`` seconds late: (monotonic time, profiles, transaction).
+        self._history: list[tuple[float, tuple[Profile, ...], str | None]] = [
+            (float("-inf"), (), None)
+        ]
+        self._energy_at = time.monotonic()
         self.transaction_id: str | None = None
         self.meter_values_sent = 0
         self.booted = asyncio.Event()
@@ -96,24 +146,171 @@ class SimCharger:
         self._cp: Any = None
         self._seq = -1
         """TransactionEvent sequence number (2.0.1)."""
+        # Transaction ids of 2.0.1 are the charger's: a clock-seeded counter keeps them unique.
+        self._tx_number = int(time.time() * 1000)
+        self.available = True
+        self.local_list: dict[str, str] = {}
+        """The local authorization list: id tag -> status."""
+        self.local_list_version = 0
+        self.reports_sent = 0
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        """The requests the central system sent (action, arguments), oldest first."""
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- electrical model ------------------------------------------------------------------
 
     @property
-    def power_w(self) -> float:
-        """Power drawn now: the car's maximum, capped by every active charging limit."""
-        if self.transaction_id is None:
-            return 0.0
-        return min([self.config.max_power_w, *self.limits_w.values()])
+    def profiles(self) -> dict[int, Profile]:
+        """The charging profiles installed now, by id (expired ones are gone)."""
+        now = time.monotonic()
+        for p in [p for p in self._profiles.values() if not p.valid(now) and p.received <= now]:
+            del self._profiles[p.id]
+        return dict(self._profiles)
 
-    def apply_limit(self, purpose: str, limit: float, unit: str, phases: int | None) -> None:
-        """Take a charging profile's first period as the limit for its purpose."""
-        watts = limit * NOMINAL_VOLTAGE * (phases or PHASES) if unit == "A" else limit
-        self.limits_w[purpose] = max(0.0, watts)
-        self.say(
-            f"{self.config.charge_point_id}: limit {purpose} {limit} {unit} -> {self.power_w:.0f} W"
+    def composite_limit(self) -> float | None:
+        """The charger's limit per phase (A) from the profiles installed now; None: no limit."""
+        return composite(self._profiles.values(), time.monotonic(), self.transaction_id)
+
+    def followed_limit(self) -> float | None:
+        """The limit the car follows now: the charger's limit ``profile_delay`` seconds ago."""
+        at = time.monotonic() - self.config.profile_delay
+        profiles, tx = next((p, t) for when, p, t in reversed(self._history) if when <= at)
+        return composite(profiles, at, tx)
+
+    def drawn_current(self) -> tuple[float, float, float]:
+        """The current the car draws now on L1, L2 and L3, A."""
+        cfg = self.config
+        if self.transaction_id is None:
+            return (0.0, 0.0, 0.0)
+        amps = min(cfg.max_current, cfg.max_power_w / (NOMINAL_VOLTAGE * cfg.phases))
+        limit = self.followed_limit()
+        if limit is not None:
+            amps = 0.0 if limit < MIN_CURRENT else min(amps, limit)
+        if cfg.phases == 3:
+            return (amps, amps, amps)
+        drawn = [0.0, 0.0, 0.0]
+        drawn[cfg.phase - 1] = amps
+        return (drawn[0], drawn[1], drawn[2])
+
+    @property
+    def power_w(self) -> float:
+        """Power drawn now, W."""
+        # Rounded so that a W limit comes back as the same W after the trip through amperes.
+        return round(sum(self.drawn_current()) * NOMINAL_VOLTAGE, 3)
+
+    def offered_current(self) -> float:
+        """The current per phase the charger offers the car now, A."""
+        limit = self.composite_limit()
+        return self.config.max_current if limit is None else min(limit, self.config.max_current)
+
+    def _changed(self) -> None:
+        now = time.monotonic()
+        self._history.append((now, tuple(self._profiles.values()), self.transaction_id))
+        # Keep the last state older than the delay: it is what the car follows now.
+        horizon = now - self.config.profile_delay
+        while len(self._history) > 1 and self._history[1][0] <= horizon:
+            del self._history[0]
+
+    def install(
+        self,
+        profile_id: int,
+        purpose: str,
+        stack_level: int,
+        connector: int,
+        schedule: dict[str, Any],
+        transaction_id: str | None = None,
+    ) -> str:
+        """Install a charging profile; the answer's status (Accepted or Rejected)."""
+        cfg = self.config
+        if cfg.reject_profiles:
+            return "Rejected"
+        if purpose == "TxProfile" and (
+            self.transaction_id is None
+            or (transaction_id is not None and transaction_id != self.transaction_id)
+        ):
+            return "Rejected"
+        period = schedule["charging_schedule_period"][0]
+        limit = float(period["limit"])
+        if schedule["charging_rate_unit"] == "W":
+            limit /= NOMINAL_VOLTAGE * cfg.phases
+        duration = schedule.get("duration")
+        profile = Profile(
+            id=profile_id,
+            purpose=purpose,
+            stack_level=stack_level,
+            connector=connector,
+            limit_a=max(0.0, limit),
+            received=time.monotonic(),
+            duration=float(duration) if duration is not None else None,
+            transaction_id=transaction_id,
         )
+        # A profile replaces the one with its id, and the one with its purpose, stack level
+        # and connector.
+        for old in list(self._profiles.values()):
+            if (old.purpose, old.stack_level, old.connector) == (
+                purpose,
+                stack_level,
+                connector,
+            ):
+                del self._profiles[old.id]
+        self._profiles[profile_id] = profile
+        self._changed()
+        self.say(
+            f"{cfg.charge_point_id}: profile {profile_id} {purpose} level {stack_level} "
+            f"{period['limit']} {schedule['charging_rate_unit']}"
+            f"{f' for {duration} s' if duration is not None else ''}"
+            f" -> limit {self.composite_limit()} A"
+        )
+        return "Accepted"
+
+    def clear(
+        self,
+        profile_id: int | None = None,
+        purpose: str | None = None,
+        stack_level: int | None = None,
+        connector: int | None = None,
+    ) -> bool:
+        """Remove the profiles that match every criterion given; whether any was removed."""
+        gone = [
+            p.id
+            for p in self._profiles.values()
+            if (profile_id is None or p.id == profile_id)
+            and (purpose is None or p.purpose == purpose)
+            and (stack_level is None or p.stack_level == stack_level)
+            and (connector is None or p.connector == connector)
+        ]
+        for pid in gone:
+            del self._profiles[pid]
+        if gone:
+            self._changed()
+            self.say(f"{self.config.charge_point_id}: cleared profiles {gone}")
+        return bool(gone)
+
+    def update_local_list(self, version: int, update: str, entries: list[tuple[str, Any]]) -> str:
+        """Apply a SendLocalList: (tag, status or None to remove) entries; the answer status."""
+        if update == "Differential" and version <= self.local_list_version:
+            return "VersionMismatch"
+        if update == "Full":
+            self.local_list.clear()
+        for tag, status in entries:
+            if status is None:
+                self.local_list.pop(tag, None)
+            else:
+                self.local_list[tag] = status
+        self.local_list_version = version
+        return "Accepted"
+
+    def composite_in(self, unit: str | None) -> tuple[str, float]:
+        """The composite limit for GetCompositeSchedule: (unit, limit), A unless W is asked."""
+        amps = self.offered_current()
+        if unit == "W":
+            return "W", round(amps * NOMINAL_VOLTAGE * self.config.phases, 1)
+        return "A", round(amps, 1)
+
+    def _integrate(self) -> None:
+        now = time.monotonic()
+        self.energy_wh += self.power_w * (now - self._energy_at) / 3600.0
+        self._energy_at = now
 
     @property
     def soc(self) -> float:
@@ -183,14 +380,14 @@ class SimCharger:
         boot = await self.boot()
         self.say(f"{cfg.charge_point_id}: boot {boot.status}, heartbeat {boot.interval} s")
         self.booted.set()
-        await self.status_notification("Available")
+        # After a lost connection the car may still be charging.
+        await self.status_notification("Charging" if self.transaction_id else "Available")
         if cfg.auto_start:
             await self.start_transaction(cfg.id_tag)
         heartbeat = max(1.0, float(boot.interval))
         next_heartbeat = time.monotonic() + heartbeat
         while True:
             await asyncio.sleep(cfg.interval)
-            self.energy_wh += self.power_w * cfg.interval / 3600.0
             await self.send_meter_values()
             if time.monotonic() >= next_heartbeat:
                 next_heartbeat += heartbeat
@@ -241,107 +438,48 @@ class SimCharger:
         )
 
     def _sampled(self) -> list[dict[str, Any]]:
-        power = self.power_w
-        amps = power / NOMINAL_VOLTAGE / PHASES
-        offered = min([self.config.max_power_w, *self.limits_w.values()])
-        if self.config.version == "1.6":
-            values: list[dict[str, Any]] = [
-                {
-                    "value": f"{self.energy_wh / 1000:.3f}",
-                    "measurand": "Energy.Active.Import.Register",
-                    "unit": "kWh",
-                    "context": "Sample.Periodic",
-                    "location": "Outlet",
-                },
-                {
-                    "value": f"{power:.1f}",
-                    "measurand": "Power.Active.Import",
-                    "unit": "W",
-                    "context": "Sample.Periodic",
-                },
-                {
-                    "value": f"{offered / NOMINAL_VOLTAGE / PHASES:.1f}",
-                    "measurand": "Current.Offered",
-                    "unit": "A",
-                    "context": "Sample.Periodic",
-                },
-                {
-                    "value": f"{self.soc:.1f}",
-                    "measurand": "SoC",
-                    "unit": "Percent",
-                    "context": "Sample.Periodic",
-                    "location": "EV",
-                },
-            ]
-            for n in (1, 2, 3):
-                values.append(
-                    {
-                        "value": f"{amps:.2f}",
-                        "measurand": "Current.Import",
-                        "phase": f"L{n}",
-                        "unit": "A",
-                        "context": "Sample.Periodic",
-                    }
-                )
-                values.append(
-                    {
-                        "value": f"{NOMINAL_VOLTAGE:.1f}",
-                        "measurand": "Voltage",
-                        "phase": f"L{n}-N",
-                        "unit": "V",
-                        "context": "Sample.Periodic",
-                    }
-                )
-            return values
+        """What the charger measures now: energy, power, current per phase, offered current."""
+        drawn = self.drawn_current()
+        power = sum(drawn) * NOMINAL_VOLTAGE
+        offered = self.offered_current()
+        v16 = self.config.version == "1.6"
+
+        def value(
+            measurand: str, number: float, unit: str, digits: int, **extra: Any
+        ) -> dict[str, Any]:
+            entry: dict[str, Any] = {"measurand": measurand, "context": "Sample.Periodic"}
+            if v16:
+                entry.update(value=f"{number:.{digits}f}", unit=unit)
+            else:
+                entry.update(value=round(number, digits), unit_of_measure={"unit": unit})
+            entry.update(extra)
+            return entry
+
+        # Energy in kWh (1.6) and Wh x 10^3 (2.0.1), as many chargers write it.
+        energy = value("Energy.Active.Import.Register", self.energy_wh / 1000, "kWh", 3)
+        if not v16:
+            energy["unit_of_measure"] = {"unit": "Wh", "multiplier": 3}
         values = [
-            {
-                "value": round(self.energy_wh / 1000, 3),
-                "measurand": "Energy.Active.Import.Register",
-                "unit_of_measure": {"unit": "Wh", "multiplier": 3},
-                "context": "Sample.Periodic",
-            },
-            {
-                "value": round(power, 1),
-                "measurand": "Power.Active.Import",
-                "unit_of_measure": {"unit": "W"},
-                "context": "Sample.Periodic",
-            },
-            {
-                "value": round(offered, 1),
-                "measurand": "Power.Offered",
-                "unit_of_measure": {"unit": "W"},
-                "context": "Sample.Periodic",
-            },
-            {
-                "value": round(self.soc, 1),
-                "measurand": "SoC",
-                "unit_of_measure": {"unit": "Percent"},
-                "context": "Sample.Periodic",
-            },
+            energy,
+            value("Power.Active.Import", power, "W", 1),
+            value("Current.Offered", offered, "A", 1),
+            value("SoC", self.soc, "Percent", 1),
         ]
-        for n in (1, 2, 3):
+        if not v16:
             values.append(
-                {
-                    "value": round(amps, 2),
-                    "measurand": "Current.Import",
-                    "phase": f"L{n}",
-                    "unit_of_measure": {"unit": "A"},
-                    "context": "Sample.Periodic",
-                }
+                value("Power.Offered", offered * NOMINAL_VOLTAGE * self.config.phases, "W", 1)
             )
-            values.append(
-                {
-                    "value": NOMINAL_VOLTAGE,
-                    "measurand": "Voltage",
-                    "phase": f"L{n}-N",
-                    "unit_of_measure": {"unit": "V"},
-                    "context": "Sample.Periodic",
-                }
-            )
+        for n, amps in enumerate(drawn, start=1):
+            values.append(value("Current.Import", amps, "A", 2, phase=f"L{n}"))
+            values.append(value("Voltage", NOMINAL_VOLTAGE, "V", 1, phase=f"L{n}-N"))
+        if v16:
+            values[0]["location"] = "Outlet"
+            values[3]["location"] = "EV"
         return values
 
     async def send_meter_values(self) -> None:
         """Send one set of meter values (in the transaction when one runs)."""
+        self._integrate()
         entry = {"timestamp": _now(), "sampled_value": self._sampled()}
         if self.config.version == "1.6":
             tx = int(self.transaction_id) if self.transaction_id else None
@@ -354,11 +492,21 @@ class SimCharger:
             await self._call(call201.MeterValues(evse_id=1, meter_value=[entry]))
         self.meter_values_sent += 1
 
-    def _tx_event(self, event: str, trigger: str, meter_value: list[Any] | None) -> Any:
+    def _tx_event(
+        self,
+        event: str,
+        trigger: str,
+        meter_value: list[Any] | None,
+        id_tag: str | None = None,
+        reason: str = "Remote",
+        remote_start_id: int | None = None,
+    ) -> Any:
         self._seq += 1
         info: dict[str, Any] = {"transaction_id": self.transaction_id}
         if event == "Ended":
-            info["stopped_reason"] = "Remote"
+            info["stopped_reason"] = reason
+        if remote_start_id is not None:
+            info["remote_start_id"] = remote_start_id
         return call201.TransactionEvent(
             event_type=event,
             timestamp=_now(),
@@ -367,16 +515,59 @@ class SimCharger:
             transaction_info=info,
             meter_value=meter_value,
             evse={"id": 1, "connector_id": 1},
-            id_token={"id_token": self.config.id_tag, "type": "ISO14443"}
+            id_token={"id_token": id_tag or self.config.id_tag, "type": "ISO14443"}
             if event == "Started"
             else None,
         )
 
-    async def start_transaction(self, id_tag: str) -> None:
-        """Plug in and start charging."""
+    async def notify_report(self, request_id: int) -> None:
+        """Send the report a GetBaseReport asked for (2.0.1): the configuration, one part."""
+        data = [
+            {
+                "component": {"name": "OCPPCommCtrlr"},
+                "variable": {"name": name},
+                "variable_attribute": [{"type": "Actual", "value": value}],
+            }
+            for name, value in sorted(self.configuration.items())
+        ]
+        await self._call(
+            call201.NotifyReport(
+                request_id=request_id, generated_at=_now(), seq_no=0, report_data=data
+            )
+        )
+        self.reports_sent += 1
+
+    async def authorize(self, id_tag: str) -> bool:
+        """Ask the central system whether an id tag may charge."""
+        if self.config.version == "1.6":
+            res = await self._call(call16.Authorize(id_tag=id_tag))
+            return bool(res.id_tag_info.get("status") == "Accepted")
+        res = await self._call(call201.Authorize(id_token={"id_token": id_tag, "type": "ISO14443"}))
+        return bool(res.id_token_info.get("status") == "Accepted")
+
+    async def plug_in(self, id_tag: str | None = None) -> bool:
+        """A car arrives and its driver presents a tag: Preparing, Authorize, transaction.
+
+        True when the transaction started (False: the tag was refused, or one runs already).
+        """
+        return await self.start_transaction(id_tag or self.config.id_tag, authorize=True)
+
+    async def unplug(self) -> None:
+        """The car leaves: the transaction ends and the connector is Available again."""
+        await self.stop_transaction(reason="EVDisconnected")
+
+    async def start_transaction(
+        self, id_tag: str, *, authorize: bool = False, remote_start_id: int | None = None
+    ) -> bool:
+        """Plug in and start charging; True when the transaction started."""
         if self.transaction_id is not None:
-            return
+            return False
         await self.status_notification("Preparing")
+        if authorize and not await self.authorize(id_tag):
+            self.say(f"{self.config.charge_point_id}: id tag {id_tag} not authorized")
+            await self.status_notification("Available")
+            return False
+        self._integrate()
         if self.config.version == "1.6":
             res = await self._call(
                 call16.StartTransaction(
@@ -389,35 +580,50 @@ class SimCharger:
             if res.id_tag_info.get("status") != "Accepted":
                 self.say(f"{self.config.charge_point_id}: id tag {id_tag} refused")
                 await self.status_notification("Available")
-                return
+                return False
             self.transaction_id = str(res.transaction_id)
         else:
-            self.transaction_id = f"{self.config.charge_point_id}-{int(time.time() * 1000)}"
+            self._tx_number += 1
+            self.transaction_id = f"{self.config.charge_point_id}-{self._tx_number}"
             first = dict(self._sampled()[0], context="Transaction.Begin")
             entry = {"timestamp": _now(), "sampled_value": [first]}
-            await self._call(self._tx_event("Started", "Authorized", [entry]))
+            trigger = "RemoteStart" if remote_start_id is not None else "Authorized"
+            await self._call(
+                self._tx_event("Started", trigger, [entry], id_tag, remote_start_id=remote_start_id)
+            )
+        self._changed()
         await self.status_notification("Charging")
         self.charging.set()
         self.say(f"{self.config.charge_point_id}: transaction {self.transaction_id} started")
+        return True
 
-    async def stop_transaction(self) -> None:
+    async def stop_transaction(self, reason: str = "Remote") -> None:
         """Stop charging and unplug."""
         tx = self.transaction_id
         if tx is None:
             return
+        self._integrate()
+        # The car stops drawing at once; the transaction's TxProfiles end with it.
+        self.transaction_id = None
+        for pid in [p.id for p in self._profiles.values() if p.purpose == "TxProfile"]:
+            del self._profiles[pid]
+        self._changed()
+        self.charging.clear()
         if self.config.version == "1.6":
             await self._call(
                 call16.StopTransaction(
                     meter_stop=round(self.energy_wh),
                     timestamp=_now(),
                     transaction_id=int(tx),
-                    reason="Remote",
+                    reason=reason,
                 )
             )
         else:
-            await self._call(self._tx_event("Ended", "RemoteStop", None))
-        self.transaction_id = None
-        self.charging.clear()
+            trigger = "RemoteStop" if reason == "Remote" else "EVDeparted"
+            self.transaction_id = tx
+            event = self._tx_event("Ended", trigger, None, reason=reason)
+            self.transaction_id = None
+            await self._call(event)
         await self.status_notification("Available")
         self.say(f"{self.config.charge_point_id}: transaction {tx} stopped")
 
@@ -442,24 +648,43 @@ class _SimSession16(ChargePoint16):  # type: ignore[misc]  # ocpp is untyped
     def on_set_charging_profile(
         self, connector_id: int, cs_charging_profiles: Any, **kw: Any
     ) -> Any:
-        schedule = cs_charging_profiles["charging_schedule"]
-        period = schedule["charging_schedule_period"][0]
-        self.sim.apply_limit(
-            cs_charging_profiles["charging_profile_purpose"],
-            float(period["limit"]),
-            schedule["charging_rate_unit"],
-            period.get("number_phases"),
+        p = cs_charging_profiles
+        self.sim.received.append(("SetChargingProfile", {"connector_id": connector_id, **p}))
+        tx = p.get("transaction_id")
+        status = self.sim.install(
+            p["charging_profile_id"],
+            p["charging_profile_purpose"],
+            p["stack_level"],
+            connector_id,
+            p["charging_schedule"],
+            str(tx) if tx is not None else None,
         )
-        return result16.SetChargingProfile(status="Accepted")
+        return result16.SetChargingProfile(status=status)
 
     @on("ClearChargingProfile")
     def on_clear_charging_profile(self, **kw: Any) -> Any:
-        purpose = kw.get("charging_profile_purpose")
-        if purpose:
-            self.sim.limits_w.pop(purpose, None)
-        else:
-            self.sim.limits_w.clear()
-        return result16.ClearChargingProfile(status="Accepted")
+        self.sim.received.append(("ClearChargingProfile", kw))
+        found = self.sim.clear(
+            kw.get("id"),
+            kw.get("charging_profile_purpose"),
+            kw.get("stack_level"),
+            kw.get("connector_id"),
+        )
+        return result16.ClearChargingProfile(status="Accepted" if found else "Unknown")
+
+    @on("GetCompositeSchedule")
+    def on_get_composite_schedule(self, connector_id: int, duration: int, **kw: Any) -> Any:
+        unit, limit = self.sim.composite_in(kw.get("charging_rate_unit"))
+        return result16.GetCompositeSchedule(
+            status="Accepted",
+            connector_id=connector_id,
+            schedule_start=_now(),
+            charging_schedule={
+                "duration": duration,
+                "charging_rate_unit": unit,
+                "charging_schedule_period": [{"start_period": 0, "limit": limit}],
+            },
+        )
 
     @on("RemoteStartTransaction")
     def on_remote_start(self, id_tag: str, **kw: Any) -> Any:
@@ -478,6 +703,47 @@ class _SimSession16(ChargePoint16):  # type: ignore[misc]  # ocpp is untyped
     def after_remote_stop(self, transaction_id: int, **kw: Any) -> None:
         if str(transaction_id) == self.sim.transaction_id:
             self.sim.spawn(self.sim.stop_transaction())
+
+    @on("ChangeAvailability")
+    def on_change_availability(self, connector_id: int, type: str, **kw: Any) -> Any:
+        self.sim.received.append(
+            ("ChangeAvailability", {"connector_id": connector_id, "type": type})
+        )
+        self.sim.available = type == "Operative"
+        # A running transaction finishes first, as the specification asks.
+        scheduled = self.sim.transaction_id is not None and not self.sim.available
+        return result16.ChangeAvailability(status="Scheduled" if scheduled else "Accepted")
+
+    @on("UnlockConnector")
+    def on_unlock_connector(self, connector_id: int, **kw: Any) -> Any:
+        self.sim.received.append(("UnlockConnector", {"connector_id": connector_id}))
+        return result16.UnlockConnector(status="Unlocked" if connector_id == 1 else "NotSupported")
+
+    @on("ClearCache")
+    def on_clear_cache(self, **kw: Any) -> Any:
+        self.sim.received.append(("ClearCache", kw))
+        return result16.ClearCache(status="Accepted")
+
+    @on("DataTransfer")
+    def on_data_transfer(self, vendor_id: str, **kw: Any) -> Any:
+        self.sim.received.append(("DataTransfer", {"vendor_id": vendor_id, **kw}))
+        if vendor_id != self.sim.config.vendor:
+            return result16.DataTransfer(status="UnknownVendorId")
+        return result16.DataTransfer(status="Accepted", data=kw.get("data"))
+
+    @on("SendLocalList")
+    def on_send_local_list(self, list_version: int, update_type: str, **kw: Any) -> Any:
+        self.sim.received.append(("SendLocalList", {"list_version": list_version, **kw}))
+        entries = [
+            (e["id_tag"], (e.get("id_tag_info") or {}).get("status"))
+            for e in kw.get("local_authorization_list") or []
+        ]
+        status = self.sim.update_local_list(list_version, update_type, entries)
+        return result16.SendLocalList(status=status)
+
+    @on("GetLocalListVersion")
+    def on_get_local_list_version(self, **kw: Any) -> Any:
+        return result16.GetLocalListVersion(list_version=self.sim.local_list_version)
 
     @on("GetConfiguration")
     def on_get_configuration(self, **kw: Any) -> Any:
@@ -500,6 +766,7 @@ class _SimSession16(ChargePoint16):  # type: ignore[misc]  # ocpp is untyped
 
     @on("TriggerMessage")
     def on_trigger_message(self, requested_message: str, **kw: Any) -> Any:
+        self.sim.received.append(("TriggerMessage", {"requested_message": requested_message, **kw}))
         ok = requested_message in TRIGGERABLE
         return result16.TriggerMessage(status="Accepted" if ok else "NotImplemented")
 
@@ -515,28 +782,60 @@ class _SimSession201(ChargePoint201):  # type: ignore[misc]  # ocpp is untyped
 
     @on("SetChargingProfile")
     def on_set_charging_profile(self, evse_id: int, charging_profile: Any, **kw: Any) -> Any:
-        schedule = charging_profile["charging_schedule"][0]
-        period = schedule["charging_schedule_period"][0]
-        self.sim.apply_limit(
-            charging_profile["charging_profile_purpose"],
-            float(period["limit"]),
-            schedule["charging_rate_unit"],
-            period.get("number_phases"),
+        p = charging_profile
+        self.sim.received.append(("SetChargingProfile", {"evse_id": evse_id, **p}))
+        status = self.sim.install(
+            p["id"],
+            p["charging_profile_purpose"],
+            p["stack_level"],
+            evse_id,
+            p["charging_schedule"][0],
+            p.get("transaction_id"),
         )
-        return result201.SetChargingProfile(status="Accepted")
+        return result201.SetChargingProfile(status=status)
 
     @on("ClearChargingProfile")
     def on_clear_charging_profile(self, **kw: Any) -> Any:
-        self.sim.limits_w.clear()
-        return result201.ClearChargingProfile(status="Accepted")
+        self.sim.received.append(("ClearChargingProfile", kw))
+        criteria = kw.get("charging_profile_criteria") or {}
+        found = self.sim.clear(
+            kw.get("charging_profile_id"),
+            criteria.get("charging_profile_purpose"),
+            criteria.get("stack_level"),
+            criteria.get("evse_id"),
+        )
+        return result201.ClearChargingProfile(status="Accepted" if found else "Unknown")
+
+    @on("GetCompositeSchedule")
+    def on_get_composite_schedule(self, duration: int, evse_id: int, **kw: Any) -> Any:
+        unit, limit = self.sim.composite_in(kw.get("charging_rate_unit"))
+        return result201.GetCompositeSchedule(
+            status="Accepted",
+            schedule={
+                "evse_id": evse_id,
+                "duration": duration,
+                "schedule_start": _now(),
+                "charging_rate_unit": unit,
+                "charging_schedule_period": [{"start_period": 0, "limit": limit}],
+            },
+        )
 
     @on("RequestStartTransaction")
     def on_request_start(self, id_token: dict[str, Any], remote_start_id: int, **kw: Any) -> Any:
+        self.sim.received.append(
+            ("RequestStartTransaction", {"id_token": id_token, "remote_start_id": remote_start_id})
+        )
         return result201.RequestStartTransaction(status="Accepted")
 
     @after("RequestStartTransaction")
-    def after_request_start(self, id_token: dict[str, Any], **kw: Any) -> None:
-        self.sim.spawn(self.sim.start_transaction(str(id_token.get("id_token"))))
+    def after_request_start(
+        self, id_token: dict[str, Any], remote_start_id: int, **kw: Any
+    ) -> None:
+        self.sim.spawn(
+            self.sim.start_transaction(
+                str(id_token.get("id_token")), remote_start_id=remote_start_id
+            )
+        )
 
     @on("RequestStopTransaction")
     def on_request_stop(self, transaction_id: str, **kw: Any) -> Any:
@@ -547,6 +846,63 @@ class _SimSession201(ChargePoint201):  # type: ignore[misc]  # ocpp is untyped
     def after_request_stop(self, transaction_id: str, **kw: Any) -> None:
         if transaction_id == self.sim.transaction_id:
             self.sim.spawn(self.sim.stop_transaction())
+
+    @on("ChangeAvailability")
+    def on_change_availability(self, operational_status: str, **kw: Any) -> Any:
+        self.sim.received.append(
+            ("ChangeAvailability", {"operational_status": operational_status, **kw})
+        )
+        self.sim.available = operational_status == "Operative"
+        scheduled = self.sim.transaction_id is not None and not self.sim.available
+        return result201.ChangeAvailability(status="Scheduled" if scheduled else "Accepted")
+
+    @on("UnlockConnector")
+    def on_unlock_connector(self, evse_id: int, connector_id: int, **kw: Any) -> Any:
+        self.sim.received.append(
+            ("UnlockConnector", {"evse_id": evse_id, "connector_id": connector_id})
+        )
+        if (evse_id, connector_id) != (1, 1):
+            return result201.UnlockConnector(status="UnknownConnector")
+        if self.sim.transaction_id is not None:
+            return result201.UnlockConnector(status="OngoingAuthorizedTransaction")
+        return result201.UnlockConnector(status="Unlocked")
+
+    @on("ClearCache")
+    def on_clear_cache(self, **kw: Any) -> Any:
+        self.sim.received.append(("ClearCache", kw))
+        return result201.ClearCache(status="Accepted")
+
+    @on("DataTransfer")
+    def on_data_transfer(self, vendor_id: str, **kw: Any) -> Any:
+        self.sim.received.append(("DataTransfer", {"vendor_id": vendor_id, **kw}))
+        if vendor_id != self.sim.config.vendor:
+            return result201.DataTransfer(status="UnknownVendorId")
+        return result201.DataTransfer(status="Accepted", data=kw.get("data"))
+
+    @on("GetBaseReport")
+    def on_get_base_report(self, request_id: int, report_base: str, **kw: Any) -> Any:
+        self.sim.received.append(
+            ("GetBaseReport", {"request_id": request_id, "report_base": report_base})
+        )
+        return result201.GetBaseReport(status="Accepted")
+
+    @after("GetBaseReport")
+    def after_get_base_report(self, request_id: int, **kw: Any) -> None:
+        self.sim.spawn(self.sim.notify_report(request_id))
+
+    @on("SendLocalList")
+    def on_send_local_list(self, version_number: int, update_type: str, **kw: Any) -> Any:
+        self.sim.received.append(("SendLocalList", {"version_number": version_number, **kw}))
+        entries = [
+            (e["id_token"]["id_token"], (e.get("id_token_info") or {}).get("status"))
+            for e in kw.get("local_authorization_list") or []
+        ]
+        status = self.sim.update_local_list(version_number, update_type, entries)
+        return result201.SendLocalList(status=status)
+
+    @on("GetLocalListVersion")
+    def on_get_local_list_version(self, **kw: Any) -> Any:
+        return result201.GetLocalListVersion(version_number=self.sim.local_list_version)
 
     @on("GetVariables")
     def on_get_variables(self, get_variable_data: list[dict[str, Any]], **kw: Any) -> Any:
@@ -587,6 +943,7 @@ class _SimSession201(ChargePoint201):  # type: ignore[misc]  # ocpp is untyped
 
     @on("TriggerMessage")
     def on_trigger_message(self, requested_message: str, **kw: Any) -> Any:
+        self.sim.received.append(("TriggerMessage", {"requested_message": requested_message, **kw}))
         ok = requested_message in TRIGGERABLE
         return result201.TriggerMessage(status="Accepted" if ok else "NotImplemented")
 
@@ -680,6 +1037,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-power", type=float, default=11_000.0, help="charging power in W before limits"
     )
+    p.add_argument(
+        "--phases", type=int, choices=(1, 3), default=3, help="phases the car charges on"
+    )
+    p.add_argument(
+        "--phase",
+        choices=("L1", "L2", "L3"),
+        default="L1",
+        help="the phase a 1-phase charger is wired to",
+    )
+    p.add_argument(
+        "--max-current", type=float, default=16.0, help="the car's maximum current per phase, A"
+    )
+    p.add_argument(
+        "--profile-delay",
+        type=float,
+        default=2.0,
+        help="seconds the car takes to follow a new limit (default: 2)",
+    )
+    p.add_argument(
+        "--reject-profiles",
+        action="store_true",
+        help="answer SetChargingProfile with Rejected (no smart charging)",
+    )
     p.add_argument("--cafile", default=None, help="CA certificate to trust for wss:// URLs")
     p.add_argument("--quiet", action="store_true", help="print only a summary line every 10 s")
     return p
@@ -696,6 +1076,9 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.count < 1 or args.interval <= 0:
         sys.stderr.write("edged sim ocpp: --count must be >= 1 and --interval > 0\n")
+        return 2
+    if args.max_current <= 0 or args.profile_delay < 0:
+        sys.stderr.write("edged sim ocpp: --max-current must be > 0 and --profile-delay >= 0\n")
         return 2
     tls: ssl.SSLContext | None = None
     if args.url.startswith("wss://"):
@@ -715,6 +1098,11 @@ def main(argv: list[str]) -> int:
             password=args.password,
             max_power_w=args.max_power,
             ssl=tls,
+            phases=args.phases,
+            phase=int(args.phase[1]),
+            max_current=args.max_current,
+            profile_delay=args.profile_delay,
+            reject_profiles=args.reject_profiles,
         )
         for cp in charger_ids(args.prefix, args.count, args.start)
     ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from drivers.ocpp.settings import DEFAULT_ID_TOKEN_TYPE
 from edged.model import iso
 
 
@@ -35,6 +37,10 @@ class Transaction:
         }
 
 
+def _next_id(last: int) -> int:
+    return max(last + 1, int(time.time()) % 2**31)
+
+
 @dataclass
 class ChargerStatus:
     """Mutable state of one charger, updated by its session (one writer: the event loop)."""
@@ -52,6 +58,25 @@ class ChargerStatus:
     serial: str | None = None
     connectors: dict[int, str] = field(default_factory=dict)
     transactions: dict[str, Transaction] = field(default_factory=dict)
+    token_types: dict[str, str] = field(default_factory=dict)
+    """The type of each id token the charger presented (2.0.1), so a remote start names it."""
+    default_id_token_type: str = DEFAULT_ID_TOKEN_TYPE
+    """The type of a tag the charger never presented (the ``id_token_type`` setting)."""
+    last_remote_start_id: int = 0
+    connects: int = 0
+    """WebSocket connections accepted since the start (``link_connects``)."""
+    last_request_id: int = 0
+
+    def new_remote_start_id(self) -> int:
+        """A remoteStartId this charger has not seen from this process: seeded by the clock
+        (so a restart does not go back), then counted (so two starts in a second differ)."""
+        self.last_remote_start_id = _next_id(self.last_remote_start_id)
+        return self.last_remote_start_id
+
+    def new_request_id(self) -> int:
+        """A requestId for a report, unique per charger in the same way."""
+        self.last_request_id = _next_id(self.last_request_id)
+        return self.last_request_id
 
     def transaction_on(self, connector: int | None) -> Transaction | None:
         """The active transaction on a connector (any connector when None)."""

@@ -40,8 +40,9 @@ async def test_wire_replies_and_exceptions() -> None:
         assert ok == frame.mbap(0x1234, 5, bytes((3, 4, 0x3F, 0x80, 0, 0)))
         refused = await _ask(port, frame.mbap(7, 5, bytes((3, 0, 10, 0, 6))))
         assert refused == frame.mbap(7, 5, bytes((0x83, 2)))
-        bad_fc = await _ask(port, frame.mbap(8, 5, bytes((6, 0, 1, 0, 1))))
-        assert bad_fc == frame.mbap(8, 5, bytes((0x86, 1)))
+        # Diagnostics (8) is not served; writes (5, 6, 15, 16) are, see test_modbus_writes.
+        bad_fc = await _ask(port, frame.mbap(8, 5, bytes((8, 0, 0, 0, 0))))
+        assert bad_fc == frame.mbap(8, 5, bytes((0x88, 1)))
         too_many = await _ask(port, frame.mbap(9, 5, bytes((4, 0, 0, 0, 126))))
         assert too_many == frame.mbap(9, 5, bytes((0x84, 3)))
         no_unit = await _ask(port, frame.mbap(10, 6, bytes((3, 0, 0, 0, 1))))

@@ -18,22 +18,22 @@ async def test_charging_profile_changes_the_simulated_power(version: str) -> Non
             await sim.charging.wait()
             assert sim.power_w == 11000.0
             res = await cs.driver.command(
-                DriverCommand("ev1", "set_charging_profile", {"limit": 3700, "unit": "W"})
+                DriverCommand("ev1", "set_charging_profile", {"limit": 5520, "unit": "W"})
             )
             assert res["result"]["status"] == "Accepted"
-            assert sim.power_w == pytest.approx(3700.0)
+            assert sim.power_w == pytest.approx(5520.0)
             await wait_until(
-                lambda: cs.ctx.last_value("ev1", "power_active") == pytest.approx(3700)
+                lambda: cs.ctx.last_value("ev1", "power_active") == pytest.approx(5520)
             )
-            # A current limit on the station maximum profile caps it further: 6 A x 230 V x 3.
+            # A current limit on the station maximum profile caps it further: 7 A x 230 V x 3.
             res = await cs.driver.command(
                 DriverCommand(
-                    "ev1", "set_charging_profile", {"limit": 2, "unit": "A", "purpose": "max"}
+                    "ev1", "set_charging_profile", {"limit": 7, "unit": "A", "purpose": "max"}
                 )
             )
             assert res["result"]["status"] == "Accepted"
             await wait_until(
-                lambda: cs.ctx.last_value("ev1", "power_active") == pytest.approx(2 * 230 * 3)
+                lambda: cs.ctx.last_value("ev1", "power_active") == pytest.approx(7 * 230 * 3)
             )
 
 

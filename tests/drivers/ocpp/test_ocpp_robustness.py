@@ -119,7 +119,7 @@ async def test_oversized_message_closes_only_that_connection() -> None:
     async with central(devices, max_message_size=4096) as cs:
         sim = cs.sim("OK", "1.6", interval=0.05)
         async with running(sim), raw(cs, "BIG", "1.6") as ws:
-            await wait_until(lambda: len(cs.ctx.samples_of("ok")) >= 1)
+            await wait_until(lambda: cs.ctx.last_value("ok", "energy_import") is not None)
             await ws.send('[2,"big","DataTransfer",{"vendorId":"' + "x" * 10_000 + '"}]')
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 5)

@@ -53,7 +53,10 @@ async def test_simulator_main_runs_a_fleet_until_sigterm(tmp_path: Path) -> None
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
         try:
-            await wait_until(lambda: all(cs.ctx.samples_of(d.id) for d in devices), within=20)
+            await wait_until(
+                lambda: all(cs.ctx.last_value(d.id, "energy_import") is not None for d in devices),
+                within=20,
+            )
             assert all(cs.driver.status()[d.id]["connected"] for d in devices)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -86,10 +89,20 @@ async def test_fleet_reconnects_after_the_central_system_restarts() -> None:
     task = asyncio.create_task(fleet.run())
     try:
         async with central(devices, port=port) as first:
-            await wait_until(lambda: all(first.ctx.samples_of(d.id) for d in devices), within=20)
+            await wait_until(
+                lambda: all(
+                    first.ctx.last_value(d.id, "energy_import") is not None for d in devices
+                ),
+                within=20,
+            )
         await wait_until(lambda: fleet.connected == 0)
         async with central(devices, port=port) as second:
-            await wait_until(lambda: all(second.ctx.samples_of(d.id) for d in devices), within=20)
+            await wait_until(
+                lambda: all(
+                    second.ctx.last_value(d.id, "energy_import") is not None for d in devices
+                ),
+                within=20,
+            )
             assert fleet.connected == 2
     finally:
         task.cancel()
