@@ -23,7 +23,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edged import __version__, api, payload, tiers
 from edged import config as configmod
@@ -38,7 +38,6 @@ from edged.live import LiveValues
 from edged.loadmgmt.config import LoadManagementConfig
 from edged.loadmgmt.controller import Controller as LoadManagement
 from edged.metrics import Metrics
-from edged.modbus_server.server import LiveRegisters, ModbusServer, ServedPoint, served_points
 from edged.model import DeviceState, Record, Sample
 from edged.outbox import Outbox
 from edged.pipeline import Pipeline
@@ -48,6 +47,11 @@ from edged.supervisor import Supervisor
 from edged.systemd import Notifier, Watchdog
 from edged.uplink import Uplink
 from edged.windows import Windows
+
+if TYPE_CHECKING:
+    # Imported where a [modbus_server] is started: pymodbus' server side pulls in aiohttp,
+    # a few MB and tens of ms that a gateway without the server does not need.
+    from edged.modbus_server.server import ModbusServer, ServedPoint
 
 log = logging.getLogger("edged.app")
 
@@ -91,6 +95,8 @@ def _lock_outbox(outbox: Path) -> int:
 
 def modbus_points(prov: Provisioning) -> list[ServedPoint]:
     """The metering points the Modbus server serves, with their unit ids and age limits."""
+    from edged.modbus_server.server import served_points
+
     cfg = prov.config
     return served_points(
         cfg.modbus_server,
@@ -228,6 +234,8 @@ class Daemon:
 
     async def _start_modbus_server(self, prov: Provisioning) -> ModbusServer | None:
         """The Modbus TCP server on the live values; None (logged) when it cannot listen."""
+        from edged.modbus_server.server import LiveRegisters, ModbusServer
+
         cfg = prov.config
         registers = LiveRegisters(
             self.live,
