@@ -150,6 +150,8 @@ class Metrics:
         created, which is since this process started; a total that goes down (a part was
         replaced) is taken as a new start, as Prometheus' ``rate()`` does for a counter reset.
         """
+        if not self.enabled:
+            return
         key = metric_name(name)
         counter = self._totals.get(key)
         if counter is None:
@@ -169,6 +171,8 @@ class Metrics:
 
     def set_gauge(self, name: str, value: float, /, **labels: str) -> None:
         """Set a gauge; a gauge keeps the label names it was first set with."""
+        if not self.enabled:
+            return
         key = metric_name(name)
         entry = self._gauges.get(key)
         names = tuple(sorted(labels))

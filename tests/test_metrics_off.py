@@ -11,7 +11,11 @@ def test_disabled_metrics_keep_no_series() -> None:
     for i in range(100):
         m.count("samples", "modbus", f"m{i}")
         m.observe("poll", "modbus", 0.01)
-    assert b"edged_samples" not in m.render() and b"edged_poll" not in m.render()
+        m.set_gauge("device_up", 1, device=f"m{i}")
+        m.advance("outbox_dropped", i)
+    text = m.render()
+    for name in (b"edged_samples", b"edged_poll", b"edged_device_up", b"edged_outbox_dropped"):
+        assert name not in text
 
 
 def test_enabled_metrics_count_through_the_cached_series() -> None:
