@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -37,6 +36,7 @@ from uplink_child import kill_cycles  # type: ignore[import-not-found,unused-ign
 from edged.config import MqttConfig
 from edged.model import Reading, Record
 from edged.outbox import Outbox
+from edged.payload import decode
 from edged.uplink import Uplink
 
 
@@ -44,7 +44,7 @@ async def soak(cycles: int, seed: int) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="edged-kill9-"))
     port = free_port()
     broker: subprocess.Popen[bytes] = start_broker(workdir, port)
-    got: list[dict[str, object]] = []
+    got: list[Record] = []
     try:
         async with aiomqtt.Client("127.0.0.1", port, identifier="kill9-sub") as sub:
             await sub.subscribe("edged/gw1/+", qos=1)
@@ -55,7 +55,7 @@ async def soak(cycles: int, seed: int) -> int:
                     if topic.endswith(("/status", "/events")):
                         continue
                     if isinstance(msg.payload, bytes):
-                        got.append(json.loads(msg.payload))
+                        got.extend(decode(msg.payload))
 
             pumper = asyncio.create_task(pump())
             t0 = time.perf_counter()
@@ -83,7 +83,7 @@ async def soak(cycles: int, seed: int) -> int:
             deadline = time.monotonic() + 20
             values: set[int] = set()
             while time.monotonic() < deadline:
-                values = {int(d["values"]["energy_import"]["value"]) for d in got}  # type: ignore[index]
+                values = {int(r.values["energy_import"].last) for r in got}
                 if durable <= values:
                     break
                 await asyncio.sleep(0.1)
@@ -91,13 +91,13 @@ async def soak(cycles: int, seed: int) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await pumper
         missing = durable - values
-        seen: set[tuple[object, object]] = set()
-        per_device: dict[object, list[object]] = {}
-        for d in got:
-            key = (d["device"], d["seq"])
+        seen: set[tuple[str, int]] = set()
+        per_device: dict[str, list[int]] = {}
+        for r in got:
+            key = (r.device_id, r.seq)
             if key not in seen:
                 seen.add(key)
-                per_device.setdefault(d["device"], []).append(d["seq"])
+                per_device.setdefault(r.device_id, []).append(r.seq)
         ordered = all(s == list(range(1, len(s) + 1)) for s in per_device.values())
         print(
             f"setup: {cycles} kill -9 cycles, child lives 0.15-0.6 s at ~400 records/s, "
@@ -105,7 +105,7 @@ async def soak(cycles: int, seed: int) -> int:
         )
         print(
             f"result: {len(durable)} durable records reported, {len(missing)} missing, "
-            f"{len(got)} messages received ({len(seen)} unique), outbox left {left}, "
+            f"{len(got)} records received ({len(seen)} unique), outbox left {left}, "
             f"order per device {'kept' if ordered else 'BROKEN'}, "
             f"{time.perf_counter() - t0:.1f} s"
         )

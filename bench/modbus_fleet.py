@@ -7,7 +7,11 @@ started here) or, with ``--inprocess``, by the driver alone inside this process.
 
 Prints achieved polls per device per second (counted at the simulators), CPU of the
 polling process in cores (utime+stime from /proc/PID/stat), its peak RSS (VmHWM), and,
-for the daemon, records per second received at the broker; with the setup.
+for the daemon, what a subscriber on the broker receives: records per second, the
+read-to-broker delay (arrival at the subscriber minus the read time carried in the
+record) as p50/p99/max, and bytes per message and per value (MQTT payload, and payload
+plus topic and PUBLISH header); with the setup. ``--python`` runs another checkout's
+edged (for example the previous release) against the same fleet and subscriber.
 
     .venv/bin/python bench/modbus_fleet.py --count 1000 --inprocess
     .venv/bin/python bench/modbus_fleet.py --count 1000
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import platform
 import shutil
@@ -44,6 +49,7 @@ from procstat import (  # noqa: E402
 
 from drivers.modbus.driver import ModbusDriver  # noqa: E402
 from edged.model import ConnectionSpec, DeviceSpec, DeviceState, Sample, Source  # noqa: E402
+from edged.payload import decode, is_record_message  # noqa: E402
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -109,10 +115,11 @@ class CountingContext:
 
 
 def write_config(path: Path, ports: list[int], mqtt_port: int, data_dir: Path,
-                 licences: Path) -> None:  # fmt: skip
+                 licences: Path, batch: int | None = None) -> None:  # fmt: skip
     lines = [
         f'[gateway]\nid = "bench"\ndata_dir = "{data_dir}"\n',
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n',
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n'
+        + (f"batch = {batch}\n" if batch is not None else ""),
         "[metrics]\nenabled = false\n",
         f'[licensing]\ndirectory = "{licences}"\n',
     ]
@@ -144,8 +151,14 @@ def install_bench_licence(directory: Path, devices: int) -> None:
     install_test_licence(directory, TEST_KEY, "capacity", capacity=devices + 1, days=2)
 
 
+def checkout_of(python: str) -> Path:
+    """The source checkout whose .venv holds this interpreter (this one if it is not one)."""
+    venv = Path(python).absolute().parent.parent  # not resolve(): the venv links elsewhere
+    return venv.parent if (venv.parent / "edged").is_dir() else ROOT
+
+
 def start_daemon(python: str, config: Path, work: Path) -> subprocess.Popen[bytes]:
-    """``edged run -c config`` with its log in work/edged.log."""
+    """``edged run -c config`` of the checkout that owns ``python``, logging to work/edged.log."""
     with (work / "edged.log").open("wb") as log:
         return subprocess.Popen(
             # The bench licence is signed with the test key: the checkout's launcher trusts it.
@@ -153,28 +166,72 @@ def start_daemon(python: str, config: Path, work: Path) -> subprocess.Popen[byte
             cwd=work,
             stderr=log,
             preexec_fn=raise_nofile,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            env=dict(os.environ, PYTHONPATH=str(checkout_of(python))),
         )
 
 
+@dataclass
+class Received:
+    """What the subscriber saw during the measured interval."""
+
+    on: bool = False
+    messages: int = 0
+    records: int = 0
+    values: int = 0
+    payload_bytes: int = 0
+    wire_bytes: int = 0
+    delays: list[float] = field(default_factory=list)
+
+    def add(self, topic: str, data: bytes, arrived: float) -> None:
+        if not self.on or not is_record_message(topic, data):
+            return
+        records = decode(data)
+        self.messages += 1
+        self.records += len(records)
+        self.payload_bytes += len(data)
+        # PUBLISH at QoS 1: fixed header (1 + remaining-length bytes), topic length (2),
+        # topic, packet id (2), payload.
+        rest = 2 + len(topic.encode()) + 2 + len(data)
+        self.wire_bytes += 1 + (1 if rest < 128 else 2 if rest < 16384 else 3) + rest
+        for r in records:
+            self.values += len(r.values)
+            self.delays.append(arrived - max(v.ts for v in r.values.values()))
+
+    def summary(self, elapsed: float) -> dict[str, Any]:
+        d = sorted(self.delays) or [math.nan]
+        pick = lambda q: d[min(len(d) - 1, int(q * len(d)))]  # noqa: E731
+        return {
+            "records": self.records / elapsed,
+            "delay": (pick(0.5) * 1000, pick(0.99) * 1000, d[-1] * 1000),
+            "per_message": self.payload_bytes / max(1, self.messages),
+            "records_per_message": self.records / max(1, self.messages),
+            "per_value": self.payload_bytes / max(1, self.values),
+            "wire_per_value": self.wire_bytes / max(1, self.values),
+        }
+
+
 async def measure(sims: list[SimProcess], pid: int, warmup: float, duration: float,
-                  received: list[int] | None) -> dict[str, Any]:  # fmt: skip
+                  received: Received | None) -> dict[str, Any]:  # fmt: skip
     await asyncio.sleep(warmup)
     r0 = sum(s.requests() for s in sims)
     c0, t0 = cpu_seconds(pid), time.monotonic()
-    m0 = received[0] if received is not None else 0
+    if received is not None:
+        received.on = True
     await asyncio.sleep(duration)
+    if received is not None:
+        received.on = False
     r1 = sum(s.requests() for s in sims)
     c1, t1 = cpu_seconds(pid), time.monotonic()
-    m1 = received[0] if received is not None else 0
     elapsed = t1 - t0
-    return {
+    result = {
         "polls": (r1 - r0) / elapsed,
         "cores": (c1 - c0) / elapsed,
         "rss": vm_hwm_mb(pid),
-        "records": (m1 - m0) / elapsed if received is not None else None,
         "elapsed": elapsed,
     }
+    if received is not None:
+        result.update(received.summary(elapsed))
+    return result
 
 
 async def run_inprocess(sims: list[SimProcess], args: argparse.Namespace) -> dict[str, Any]:
@@ -222,20 +279,20 @@ async def run_daemon(sims: list[SimProcess], args: argparse.Namespace) -> dict[s
         )
         broker = start_broker(mosquitto, work / "mosquitto.conf")
         config = work / "edged.toml"
-        write_config(config, ports, mqtt_port, work / "data", work / "licences")
+        write_config(config, ports, mqtt_port, work / "data", work / "licences", args.batch)
         (work / "data").mkdir()
         install_bench_licence(work / "licences", len(ports))
         daemon = None
         try:
             await asyncio.sleep(0.5)
-            received = [0]
+            received = Received()
             async with aiomqtt.Client("127.0.0.1", mqtt_port, identifier="fleet-bench") as c:
                 await c.subscribe("#", qos=1)
 
                 async def pump() -> None:
                     async for msg in c.messages:
-                        if isinstance(msg.payload, bytes) and msg.payload[:1] == b"{":
-                            received[0] += 1
+                        if isinstance(msg.payload, bytes):
+                            received.add(str(msg.topic), msg.payload, time.time())
 
                 pumper = asyncio.create_task(pump())
                 daemon = start_daemon(args.python, config, work)
@@ -274,6 +331,12 @@ def main() -> int:
         help="poll with the driver inside this process instead of `edged run`",
     )
     ap.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="[mqtt] batch of the daemon (default: its own default)",
+    )
+    ap.add_argument(
         "--python",
         default=str(ROOT / ".venv" / "bin" / "python"),
         help="interpreter of the edged under test (default: the checkout's .venv)",
@@ -292,6 +355,8 @@ def main() -> int:
             s.proc.wait(10)
     mode = "driver in-process" if args.inprocess else "edged run (daemon)"
     print(f"modbus fleet bench: {mode}")
+    if not args.inprocess:
+        print(f"  edged under test: {checkout_of(args.python)} ({args.python})")
     print(
         f"  setup: N={args.count} meters (bench8, 8 x f32, 1 request/poll), poll 1 Hz, "
         f"2 simulator processes, one TCP port per meter"
@@ -304,7 +369,18 @@ def main() -> int:
     print(f"  polling process CPU: {r['cores']:.3f} cores")
     print(f"  polling process peak RSS (VmHWM): {r['rss']:.1f} MB")
     if r.get("records") is not None:
+        p50, p99, worst = r["delay"]
         print(f"  records/s received at the broker: {r['records']:.1f}")
+        print(f"  read-to-broker delay p50/p99/max: {p50:.0f} / {p99:.0f} / {worst:.0f} ms")
+        print(
+            f"  bytes per message: {r['per_message']:.0f} "
+            f"({r['records_per_message']:.1f} records per message)"
+        )
+        print(
+            f"  bytes per value: {r['per_value']:.1f} payload, "
+            f"{r['wire_per_value']:.1f} with topic and MQTT header"
+        )
+    print("  (the machine is shared with other work: CPU and delay figures are noisy)")
     if r.get("log_tail") and r["polls"] / args.count < 0.9:
         print("  (polling fell short; tail of the daemon's log follows)")
         print(r["log_tail"])

@@ -15,7 +15,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 BENCHES: dict[str, list[list[str]]] = {
-    "modbus_fleet": [["--count", "100"], ["--count", "1000"]],
+    "modbus_fleet": [
+        ["--count", "100"],
+        ["--count", "1000"],
+        ["--count", "2000"],
+        ["--inprocess", "--count", "5000"],
+    ],
     "outbox_drain": [["--records", "1000000"]],
     "kill9_soak": [["--cycles", "100"], ["--flap", "60"]],
     "mbus_decode": [[]],

@@ -23,14 +23,13 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edged import __version__, api, payload, tiers
 from edged import config as configmod
 from edged import outbox_sizing as sizing
 from edged.actions.engine import Engine
 from edged.config import Config
-from edged.console import console_backend
 from edged.control import ControlServer
 from edged.energy import Energy
 from edged.errors import EdgedError
@@ -39,7 +38,6 @@ from edged.live import LiveValues
 from edged.loadmgmt.config import LoadManagementConfig
 from edged.loadmgmt.controller import Controller as LoadManagement
 from edged.metrics import Metrics
-from edged.modbus_server.server import LiveRegisters, ModbusServer, ServedPoint, served_points
 from edged.model import DeviceState, Record, Sample
 from edged.outbox import Outbox
 from edged.pipeline import Pipeline
@@ -49,8 +47,13 @@ from edged.supervisor import Supervisor
 from edged.systemd import Notifier, Watchdog
 from edged.uplink import Uplink
 from edged.web.events import EventLog
-from edged.web.server import WebServer
 from edged.windows import Windows
+
+if TYPE_CHECKING:
+    # Imported where a [modbus_server] is started: pymodbus' server side pulls in aiohttp,
+    # a few MB and tens of ms that a gateway without the server does not need.
+    from edged.modbus_server.server import ModbusServer, ServedPoint
+    from edged.web.server import WebServer
 
 log = logging.getLogger("edged.app")
 
@@ -96,6 +99,8 @@ def modbus_points(prov: Provisioning) -> list[ServedPoint]:
     """The metering points the Modbus server serves, with their unit ids and age limits:
     admitted devices and virtual meters (an unlicensed device is never fresh; it keeps its
     unit id unserved, so no other point's id moves when it is licensed)."""
+    from edged.modbus_server.server import served_points
+
     cfg = prov.config
     return served_points(
         cfg.modbus_server,
@@ -169,8 +174,8 @@ class Daemon:
     def _emit(self, records: Sequence[Record]) -> None:
         assert self.outbox is not None
         devices = self.supervisor.devices
+        self.outbox.put_many(records)
         for rec in records:
-            self.outbox.put(rec)
             st = devices.get(rec.device_id)
             self.metrics.count("records", st.spec.driver if st else "unknown", rec.device_id)
 
@@ -236,6 +241,8 @@ class Daemon:
 
     async def _start_modbus_server(self, prov: Provisioning) -> ModbusServer | None:
         """The Modbus TCP server on the live values; None (logged) when it cannot listen."""
+        from edged.modbus_server.server import LiveRegisters, ModbusServer
+
         cfg = prov.config
         registers = LiveRegisters(
             self.live,
@@ -307,8 +314,15 @@ class Daemon:
         self.status_service.attach_outbox(self.outbox)
         self.status_service.uplink = self.uplink
         self._uplink_task = asyncio.create_task(self.uplink.run(), name="uplink")
+        # /metrics is served by the web server only: with it off, counting would cost CPU
+        # and memory for series nobody can read.
+        self.metrics.enabled = cfg.web.enabled
         if cfg.web.enabled:
             # One HTTP server: console, REST API and /metrics (edged/web).
+            # aiohttp loads only when the server is on (see tests/test_lazy_imports.py).
+            from edged.console import console_backend
+            from edged.web.server import WebServer
+
             self.web = WebServer(self.metrics, cfg.web, console_backend(self))
             self._tasks.append(asyncio.create_task(self.web.serve(), name="web"))
         self._control = ControlServer(cfg.control.socket, self.handle_control)
@@ -414,6 +428,10 @@ class Daemon:
         await self.loadmgmt.stop()
         await self.supervisor.stop()
         if self.outbox is not None:
+            if self.uplink is not None:
+                # A clean stop drops nothing: the last windows' records must not push the
+                # oldest out of a full outbox while the broker could still take them.
+                await self.uplink.make_room(len(self.supervisor.devices), 2.0)
             self.pipeline.flush()
             await self.outbox.flush()
         await self.energy.close()

@@ -80,6 +80,8 @@ class MqttConfig:
     max_inflight: int
     backoff_initial: float
     backoff_max: float
+    batch: int = 100
+    """Most records per MQTT message (1: one record per message); see docs/uplink.md."""
 
 
 @dataclass(frozen=True)
@@ -511,6 +513,7 @@ def _mqtt(o: Options, gw_id: str, base: Path) -> MqttConfig:
     max_inflight = o.int("max_inflight", 16, min=1, max=1000)
     b0 = o.float("backoff_initial", 1.0, min=0.01)
     b1 = o.float("backoff_max", 60.0, min=0.01)
+    batch = o.int("batch", 100, min=1, max=1000)
     tls_raw = o.raw("tls", None)
     tls = None
     if tls_raw is not None:
@@ -548,6 +551,7 @@ def _mqtt(o: Options, gw_id: str, base: Path) -> MqttConfig:
         max_inflight,
         b0,
         b1,
+        batch,
     )
 
 

@@ -21,8 +21,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from edged import payload
+from edged.model import Reading, unit_of
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "config" / "demo"
@@ -133,14 +137,13 @@ _PREFERRED = (
 )
 
 
-def _summary(values: dict[str, dict[str, object]]) -> str:
+def _summary(values: Mapping[str, Reading]) -> str:
     names = [n for n in _PREFERRED if n in values]
     names += [n for n in values if n not in names][: max(0, 4 - len(names))]
     parts = []
     for name in names[:4]:
-        v = values[name]
-        unit = f" {v['unit']}" if v.get("unit") else ""
-        parts.append(f"{name}={v['value']:.10g}{unit}")
+        unit = unit_of(name)
+        parts.append(f"{name}={values[name].last:.10g}{' ' + unit if unit else ''}")
     return ", ".join(parts)
 
 
@@ -149,15 +152,15 @@ def _show(topic: str, raw: bytes, start: float) -> bool:
     if not raw.startswith(b"{"):
         print(f"{topic}: {raw.decode(errors='replace')}", flush=True)
         return False
-    body = json.loads(raw)
-    if "values" not in body:
-        print(f"{topic}: {body}", flush=True)
+    if not payload.is_record_message(topic, raw):
+        print(f"{topic}: {json.loads(raw)}", flush=True)
         return False
-    print(
-        f"+{time.monotonic() - start:5.1f}s {body['device']:<8} seq={body['seq']:<5} "
-        f"{_summary(body['values'])}",
-        flush=True,
-    )
+    for record in payload.decode(raw):
+        print(
+            f"+{time.monotonic() - start:5.1f}s {record.device_id:<8} seq={record.seq:<5} "
+            f"{_summary(record.values)}",
+            flush=True,
+        )
     return True
 
 

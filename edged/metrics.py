@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -92,9 +93,19 @@ class Metrics:
         self._gauges: dict[str, tuple[Gauge, tuple[str, ...]]] = {}
         self._totals: dict[str, Counter] = {}
         self._total_seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        # False when [metrics] is off (fixed until a restart): counting per sample and per
+        # device would cost CPU and memory for series nobody can read.
+        self.enabled = True
+        self._children: dict[tuple[str, str, str], Any] = {}
 
     def count(self, event: str, driver: str, device_id: str | None = None, n: int = 1) -> None:
         """Add ``n`` to the counter of an event for a driver (and device)."""
+        if not self.enabled:
+            return
+        child = self._children.get((event, driver, device_id or ""))
+        if child is not None:  # the hot path: one dict lookup per sample
+            child.inc(n)
+            return
         name = metric_name(event)
         counter = self._counters.get(name)
         if counter is None:
@@ -105,10 +116,14 @@ class Metrics:
                 registry=self.registry,
             )
             self._counters[name] = counter
-        counter.labels(driver, device_id or "").inc(n)
+        child = counter.labels(driver, device_id or "")
+        self._children[(event, driver, device_id or "")] = child
+        child.inc(n)
 
     def observe(self, event: str, driver: str, seconds: float) -> None:
         """Record a duration in the latency histogram of an event for a driver."""
+        if not self.enabled:
+            return
         name = metric_name(event)
         histogram = self._histograms.get(name)
         if histogram is None:
@@ -129,6 +144,8 @@ class Metrics:
         created, which is since this process started; a total that goes down (a part was
         replaced) is taken as a new start, as Prometheus' ``rate()`` does for a counter reset.
         """
+        if not self.enabled:
+            return
         key = metric_name(name)
         counter = self._totals.get(key)
         if counter is None:
@@ -148,6 +165,8 @@ class Metrics:
 
     def set_gauge(self, name: str, value: float, /, **labels: str) -> None:
         """Set a gauge; a gauge keeps the label names it was first set with."""
+        if not self.enabled:
+            return
         key = metric_name(name)
         entry = self._gauges.get(key)
         names = tuple(sorted(labels))

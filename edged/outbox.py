@@ -16,28 +16,30 @@ Design choices (see docs/uplink.md):
   the WAL can proceed, and is recreated after recovery; the WAL is capped with
   ``journal_size_limit``.
 * When the configured size is exceeded the oldest records are dropped; the
-  drop counter is persisted in the same transaction.
+  drop counter is persisted in the same transaction. The reported depth never
+  exceeds ``max_records``.
+* A record is encoded once, in ``put_many`` (``edged.payload.shape`` and
+  ``fragment``), and stored as those bytes; the uplink joins them into messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edged.errors import OutboxError
 from edged.model import Record
-from edged.payload import encode
+from edged.payload import fragment, shape
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,10 @@ class Stored:
     device_id: str
     seq: int
     payload: bytes
+    """The record's fragment (``edged.payload.fragment``), or a whole version 1 body
+    for records stored by an older edged (``shape`` None)."""
     created: float
+    shape: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class OutboxStats:
     """What the outbox holds and what happened to it since it was opened."""
 
     depth: int
+    """Records held, never more than ``max_records`` (records put beyond the bound and not
+    yet written replace the oldest, which are about to be dropped)."""
     bytes: int
     oldest: float | None
     dropped: int
@@ -81,6 +88,7 @@ class _Pending:
     seq: int
     payload: bytes
     created: float
+    shape: str
 
 
 @dataclass
@@ -103,7 +111,14 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO counters (name, value) VALUES ('dropped', 0)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_v1,)
+def _migrate_v2(db: sqlite3.Connection) -> None:
+    # Record format 2: a record is stored as its fragment plus its shape (window length and
+    # quantity names), which the uplink joins into messages. Rows of format 1 keep a NULL
+    # shape and are sent as they were stored.
+    db.execute("ALTER TABLE records ADD COLUMN shape TEXT")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_v1, _migrate_v2)
 
 
 def migrate(db: sqlite3.Connection) -> int:
@@ -172,6 +187,9 @@ class Outbox:
         # Written by the writer thread, read by stats(); plain ints under the GIL.
         self._db_count = 0
         self._db_bytes = 0
+        # Records taken from the queue and not yet committed (counted in the depth).
+        self._writing = 0
+        self._writing_bytes = 0
         self._db_oldest: float | None = None
         self._dropped_db = 0
         self._dropped_mem = 0
@@ -208,20 +226,49 @@ class Outbox:
 
     def put(self, record: Record) -> None:
         """Queue a record for writing; assigns its per-device sequence number. Never blocks."""
-        device = record.device_id
-        seq = self._seqs.get(device, 0) + 1
-        try:
-            payload = encode(dataclasses.replace(record, seq=seq))
-        except (TypeError, ValueError) as exc:
-            raise OutboxError(f"record not serialisable device={device} error={exc}") from exc
-        self._seqs[device] = seq
+        self.put_many((record,))
+
+    def put_many(self, records: Iterable[Record]) -> None:
+        """Queue records for writing, encoded once each, with one wake-up of the writer.
+
+        A record that cannot be encoded (a non-finite value) raises OutboxError after
+        the records before it were queued; it takes no sequence number.
+        """
+        now = self._clock()
+        items: list[tuple[str, int, bytes, str]] = []
+        error: OutboxError | None = None
+        for record in records:
+            device = record.device_id
+            seq = self._seqs.get(device, 0) + 1
+            try:
+                item = (device, seq, fragment(record, seq), shape(record))
+            except (TypeError, ValueError) as exc:
+                error = OutboxError(f"record not serialisable device={device} error={exc}")
+                break
+            self._seqs[device] = seq
+            items.append(item)
+        if items:
+            with self._cond:
+                for device, seq, frag, sh in items:
+                    self._put_index += 1
+                    self._pending.append(_Pending(self._put_index, device, seq, frag, now, sh))
+                # A batch the writer holds is in memory too (and comes back on failure).
+                overflow = min(
+                    len(self._pending), len(self._pending) + self._writing - self.max_pending
+                )
+                for _ in range(max(0, overflow)):
+                    self._pending.popleft()
+                if overflow > 0:
+                    self._note_drop_locked(overflow)
+                self._cond.notify()
+        if error is not None:
+            raise error
+
+    def room(self) -> int:
+        """Records that can still be put before the oldest would be dropped."""
         with self._cond:
-            self._put_index += 1
-            self._pending.append(_Pending(self._put_index, device, seq, payload, self._clock()))
-            if len(self._pending) > self.max_pending:
-                self._pending.popleft()
-                self._note_drop_locked(1)
-            self._cond.notify()
+            held = self._db_count + self._writing + len(self._pending)
+        return max(0, self.max_records - held)
 
     async def flush(self) -> None:
         """Return when every record put so far is durable (or was dropped by the bounds)."""
@@ -249,12 +296,18 @@ class Outbox:
         """Depth, size and counters (depth includes records not yet written)."""
         with self._cond:
             mem = list(self._pending)
+            db_count, db_bytes = (
+                self._db_count + self._writing,
+                self._db_bytes + self._writing_bytes,
+            )
         oldest = self._db_oldest
         if oldest is None and mem:
             oldest = mem[0].created
         return OutboxStats(
-            depth=self._db_count + len(mem),
-            bytes=self._db_bytes + sum(len(p.payload) for p in mem),
+            # Records put beyond the bound displace the oldest when they are written: the
+            # outbox never holds more than max_records, and neither does its depth.
+            depth=min(db_count + len(mem), self.max_records),
+            bytes=min(db_bytes + sum(len(p.payload) for p in mem), self.max_bytes),
             oldest=oldest,
             dropped=self._dropped_db + self._dropped_mem,
             written=self._written,
@@ -385,6 +438,8 @@ class Outbox:
                 if can_write:
                     for _ in range(min(WRITE_BATCH, len(self._pending))):
                         batch.append(self._pending.popleft())
+                    self._writing = len(batch)
+                    self._writing_bytes = sum(len(p.payload) for p in batch)
                 # close() flushed before asking to stop: whatever is still pending now
                 # cannot be written (disk full) and is reported there.
                 stopping = self._stopping
@@ -449,8 +504,9 @@ class Outbox:
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
-                "INSERT INTO records (device_id, seq, payload, created) VALUES (?, ?, ?, ?)",
-                [(p.device_id, p.seq, p.payload, p.created) for p in batch],
+                "INSERT INTO records (device_id, seq, payload, created, shape)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(p.device_id, p.seq, p.payload, p.created, p.shape) for p in batch],
             )
             db.executemany(
                 "INSERT INTO sequences (device_id, seq) VALUES (?, ?) ON CONFLICT(device_id)"
@@ -469,6 +525,7 @@ class Outbox:
         except sqlite3.Error as exc:
             self._rollback()
             with self._cond:
+                self._writing = self._writing_bytes = 0
                 self._pending.extendleft(reversed(batch))
                 overflow = len(self._pending) - self.max_pending
                 for _ in range(max(0, overflow)):
@@ -485,8 +542,9 @@ class Outbox:
                 self._note_db_drop(dropped)
             elif self._dropping and not mem_dropped and not self._pending_overflowing():
                 self._end_drop_episode()
-        self._db_count = count - dropped
-        self._db_bytes = nbytes - dropped_bytes
+            self._db_count = count - dropped
+            self._db_bytes = nbytes - dropped_bytes
+            self._writing = self._writing_bytes = 0
         self._written += len(batch)
         self._refresh_oldest()
         if self._disk_error is not None:
@@ -523,7 +581,7 @@ class Outbox:
         assert db is not None
         limit, after = c.arg
         rows = db.execute(
-            "SELECT id, device_id, seq, payload, created FROM records WHERE id > ?"
+            "SELECT id, device_id, seq, payload, created, shape FROM records WHERE id > ?"
             " ORDER BY id LIMIT ?",
             (after, limit),
         ).fetchall()

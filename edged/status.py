@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edged import tiers
 from edged.actions.engine import Engine
 from edged.live import LiveValues
 from edged.metrics import Metrics
-from edged.modbus_server.server import ModbusServer
 from edged.model import DeviceState, Tier, iso, unit_of
 from edged.outbox import Outbox
 from edged.provisioning import Provisioning
@@ -23,6 +22,9 @@ from edged.supervisor import Supervisor
 from edged.uplink import Uplink
 from edged.virtual import VirtualMeters
 from edged.windows import Windows
+
+if TYPE_CHECKING:  # the server (pymodbus server, aiohttp) is loaded only when configured
+    from edged.modbus_server.server import ModbusServer
 
 
 class StatusService:

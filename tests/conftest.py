@@ -18,7 +18,9 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from edged import payload
 from edged.licensing.keys import trust_in_this_process, with_test_keys
+from edged.model import Record
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -102,6 +104,14 @@ class Collector:
     def json(self, suffix: str = "") -> list[dict[str, Any]]:
         """Decoded JSON payloads of the messages whose topic ends with suffix."""
         return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix) and p[:1] == b"{"]
+
+    def records(self, device: str | None = None) -> list[Record]:
+        """Records of every record message, read with ``edged.payload.decode``, in order."""
+        out = []
+        for topic, data, _ in self.messages:
+            if payload.is_record_message(topic, data):
+                out.extend(r for r in payload.decode(data) if device in (None, r.device_id))
+        return out
 
     async def wait_for(self, predicate: Any, timeout: float = 15.0) -> None:
         """Wait until predicate(self) is true."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edged.model import unit_of
 from tests.conftest import Broker, free_port, subscribe, wait_port
 from tests.daemon import TRUST, Proc, edged, modbus_sim_cmd, start_daemon, write_config
 
@@ -66,22 +67,25 @@ async def test_records_reach_broker_with_documented_payload(
     async with subscribe(broker.port, "edged/gw-test/#") as col:
         daemon = start_daemon(cfg, tmp_path / "daemon.log")
         try:
-            await col.wait_for(lambda c: len(c.json("/m1")) >= 4 and len(c.json("/m2")) >= 4)
+            await col.wait_for(lambda c: len(c.records("m1")) >= 4 and len(c.records("m2")) >= 4)
         finally:
             assert daemon.stop() == 0
     status = [p for t, p, retain in col.messages if t == "edged/gw-test/status"]
     assert status and status[0] == b"online"
     for dev in ("m1", "m2"):
-        recs = col.json(f"/{dev}")
-        seqs = [r["seq"] for r in recs]
+        recs = col.records(dev)
+        seqs = [r.seq for r in recs]
         assert seqs == sorted(set(seqs)), seqs  # strictly increasing
         r = recs[-1]
-        assert r["device"] == dev
-        assert r["ts"].endswith("Z") and r["window"] == 1.0
-        energy = r["values"]["energy_import"]
-        assert energy["unit"] == "Wh" and energy["value"] > 0
-        power = r["values"]["power_active"]
-        assert power["unit"] == "W" and {"mean", "min", "max", "n"} <= set(power)
+        assert r.device_id == dev
+        assert r.window_length == 1.0 and r.window_start == int(r.window_start)
+        energy = r.values["energy_import"]
+        assert unit_of("energy_import") == "Wh" and energy.last > 0 and energy.mean is None
+        assert r.window_start <= energy.ts < r.window_start + 1.0
+        power = r.values["power_active"]
+        assert unit_of("power_active") == "W" and power.mean is not None
+        assert power.min is not None and power.max is not None
+        assert power.min <= power.mean <= power.max
 
 
 async def test_sigterm_keeps_queued_records_and_sends_them_after_restart(
@@ -107,10 +111,10 @@ async def test_sigterm_keeps_queued_records_and_sends_them_after_restart(
     async with subscribe(broker.port, "edged/gw-test/m1") as col:
         daemon2 = start_daemon(cfg, tmp_path / "d2.log")
         try:
-            await col.wait_for(lambda c: len(c.json()) >= queued + 1)
+            await col.wait_for(lambda c: len(c.records()) >= queued + 1)
         finally:
             assert daemon2.stop() == 0
-    seqs = [r["seq"] for r in col.json()]
+    seqs = [r.seq for r in col.records()]
     assert seqs[:queued] == list(range(1, queued + 1))
     assert seqs == sorted(set(seqs))
 
@@ -125,12 +129,12 @@ async def test_sighup_with_broken_config_keeps_running_old(
     async with subscribe(broker.port, "edged/gw-test/m1") as col:
         daemon = start_daemon(cfg, tmp_path / "daemon.log")
         try:
-            await col.wait_for(lambda c: len(c.json()) >= 2)
+            await col.wait_for(lambda c: len(c.records()) >= 2)
             cfg.write_text(good.replace("poll_interval = 0.5", "poll_interval = 'fast'"))
             daemon.signal(signal.SIGHUP)
             daemon.wait_for("reload refused")
-            n = len(col.json())
-            await col.wait_for(lambda c: len(c.json()) >= n + 3)
+            n = len(col.records())
+            await col.wait_for(lambda c: len(c.records()) >= n + 3)
             assert daemon.proc.poll() is None
             assert "devices[0].poll_interval" in daemon.text()
             # the operator can still reach the daemon while the file on disk is broken

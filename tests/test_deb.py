@@ -35,6 +35,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from edged.model import Record
+from edged.payload import decode, is_record_message
 from tests.conftest import Broker, free_port, wait_port
 from tests.daemon import Proc, modbus_sim_cmd
 from tests.licences import grant_capacity
@@ -336,22 +338,24 @@ def stop(p: subprocess.Popen[bytes]) -> int:
 
 async def receive(
     port: int,
-    until: Callable[[list[dict[str, object]]], bool],
+    until: Callable[[list[Record]], bool],
     timeout: float = 30.0,
     subscribed: Callable[[], object] = lambda: None,
-) -> list[dict[str, object]]:
+) -> list[Record]:
     """Data records arriving on the broker until ``until`` holds for them.
 
     ``subscribed`` runs once the subscription stands (start the daemon there to see all).
     """
-    got: list[dict[str, object]] = []
+    got: list[Record] = []
     async with aiomqtt.Client("127.0.0.1", port, identifier=f"deb-test-{os.getpid()}") as c:
         await c.subscribe("edged/gw-deb/+", qos=1)
 
         async def pump() -> None:
             async for msg in c.messages:
-                if isinstance(msg.payload, bytes) and msg.payload[:1] == b"{":
-                    got.append(json.loads(msg.payload))
+                if isinstance(msg.payload, bytes) and is_record_message(
+                    str(msg.topic), msg.payload
+                ):
+                    got.extend(decode(msg.payload))  # format 1 (old release) or 2
 
         task = asyncio.create_task(pump())
         subscribed()
@@ -565,8 +569,8 @@ def test_deb_install_run_upgrade_refuse_remove_purge(
     log2 = m.work / "daemon-2.log"
     daemons: list[subprocess.Popen[bytes]] = []
 
-    def delivered(got: list[dict[str, object]]) -> bool:
-        sent = {(str(r["device"]), int(str(r["seq"]))) for r in got}
+    def delivered(got: list[Record]) -> bool:
+        sent = {(r.device_id, r.seq) for r in got}
         return set(before) <= sent and not outbox_records()
 
     asyncio.run(

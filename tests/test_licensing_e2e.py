@@ -23,6 +23,7 @@ import pytest
 from drivers.modbus import profile as profiles
 from drivers.modbus.simulator import Meter, Simulator
 from edged.licensing.install_code import install_code
+from edged.model import Record
 from tests.conftest import Broker, Collector, subscribe
 from tests.daemon import Proc, run_edged, start_daemon, write_config
 from tests.licences import grant_trial
@@ -132,8 +133,8 @@ def lines_naming(text: str, dev_id: str) -> list[str]:
     return [line for line in text.splitlines() if word.search(line)]
 
 
-def records(col: Collector, dev_id: str) -> list[dict[str, Any]]:
-    return col.json(f"/{dev_id}")
+def records(col: Collector, dev_id: str) -> list[Record]:
+    return col.records(dev_id)
 
 
 async def test_surplus_device_is_never_polled_until_a_licence_is_activated_and_sighup(
@@ -232,7 +233,7 @@ async def test_trial_expiring_while_running_takes_the_surplus_out_and_publishes_
             )
             # m2 was polled and published while the trial lasted.
             assert panel[2].request_count > 0
-            assert any(epoch(r["ts"]) < expiry for r in records(col, "m2"))
+            assert any(r.window_start < expiry for r in records(col, "m2"))
 
             # After the event: m1 goes on, m2 gets no request and no record of a later window.
             m1_polls = panel[1].request_count
@@ -243,8 +244,8 @@ async def test_trial_expiring_while_running_takes_the_surplus_out_and_publishes_
             await col.wait_for(lambda c: len(records(c, "m1")) >= n1 + 3, timeout=20)
             assert panel[2].request_count == m2_polls
             m2 = records(col, "m2")
-            assert all(epoch(r["ts"]) < expiry + 1.0 for r in m2), [r["ts"] for r in m2]
-            last_read = max(epoch(r["values"]["energy_import"]["ts"]) for r in m2)
+            assert all(r.window_start < expiry + 1.0 for r in m2), [r.window_start for r in m2]
+            last_read = max(r.values["energy_import"].ts for r in m2)
             assert last_read < expiry + 1.0
             st = await status(cfg)
             assert states(st) == {"m1": "online", "m2": "unlicensed"}

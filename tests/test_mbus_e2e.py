@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from edged.model import Record, unit_of
 from tests.conftest import Broker, Collector, subscribe
 from tests.daemon import TRUST, Proc, edged, start_daemon, write_config
 
@@ -134,13 +135,13 @@ def states(st: dict[str, Any]) -> dict[str, str]:
     return {d["id"]: d["state"] for d in st["devices"]}
 
 
-def records(col: Collector, dev_id: str) -> list[dict[str, Any]]:
-    return col.json(f"{GW}/{dev_id}")
+def records(col: Collector, dev_id: str) -> list[Record]:
+    return col.records(dev_id)
 
 
-def reads_behind(record: dict[str, Any]) -> int:
+def reads_behind(record: Record) -> int:
     """How many reads of its meter a record's energy value says have happened."""
-    energy: float = record["values"]["energy_heat"]["value"]
+    energy = record.values["energy_heat"].last
     steps, rest = divmod(round(energy) - ENERGY_START_WH, ENERGY_STEP_WH)
     assert rest == 0, record
     return steps
@@ -180,25 +181,27 @@ async def test_heat_meters_publish_canonical_records_and_a_missing_slave_is_offl
 
     for dev in LIVE:
         recs = records(col, dev)
-        seqs = [r["seq"] for r in recs]
+        seqs = [r.seq for r in recs]
         assert seqs == sorted(set(seqs)), (dev, seqs)  # strictly increasing, no duplicates
         for r in recs:
-            assert r["device"] == dev and r["window"] == 1.0
-            values = r["values"]
-            assert {q: v["unit"] for q, v in values.items()} == EXPECTED_UNITS, (dev, r)
+            assert r.device_id == dev and r.window_length == 1.0
+            values = r.values
+            assert {q: unit_of(q) for q in values} == EXPECTED_UNITS, (dev, r)
             # Counters carry their last value; gauges add mean/min/max over the window.
-            assert "mean" not in values["energy_heat"] and "mean" not in values["volume"]
+            assert values["energy_heat"].mean is None and values["volume"].mean is None
             for gauge in ("power_thermal", "volume_flow", "flow_temperature"):
-                assert {"mean", "min", "max", "n"} <= set(values[gauge]), (dev, gauge)
+                g = values[gauge]
+                assert g.mean is not None and g.min is not None and g.max is not None, gauge
+                assert g.min <= g.mean <= g.max, (dev, gauge)
             # Energy and volume come from the same read: both say how many reads were made.
             n = reads_behind(r)
             assert n >= 1
             volume_l = VOLUME_START_L + n * VOLUME_STEP_L
-            assert values["volume"]["value"] == pytest.approx(volume_l / 1000), (dev, r)
-            assert 5000.0 <= values["power_thermal"]["value"] <= 5600.0
-            assert values["volume_flow"]["value"] == pytest.approx(0.85, abs=0.005)
-            assert 65.12 - 1e-6 <= values["flow_temperature"]["value"] <= 65.21 + 1e-6
-            assert values["return_temperature"]["value"] == pytest.approx(40.21)
+            assert values["volume"].last == pytest.approx(volume_l / 1000), (dev, r)
+            assert 5000.0 <= values["power_thermal"].last <= 5600.0
+            assert values["volume_flow"].last == pytest.approx(0.85, abs=0.005)
+            assert 65.12 - 1e-6 <= values["flow_temperature"].last <= 65.21 + 1e-6
+            assert values["return_temperature"].last == pytest.approx(40.21)
         # Each record is a newer read of the meter than the one before.
         reads = [reads_behind(r) for r in recs]
         assert reads == sorted(set(reads)), (dev, reads)

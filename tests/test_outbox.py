@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from edged import payload
 from edged.errors import OutboxError
 from edged.model import Reading, Record
-from edged.outbox import MIGRATIONS, Outbox
+from edged.outbox import MIGRATIONS, Outbox, Stored
 
 
 def rec(device: str, value: float, pad: int = 0) -> Record:
@@ -26,9 +25,11 @@ def rec(device: str, value: float, pad: int = 0) -> Record:
     return Record(device, 1_700_000_000.0, 60.0, values)
 
 
-def body(payload: bytes) -> dict[str, object]:
-    out: dict[str, object] = json.loads(payload)
-    return out
+def body(stored: Stored) -> Record:
+    """The record a stored row carries, read back as the cloud reads it."""
+    assert stored.shape is not None
+    (record,) = payload.decode(payload.message([(stored.shape, stored.payload)]))
+    return record
 
 
 async def open_box(path: Path, **kw: object) -> Outbox:
@@ -52,7 +53,7 @@ async def test_put_flush_batch_ack_and_sequences_survive_reopen(tmp_path: Path) 
         (d, n) for n in range(1, 6) for d in ("a", "b")
     ]
     # The payload carries the assigned sequence number.
-    assert [body(s.payload)["seq"] for s in batch[:2]] == [1, 1]
+    assert [body(s).seq for s in batch[:2]] == [1, 1]
     assert [s.id for s in await box.next_batch(3, exclude_after=batch[1].id)] == [
         s.id for s in batch[2:5]
     ]
@@ -126,7 +127,7 @@ async def test_record_limit_drops_exactly_the_oldest_and_counts_them(
 
 
 async def test_byte_limit_drops_oldest(tmp_path: Path) -> None:
-    one = len(payload.encode(rec("x", 1)))
+    one = len(payload.fragment(rec("x", 24), 25))  # the kept ones: two-digit value and seq
     box = await open_box(tmp_path / "o.sqlite", max_bytes=one * 10 + one // 2)
     for i in range(25):
         box.put(rec("x", i))

@@ -44,7 +44,7 @@ port = {port}
             await asyncio.to_thread(wait_port, port, 20.0)
             sim1 = SimCharger(SimConfig(url=url, charge_point_id="CP-1", interval=0.2))
             async with running(sim1) as task1:
-                await col.wait_for(lambda c: len(c.json("/ev1")) >= 2, timeout=20)
+                await col.wait_for(lambda c: len(c.records("ev1")) >= 2, timeout=20)
                 ws1 = sim1.connection
 
                 with cfg.open("a") as fh:
@@ -53,12 +53,12 @@ port = {port}
                 await asyncio.to_thread(
                     daemon.wait_for, "updated connection connection=chargers devices=2"
                 )
-                before = len(col.json("/ev1"))
+                before = len(col.records("ev1"))
 
                 sim2 = SimCharger(SimConfig(url=url, charge_point_id="CP-2", interval=0.2))
                 async with running(sim2):
-                    await col.wait_for(lambda c: len(c.json("/ev2")) >= 1, timeout=20)
-                await col.wait_for(lambda c: len(c.json("/ev1")) >= before + 2, timeout=20)
+                    await col.wait_for(lambda c: len(c.records("ev2")) >= 1, timeout=20)
+                await col.wait_for(lambda c: len(c.records("ev1")) >= before + 2, timeout=20)
 
                 assert sim1.connection is ws1
                 assert not task1.done()

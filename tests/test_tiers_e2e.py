@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from edged.app import Daemon
-from edged.model import Sample, iso
+from edged.model import Record, Sample
 from tests.conftest import Broker, Collector, free_port, subscribe, wait_port
 from tests.daemon import Proc, modbus_sim_cmd, start_daemon, write_config
 
@@ -86,7 +86,7 @@ timeout = 0.5
             daemon = start_daemon(cfg, tmp_path / "daemon.log")
             try:
                 await col.wait_for(
-                    lambda c: len(c.json("/p1")) >= 8 and len(c.json("/p2")) >= 8, timeout=25
+                    lambda c: len(c.records("p1")) >= 8 and len(c.records("p2")) >= 8, timeout=25
                 )
             finally:
                 assert daemon.stop() == 0
@@ -94,24 +94,25 @@ timeout = 0.5
         sim.stop()
     for dev in ("p1", "p2"):
         # Everything up to the shutdown flush (which closes the open window early).
-        recs = col.json(f"/{dev}")[:8]
-        starts = [epoch(r["ts"]) for r in recs]
-        assert all(r["window"] == 1.0 for r in recs)
+        recs = col.records(dev)[:8]
+        starts = [r.window_start for r in recs]
+        assert all(r.window_length == 1.0 for r in recs)
         assert all(s == int(s) for s in starts), starts  # aligned to whole seconds
         assert len(set(starts)) == len(starts), starts  # at most one record per window
         assert starts == sorted(starts)
         span = starts[-1] - starts[0] + 1
         assert len(starts) >= 0.75 * span, starts  # about one per second: few gaps
-        counts = [r["values"]["power_active"]["n"] for r in recs]
+        counts = [r.values["power_active"].count for r in recs]
         # Polled about 4 times a second, published once: several samples per record.
         assert all(1 <= n <= 8 for n in counts), counts
         assert sum(counts) >= 2 * len(counts), counts
         for r, start in zip(recs, starts, strict=True):
             for q in ("energy_import", "power_active"):
-                assert start <= epoch(r["values"][q]["ts"]) < start + 1.0
-            p = r["values"]["power_active"]
-            assert p["min"] <= p["mean"] <= p["max"]
-            assert p["min"] <= p["value"] <= p["max"]
+                assert start <= r.values[q].ts < start + 1.0
+            p = r.values["power_active"]
+            assert p.min is not None and p.mean is not None and p.max is not None
+            assert p.min <= p.mean <= p.max
+            assert p.min <= p.last <= p.max
 
 
 # -- Limited, Basic and tier changes: injected clock --------------------------------------
@@ -194,8 +195,13 @@ def feed(
     )
 
 
-def published(col: Collector, dev: str) -> list[dict[str, Any]]:
-    return col.json(f"{GW}/{dev}")
+def published(col: Collector, dev: str) -> list[Record]:
+    return col.records(dev)
+
+
+def ms(ts: float) -> Any:
+    """A time as the record carries it (milliseconds)."""
+    return pytest.approx(ts, abs=0.0011)
 
 
 # Samples of one window as (offset into the window as a fraction, energy Wh, power W); the
@@ -219,19 +225,19 @@ def feed_window(daemon: Daemon, clock: FakeClock, start: float, length: float, k
             )
 
 
-def expect_window(rec: dict[str, Any], start: float, length: float, k: int, scale: float) -> None:
+def expect_window(rec: Record, start: float, length: float, k: int, scale: float) -> None:
     """The record of a window fed by feed_window: counter last, gauge statistics."""
-    assert rec["ts"] == iso(start)
-    assert rec["window"] == length
-    newest_ts = iso(start + NEWEST[0] * length)
-    energy = rec["values"]["energy_import"]
-    assert energy == {"value": scale * (NEWEST[1] + k), "unit": "Wh", "ts": newest_ts}
-    power = rec["values"]["power_active"]
+    assert rec.window_start == start
+    assert rec.window_length == length
+    newest_ts = start + NEWEST[0] * length
+    energy = rec.values["energy_import"]
+    assert (energy.last, energy.ts, energy.mean) == (scale * (NEWEST[1] + k), ms(newest_ts), None)
+    power = rec.values["power_active"]
     powers = [scale * (p + k) for _, _, p in [*WINDOW_SAMPLES, NEWEST, OUT_OF_ORDER]]
-    assert power["value"] == scale * (NEWEST[2] + k)
-    assert power["ts"] == newest_ts and power["unit"] == "W"
-    assert power["mean"] == pytest.approx(sum(powers) / len(powers))
-    assert (power["min"], power["max"], power["n"]) == (min(powers), max(powers), len(powers))
+    assert power.last == scale * (NEWEST[2] + k)
+    assert power.ts == ms(newest_ts)
+    assert power.mean == pytest.approx(sum(powers) / len(powers))
+    assert (power.min, power.max, power.count) == (min(powers), max(powers), len(powers))
 
 
 @pytest.mark.parametrize(("tier", "length"), [("limited", 60.0), ("basic", 900.0)])
@@ -269,15 +275,15 @@ async def test_limited_and_basic_publish_one_aggregated_record_per_window(
 
         for dev, scale in (("cp1", 1.0), ("cp2", 2.0)):
             first_rec, second_rec = published(col, dev)
-            assert first_rec["device"] == dev and second_rec["seq"] > first_rec["seq"]
+            assert first_rec.device_id == dev and second_rec.seq > first_rec.seq
             expect_window(first_rec, f0, length, 0, scale)
             # The sample at second + 0.5 s belongs to the second window: one more value.
-            power = second_rec["values"]["power_active"]
-            assert power["n"] == len(WINDOW_SAMPLES) + 3
-            assert (power["min"], power["max"]) == (scale * 51.0, scale * 999.0)
-            assert second_rec["ts"] == iso(second) and second_rec["window"] == length
-            assert second_rec["values"]["energy_import"]["value"] == scale * (NEWEST[1] + 1)
-            assert all(epoch(r["ts"]) % length == 0 for r in published(col, dev))
+            power = second_rec.values["power_active"]
+            assert power.count == len(WINDOW_SAMPLES) + 3
+            assert (power.min, power.max) == (scale * 51.0, scale * 999.0)
+            assert second_rec.window_start == second and second_rec.window_length == length
+            assert second_rec.values["energy_import"].last == scale * (NEWEST[1] + 1)
+            assert all(r.window_start % length == 0 for r in published(col, dev))
 
 
 async def test_tier_change_at_reload_switches_interval_at_next_window_boundary(
@@ -349,10 +355,10 @@ async def test_tier_change_at_reload_switches_interval_at_next_window_boundary(
         for dev in devs:
             got = [
                 (
-                    epoch(r["ts"]),
-                    r["window"],
-                    r["values"]["energy_import"]["value"],
-                    r["values"]["power_active"]["n"],
+                    r.window_start,
+                    r.window_length,
+                    r.values["energy_import"].last,
+                    r.values["power_active"].count,
                 )
                 for r in published(col, dev)
             ]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
+from edged import payload
 from edged.config import MqttConfig
-from edged.outbox import Outbox
+from edged.outbox import MIGRATIONS, Outbox
 from edged.reconnect import ReconnectState
 from edged.uplink import Uplink, describe_error
 from tests.conftest import Broker, subscribe
@@ -60,9 +63,9 @@ async def test_records_arrive_in_order_with_status_and_events(
         for i in range(300):
             box.put(record(f"m{i % 3}", i))
         await up.publish_event("licence_expiring", {"days": 7})
-        await col.wait_for(lambda c: len(c.json("/m0")) == 100 and len(c.json("/events")) == 1)
+        await col.wait_for(lambda c: len(c.records("m0")) == 100 and len(c.json("/events")) == 1)
         for dev in ("m0", "m1", "m2"):
-            assert [d["seq"] for d in col.json(f"/{dev}")] == list(range(1, 101))
+            assert [r.seq for r in col.records(dev)] == list(range(1, 101))
         event = col.json("/events")[0]
         assert event["kind"] == "licence_expiring" and event["days"] == 7
         assert ("edged/gw1/status", b"online", False) in [
@@ -75,6 +78,37 @@ async def test_records_arrive_in_order_with_status_and_events(
     async with subscribe(broker.port, "edged/gw1/status") as late:
         await late.wait_for(lambda c: len(c.messages) == 1)
         assert late.messages[0][1:] == (b"online", True)
+
+
+@pytest.mark.parametrize("batch", [1, 50])
+async def test_batch_bounds_records_per_message_and_picks_the_topic(
+    broker: Broker, tmp_path: Path, batch: int
+) -> None:
+    cfg = dataclasses.replace(mqtt_config(broker.port), batch=batch)
+    broker.stop()
+    async with pipeline(cfg, tmp_path / "o", start=False) as (box, up):
+        for i in range(200):
+            box.put(record(f"m{i % 4}", i))
+        box.put(record("solo", 1.0))
+        await box.flush()
+        broker.start()
+        async with subscribe(broker.port, "edged/gw1/+") as col:
+            await up.drain(10.0)
+            await col.wait_for(lambda c: len(c.records()) == 201)
+    data = [(t, payload.decode(p)) for t, p, _ in col.messages if payload.is_record_message(t, p)]
+    # Every message holds at most `batch` records; one device's records go to its own topic,
+    # several devices' to <prefix>/<gw>/records; each record keeps its own seq.
+    assert max(len(recs) for _, recs in data) == batch
+    for topic, recs in data:
+        devices = {r.device_id for r in recs}
+        expected = f"edged/gw1/{devices.pop()}" if len(devices) == 1 else "edged/gw1/records"
+        assert topic == expected
+    for dev in ("m0", "m1", "m2", "m3"):
+        assert [r.seq for r in col.records(dev)] == list(range(1, 51))
+        assert [r.values["energy_import"].last for r in col.records(dev)] == [
+            float(i) for i in range(200) if i % 4 == int(dev[1])
+        ]
+    assert [r.seq for r in col.records("solo")] == [1]
 
 
 async def test_drain_sends_the_backlog_then_goes_offline(broker: Broker, tmp_path: Path) -> None:
@@ -90,7 +124,7 @@ async def test_drain_sends_the_backlog_then_goes_offline(broker: Broker, tmp_pat
             await up.drain(10.0)
             assert box.stats().depth == 0
             await col.wait_for(lambda c: any(p == b"offline" for _, p, _ in c.messages))
-            assert [d["seq"] for d in col.json("/m")] == list(range(1, 501))
+            assert [r.seq for r in col.records("m")] == list(range(1, 501))
             assert len(col.json("/events")) == 1
     async with subscribe(broker.port, "edged/gw1/status") as late:
         await late.wait_for(lambda c: len(c.messages) == 1)
@@ -171,8 +205,8 @@ async def test_outbox_limit_during_outage_drops_exactly_the_oldest(
         broker.start()
         async with subscribe(broker.port, "edged/gw1/m") as col:
             await wait_until(lambda: box.stats().depth == 0, 20, "drain")
-            await col.wait_for(lambda c: len({d["seq"] for d in c.json()}) == 200)
-            seqs = sorted({d["seq"] for d in col.json()})
+            await col.wait_for(lambda c: len({r.seq for r in c.records()}) == 200)
+            seqs = sorted({r.seq for r in col.records()})
             assert seqs == list(range(151, 351))
         assert up.stats().acked == 200
 
@@ -359,3 +393,34 @@ async def test_drain_gives_up_in_time_when_the_broker_is_away(
         await box.flush()
         await asyncio.wait_for(up.drain(0.5), 5)
         assert box.stats().depth == 1  # kept for the next start
+
+
+async def test_records_stored_by_an_older_edged_are_sent_as_they_were(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # An outbox of schema 1 (record format 1) with one record left in it at the upgrade.
+    path = tmp_path / "o" / "outbox.sqlite"
+    path.parent.mkdir()
+    db = sqlite3.connect(path)
+    MIGRATIONS[0](db)
+    db.execute("PRAGMA user_version = 1")
+    v1 = (
+        b'{"device":"old","seq":7,"ts":"2023-11-14T22:13:00.000Z","window":60,"values":'
+        b'{"energy_import":{"value":5.0,"unit":"Wh","ts":"2023-11-14T22:13:20.000Z"}}}'
+    )
+    db.execute(
+        "INSERT INTO records (device_id, seq, payload, created) VALUES ('old', 7, ?, 0)", (v1,)
+    )
+    db.execute("INSERT INTO sequences (device_id, seq) VALUES ('old', 7)")
+    db.commit()
+    db.close()
+    async with (
+        subscribe(broker.port, "edged/#") as col,
+        pipeline(mqtt_config(broker.port), path) as (box, _),
+    ):
+        box.put(record("old", 6.0))
+        box.put(record("new", 1.0))
+        await col.wait_for(lambda c: len(c.records()) == 3)
+    # The old record alone on its device topic, byte for byte; the new ones in format 2.
+    assert next(p for t, p, _ in col.messages if t == "edged/gw1/old") == v1
+    assert [(r.device_id, r.seq) for r in col.records()] == [("old", 7), ("old", 8), ("new", 1)]

@@ -40,18 +40,18 @@ async def test_kill9_of_the_publisher_loses_no_durable_record(
         await drain_rest(path, broker.port)
 
         def values() -> set[int]:
-            return {int(d["values"]["energy_import"]["value"]) for d in col.json()}
+            return {int(r.values["energy_import"].last) for r in col.records()}
 
         await col.wait_for(lambda c: durable <= values(), timeout=20)
         # Order per device survives the crashes: after de-duplication by (device, seq) the
         # sequence numbers arrive increasing and without gaps.
         seen: set[tuple[str, int]] = set()
         per_device: dict[str, list[int]] = {}
-        for d in col.json():
-            key = (d["device"], d["seq"])
+        for r in col.records():
+            key = (r.device_id, r.seq)
             if key not in seen:
                 seen.add(key)
-                per_device.setdefault(d["device"], []).append(d["seq"])
+                per_device.setdefault(r.device_id, []).append(r.seq)
         for dev, seqs in per_device.items():
             assert seqs == list(range(1, len(seqs) + 1)), dev
     assert len(durable) > 100

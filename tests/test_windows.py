@@ -65,9 +65,10 @@ def test_basic_windows_are_quarter_hours() -> None:
     (second,) = th.due(T0 + 1800 + 2)
     assert datetime.fromtimestamp(second.window_start, UTC).minute == 15
     assert th.due(T0 + 3600) == []
-    body = payload.body(second)
-    assert body["ts"] == "2026-11-23T12:15:00.000Z" and body["window"] == 900
-    assert body["values"]["power_active"]["n"] == 30
+    (back,) = payload.decode(payload.encode(second))
+    assert back.window_start == T0 + 900 and back.window_length == 900
+    assert back.values["power_active"].count == 30
+    assert back == second
 
 
 def test_limited_windows_one_record_per_minute_at_any_poll_rate() -> None:

@@ -24,6 +24,7 @@ import pytest
 
 from drivers.modbus import profile as profiles
 from drivers.modbus.simulator import Meter, Simulator
+from edged.model import Record
 from tests.conftest import Broker, Collector, free_port, subscribe
 from tests.daemon import run_edged, start_daemon, write_config
 
@@ -55,14 +56,9 @@ class ZevMeter(Meter):
         return vals
 
 
-def _records(col: Collector, dev: str) -> dict[float, dict[str, Any]]:
+def _records(col: Collector, dev: str) -> dict[float, Record]:
     """The records of one metering point by window start (a resent duplicate counts once)."""
-    out: dict[float, dict[str, Any]] = {}
-    for t, p, _ in col.messages:
-        if t == f"{GW}/{dev}" and p[:1] == b"{":
-            rec = json.loads(p)
-            out[_epoch(rec["ts"])] = rec
-    return out
+    return {r.window_start: r for r in col.records(dev)}
 
 
 def _epoch(text: str) -> float:
@@ -80,15 +76,15 @@ def check_formula(col: Collector) -> tuple[int, int]:
     def formula_at(ts: float) -> float:
         f = 0.0
         for (dev, q), w in FORMULA.items():
-            last = [r["values"][q]["value"] for s, r in sources[dev] if s <= ts]
+            last = [r.values[q].last for s, r in sources[dev] if s <= ts]
             f += w * last[-1]
         return f
 
-    fresh = [(ts, r) for ts, r in total if not r.get("stale")]
+    fresh = [(ts, r) for ts, r in total if not r.stale]
     ts0, r0 = fresh[0]
-    v0, f0 = r0["values"]["energy_import"]["value"], formula_at(ts0)
+    v0, f0 = r0.values["energy_import"].last, formula_at(ts0)
     for ts, r in fresh:
-        v = r["values"]["energy_import"]["value"]
+        v = r.values["energy_import"].last
         assert abs((v - v0) - (formula_at(ts) - f0)) < 1e-6, (ts, v - v0, formula_at(ts) - f0)
     return len(fresh), len(total) - len(fresh)
 
@@ -143,7 +139,7 @@ power_active = "grid.power_active + pv1.power_active + pv2.power_active"
 
             def fresh_after(t: float, n: int = 5) -> bool:
                 recs = _records(col, "total").items()
-                return sum(1 for ts, r in recs if ts > t and not r.get("stale")) >= n
+                return sum(1 for ts, r in recs if ts > t and not r.stale) >= n
 
             await col.wait_for(lambda c: len(_records(c, "total")) >= 10, timeout=40)
             check_formula(col)
@@ -152,7 +148,7 @@ power_active = "grid.power_active + pv1.power_active + pv2.power_active"
             await sims["pv1"].stop()
             down = time.time()
             await col.wait_for(
-                lambda c: any(r.get("stale") for r in _records(c, "total").values()), timeout=30
+                lambda c: any(r.stale for r in _records(c, "total").values()), timeout=30
             )
             code, out, _ = await run_edged("status", "-c", str(cfg), "--json", "total")
             assert code == 0
@@ -166,9 +162,9 @@ power_active = "grid.power_active + pv1.power_active + pv2.power_active"
             checked, n_stale = check_formula(col)
             assert n_stale >= 3
             # Windows wholly inside the outage: no gauge, the counter as it last was true.
-            stale = [r for _, r in sorted(_records(col, "total").items()) if r.get("stale")]
-            assert all(set(r["values"]) == {"energy_import"} for r in stale[1:-1])
-            assert len({r["values"]["energy_import"]["value"] for r in stale[1:-1]}) == 1
+            stale = [r for _, r in sorted(_records(col, "total").items()) if r.stale]
+            assert all(set(r.values) == {"energy_import"} for r in stale[1:-1])
+            assert len({r.values["energy_import"].last for r in stale[1:-1]}) == 1
 
             # kill -9 and start again: the books go on from the persisted baselines.
             daemon.signal(signal.SIGKILL)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import aiomqtt
 
 from edged.config import MqttConfig, TlsConfig
 from edged.model import Reading, Record
+from edged.payload import decode, is_record_message
 
 
 def mqtt_config(
@@ -57,9 +57,8 @@ class Received:
     other: list[tuple[str, bytes, bool]] = field(default_factory=list)
 
     def add(self, topic: str, payload: bytes, retain: bool) -> None:
-        if payload[:1] == b"{" and not topic.endswith("/events"):
-            doc = json.loads(payload)
-            self.items.append((str(doc["device"]), int(doc["seq"])))
+        if is_record_message(topic, payload):
+            self.items.extend((r.device_id, r.seq) for r in decode(payload))
         else:
             self.other.append((topic, payload, retain))
 

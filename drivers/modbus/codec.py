@@ -7,6 +7,7 @@ carries it; ``byte_order`` says how the two bytes of each register are ordered a
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from typing import Literal
@@ -48,6 +49,13 @@ def decode(
         raw += bytes((hi, lo)) if byte_order == "big" else bytes((lo, hi))
     value: float = struct.unpack(_FORMAT[dtype], bytes(raw))[0]
     return value
+
+
+def f32_digits(value: float) -> float:
+    """A float32 value to the 7 significant digits a float32 resolves (230.1, not
+    230.10000610351562): the digits beyond only tell neighbouring binary values apart
+    (under 0.6 ppm), far below any meter's resolution, and cost bytes on the uplink."""
+    return float(f"{value:.7g}") if math.isfinite(value) else value
 
 
 def encode(

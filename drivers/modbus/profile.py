@@ -52,6 +52,9 @@ class Point:
     def value(self, registers: Sequence[int]) -> float:
         """The canonical value of this point from its raw registers."""
         raw = codec.decode(registers, self.type, self.word_order, self.byte_order)
+        if self.type == "f32":
+            # A float32 resolves about 7 significant digits: keep those, drop binary noise.
+            raw = codec.f32_digits(raw)
         value = (raw * self.scale + self.offset) * self.factor
         # 15 significant digits drop the binary noise of decimal scales (2316 * 0.1 gives
         # 231.60000000000002); counters below 10**15 keep every digit.

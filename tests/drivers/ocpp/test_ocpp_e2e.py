@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from drivers.ocpp.simulator import SimCharger, SimConfig
+from edged.model import unit_of
 from tests.conftest import Broker, free_port, subscribe, wait_port
 from tests.daemon import edged, start_daemon, write_config
 from tests.drivers.ocpp.ocpp_helpers import running, wait_until
@@ -46,13 +47,14 @@ async def test_meter_values_reach_the_broker_and_commands_reach_the_charger(
                 SimConfig(url=f"ws://127.0.0.1:{port}", charge_point_id="CP-1", interval=0.2)
             )
             async with running(sim):
-                await col.wait_for(lambda c: len(c.json()) >= 2, timeout=20)
-                record = col.json()[-1]
-                assert record["device"] == "ev1"
-                assert record["values"]["energy_import"]["unit"] == "Wh"
-                assert record["values"]["energy_import"]["value"] > 1_000_000
-                assert record["values"]["power_active"]["unit"] == "W"
-                assert record["values"]["current_l1"]["unit"] == "A"
+                await col.wait_for(lambda c: len(c.records()) >= 2, timeout=20)
+                record = col.records()[-1]
+                assert record.device_id == "ev1"
+                # Canonical quantities, in their canonical units (the contract's table).
+                assert unit_of("energy_import") == "Wh"
+                assert record.values["energy_import"].last > 1_000_000
+                assert unit_of("power_active") == "W" and "power_active" in record.values
+                assert unit_of("current_l1") == "A" and "current_l1" in record.values
 
                 proc = await asyncio.create_subprocess_exec(
                     *edged(
@@ -66,7 +68,7 @@ async def test_meter_values_reach_the_broker_and_commands_reach_the_charger(
                 assert json.loads(out)["result"]["status"] == "Accepted"
                 await wait_until(lambda: sim.power_w == 4200.0)
                 await col.wait_for(
-                    lambda c: c.json()[-1]["values"]["power_active"]["value"] == 4200.0,
+                    lambda c: c.records()[-1].values["power_active"].last == 4200.0,
                     timeout=20,
                 )
         finally:

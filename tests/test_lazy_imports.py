@@ -1,0 +1,21 @@
+"""A daemon loads the protocol stacks its configuration uses, not the others."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_daemon_modules_do_not_load_server_stacks_or_ocpp() -> None:
+    # What `edged run` imports before it reads the config; the Modbus server (pymodbus'
+    # server side pulls in aiohttp), OCPP and WebSockets load only when configured.
+    code = (
+        "import sys, edged.cli, edged.app, edged.status\n"
+        "heavy = ('aiohttp', 'pymodbus.server', 'ocpp', 'websockets')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy"
+        " or m.startswith('pymodbus.server')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
