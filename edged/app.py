@@ -62,6 +62,31 @@ TICK = 0.2
 """Seconds between two closings of due windows."""
 
 
+def info_messages(prov: Provisioning) -> dict[str, bytes]:
+    """The retained info message of every admitted device and virtual meter (their labels
+    among it), by topic."""
+    cfg = prov.config
+    prefix, gw = cfg.mqtt.topic_prefix, cfg.gateway.id
+    out: dict[str, bytes] = {}
+    for dev in prov.admitted:
+        out[payload.info_topic(prefix, gw, dev.id)] = payload.device_info(
+            dev.id,
+            driver=dev.driver,
+            medium=dev.medium,
+            cloud_licence=dev.cloud_licence.value,
+            labels=dev.labels,
+        )
+    for vm in cfg.virtual_meters:
+        out[payload.info_topic(prefix, gw, vm.id)] = payload.device_info(
+            vm.id,
+            driver="virtual",
+            medium=vm.medium,
+            cloud_licence=vm.cloud_licence.value,
+            labels={},
+        )
+    return out
+
+
 def outbox_size(cfg: Config, intervals: Iterable[float]) -> sizing.OutboxSize:
     """The outbox limits for this site: configured, or derived from ``outage_hours``."""
     return sizing.size_for(
@@ -220,6 +245,8 @@ class Daemon:
         self.loadmgmt.apply(prov.config.load_management)
         self.provisioning = prov
         self.status_service.provisioning = prov
+        if self.uplink is not None:
+            self.uplink.set_retained(info_messages(prov))
         if self.modbus_server is not None:
             self.modbus_server.set_points(modbus_points(prov))
 

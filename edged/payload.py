@@ -260,6 +260,37 @@ def events_topic(prefix: str, gateway_id: str) -> str:
     return f"{prefix}/{gateway_id}/events"
 
 
+def info_topic(prefix: str, gateway_id: str, device_id: str) -> str:
+    """Retained description of a metering point: <prefix>/<gateway-id>/<device-id>/info."""
+    return f"{prefix}/{gateway_id}/{device_id}/info"
+
+
+def device_info(
+    device_id: str,
+    *,
+    driver: str,
+    medium: str,
+    cloud_licence: str,
+    labels: Mapping[str, str],
+) -> bytes:
+    """The retained info body of a metering point (README "Payload", device info).
+
+    Labels travel here, once per change, rather than in every record: a record names its
+    device, and the cloud joins the two. Published when the session starts and whenever the
+    configuration changes it; an empty retained message clears it when the point goes.
+    """
+    return _dumps(
+        {
+            "v": 1,
+            "device": device_id,
+            "driver": driver,
+            "medium": medium,
+            "cloud_licence": cloud_licence,
+            "labels": dict(sorted(labels.items())),
+        }
+    ).encode()
+
+
 def event(kind: str, fields: dict[str, object], ts: float | None = None) -> bytes:
     """An event body: ``{"kind": …, "ts": <epoch s>, …fields}``."""
     return json.dumps(
@@ -271,7 +302,7 @@ def event(kind: str, fields: dict[str, object], ts: float | None = None) -> byte
 
 def is_record_message(topic: str, data: bytes) -> bool:
     """Whether a message on the gateway's topics carries records (not status or events)."""
-    return data[:1] == b"{" and not topic.endswith(("/events", "/status"))
+    return data[:1] == b"{" and not topic.endswith(("/events", "/status", "/info"))
 
 
 __all__ = [

@@ -18,7 +18,7 @@ import math
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiomqtt
@@ -112,6 +112,11 @@ class Uplink:
         self._inflight = 0
         self._tls: ssl.SSLContext | None = None
         self._topics: dict[str, str] = {}
+        # Retained messages the gateway keeps at the broker (device info), and the changes
+        # not yet published in this session (b"" clears a retained message).
+        self._retained: dict[str, bytes] = {}
+        self._retained_pending: dict[str, bytes] = {}
+        self._retained_changed = asyncio.Event()
         # The session's reconnect policy; its state and last error are what status shows.
         self.reconnect = Reconnect(cfg.backoff_initial, cfg.backoff_max)
 
@@ -160,6 +165,19 @@ class Uplink:
                 "uplink event queue full, oldest event dropped dropped=%d", self._events_dropped
             )
         self._work.set()
+
+    def set_retained(self, messages: Mapping[str, bytes]) -> None:
+        """The retained messages to keep at the broker (topic → payload): sent at every
+        session start and, while connected, as soon as they change; a topic left out of
+        ``messages`` is cleared at the broker."""
+        for topic in self._retained.keys() - messages.keys():
+            self._retained_pending[topic] = b""
+        for topic, body in messages.items():
+            if self._retained.get(topic) != body:
+                self._retained_pending[topic] = body
+        self._retained = dict(messages)
+        if self._retained_pending:
+            self._retained_changed.set()
 
     async def run(self) -> None:
         """Connect, publish status, drain the outbox; reconnect with backoff; until drain()."""
@@ -333,6 +351,12 @@ class Uplink:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        # The whole retained set at every session start: the broker may have lost it.
+        cleared = {t: b for t, b in self._retained_pending.items() if not b}
+        self._retained_pending.clear()
+        self._retained_changed.clear()
+        for topic, body in [*cleared.items(), *self._retained.items()]:
+            await client.publish(topic, body, qos=1, retain=True)
         buffer: deque[Stored] = deque()
         state = _Cursor()
         started: dict[int, float] = {}
@@ -342,6 +366,7 @@ class Uplink:
                 tg.create_task(self._watch_stop())
                 tg.create_task(self._feed(buffer, state))
                 tg.create_task(self._ack_loop(started))
+                tg.create_task(self._retain_loop(client))
                 for worker in range(self.cfg.max_inflight):
                     tg.create_task(self._publish_loop(client, buffer, state, worker, started))
         except BaseExceptionGroup as group:
@@ -354,6 +379,20 @@ class Uplink:
                 await self._go_offline(client)
                 raise _Stop() from None
             raise
+
+    async def _retain_loop(self, client: aiomqtt.Client) -> None:
+        """Publish retained messages that changed during the session."""
+        while True:
+            await self._retained_changed.wait()
+            self._retained_changed.clear()
+            pending, self._retained_pending = self._retained_pending, {}
+            for topic, body in pending.items():
+                try:
+                    await client.publish(topic, body, qos=1, retain=True)
+                except BaseException:
+                    # Not sent: keep it for the next try (or the next session's full set).
+                    self._retained_pending.setdefault(topic, body)
+                    raise
 
     async def _go_offline(self, client: aiomqtt.Client) -> None:
         await self._flush_acks()

@@ -361,3 +361,52 @@ async def test_debug_level_shows_edged_decisions_not_library_frames(
         assert "window closed" not in chatty.text()  # edged itself stays at info
     finally:
         assert chatty.stop() == 0
+
+
+async def test_labels_reach_the_cloud_in_each_devices_retained_info(
+    tmp_path: Path, broker: Broker, modbus_sim: int
+) -> None:
+    body = modbus_body(modbus_sim, count=2).replace(
+        'id = "m1"', 'id = "m1"\nlabels = { flat = "3a", floor = "2" }'
+    )
+    cfg = write_config(tmp_path, body, mqtt_port=broker.port, capacity=10)
+    daemon = start_daemon(cfg, tmp_path / "daemon.log")
+    try:
+        daemon.wait_for("mqtt connected")
+
+        async def infos() -> dict[str, dict[str, object]]:
+            # A new subscriber gets what the broker retains: what the cloud would see.
+            async with subscribe(broker.port, "edged/gw-test/+/info") as col:
+                await asyncio.sleep(1.0)
+            return {t.split("/")[2]: json.loads(p) for t, p, retained in col.messages if p}
+
+        got = await infos()
+        assert got["m1"] == {
+            "v": 1,
+            "device": "m1",
+            "driver": "modbus",
+            "medium": "electricity",
+            "cloud_licence": "professional",
+            "labels": {"flat": "3a", "floor": "2"},
+        }
+        assert got["m2"]["labels"] == {}
+        # Records stay compact: they carry no labels.
+        async with subscribe(broker.port, "edged/gw-test/#") as col:
+            await col.wait_for(lambda c: len(c.records("m1")) >= 1, timeout=20)
+        assert all(b"flat" not in p for t, p, _ in col.messages if not t.endswith("/info"))
+
+        # A reload that changes the labels and drops m2 updates and clears the retained info.
+        changed = modbus_body(modbus_sim, count=1).replace(
+            'id = "m1"', 'id = "m1"\nlabels = { flat = "3b", floor = "2" }'
+        )
+        write_config(tmp_path, changed, mqtt_port=broker.port, capacity=None)
+        res = subprocess.run(edged("reload", "-c", str(cfg)), capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        deadline = time.monotonic() + 20
+        while True:
+            got = await infos()
+            if set(got) == {"m1"} and got["m1"]["labels"] == {"flat": "3b", "floor": "2"}:
+                break
+            assert time.monotonic() < deadline, got
+    finally:
+        assert daemon.stop() == 0
