@@ -27,6 +27,8 @@ BENCHES: dict[str, list[list[str]]] = {
     "mbus_bus": [["--meters", "20"]],
     "ocpp_fleet": [["--chargers", "1000", "--interval", "10"]],
     "modbus_server": [["--clients", "50", "--rate", "10", "--points", "100"]],
+    "web_clients": [["--count", "1000", "--clients", "20"]],
+    "loadmgmt": [[]],
 }
 
 
