@@ -105,5 +105,7 @@ def test_serve_pdu_never_raises_on_garbage(pdu: bytes) -> None:
         assert reply[0] in (pdu[0], pdu[0] | 0x80)
         if reply[0] & 0x80:
             assert len(reply) == 2
-        else:
+        elif pdu[0] in (1, 2, 3, 4):  # reads: a byte count, then the bytes
             assert reply[1] == len(reply) - 2
+        else:  # writes (5, 6, 15, 16): address and value or quantity echoed
+            assert pdu[0] in (5, 6, 15, 16) and len(reply) == 5
