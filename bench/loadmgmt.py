@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -200,7 +201,8 @@ def _report(
         f"10 and 12 A of 32 A), 63 A main "
         f"with a nested 32 A garage, both metered; car response delay {args.profile_delay:g} s,"
         f" meter values every 1 s, meters polled every 0.5 s, lease {args.lease:g} s; "
-        f"{elapsed:.0f} s run on a 2-core machine shared with other engineers' tests"
+        f"{elapsed:.0f} s run, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} at the end"
     )
     target = args.profile_delay + 2.0
     for name, ov in watch.overload.items():
