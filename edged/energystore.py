@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edged import schema
 from edged.counters import Tally
 from edged.errors import EdgedError
 
@@ -65,18 +66,14 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_v1,)
 
 def migrate(db: sqlite3.Connection) -> int:
     """Bring the schema up to date, one transaction per version; returns the version."""
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    if version > len(MIGRATIONS):
-        raise StoreError(
-            f"energy store schema version {version} is newer than this edged knows "
-            f"({len(MIGRATIONS)}); upgrade edged"
-        )
-    for target in range(version + 1, len(MIGRATIONS) + 1):
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            MIGRATIONS[target - 1](db)
-            db.execute(f"PRAGMA user_version = {target}")
-    return len(MIGRATIONS)
+    return schema.migrate(
+        db,
+        MIGRATIONS,
+        lambda found, known: StoreError(
+            f"energy store schema version {found} is newer than this edged knows "
+            f"({known}); upgrade edged"
+        ),
+    )
 
 
 @dataclass(frozen=True)

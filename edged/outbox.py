@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edged import schema
 from edged.errors import OutboxError
 from edged.model import Record
 from edged.payload import fragment, shape
@@ -123,18 +124,14 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_v1, _mi
 
 def migrate(db: sqlite3.Connection) -> int:
     """Bring the schema up to date, one transaction per version; returns the version."""
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    if version > len(MIGRATIONS):
-        raise OutboxError(
-            f"outbox schema version {version} is newer than this edged knows "
-            f"({len(MIGRATIONS)}); upgrade edged or move the outbox file away"
-        )
-    for target in range(version + 1, len(MIGRATIONS) + 1):
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            MIGRATIONS[target - 1](db)
-            db.execute(f"PRAGMA user_version = {target}")
-    return len(MIGRATIONS)
+    return schema.migrate(
+        db,
+        MIGRATIONS,
+        lambda found, known: OutboxError(
+            f"outbox schema version {found} is newer than this edged knows "
+            f"({known}); upgrade edged or move the outbox file away"
+        ),
+    )
 
 
 def _is_disk_full(exc: BaseException) -> bool:

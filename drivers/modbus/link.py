@@ -8,8 +8,9 @@ into the driver's error classes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
@@ -79,27 +80,34 @@ class Link:
         """Write holding registers from ``address`` (``values``), or one coil (``coil``)."""
         async with self._lock:
             await self._pause()
-            try:
+            with self._exchange(unit):
                 if coil is not None:
                     rr = await self.client.write_coil(address, coil, device_id=unit)
                 elif len(values) == 1:
                     rr = await self.client.write_register(address, values[0], device_id=unit)
                 else:
                     rr = await self.client.write_registers(address, list(values), device_id=unit)
-            except ConnectionException as exc:
-                raise ConnectionLost(str(exc)) from None
-            except ModbusIOException as exc:
-                if not self.client.connected:
-                    raise ConnectionLost(str(exc)) from None
-                raise DeviceTimeout(
-                    f"no answer from unit {unit} within {self.settings.timeout} s"
-                ) from None
-            except ModbusException as exc:
-                raise DeviceTimeout(str(exc)) from None
-            finally:
-                self._last_io = time.monotonic()
             if rr.isError():
                 raise from_exception_code(int(getattr(rr, "exception_code", 0)))
+
+    @contextlib.contextmanager
+    def _exchange(self, unit: int) -> Iterator[None]:
+        """One request and its answer: pymodbus' errors as the driver's, the time noted for
+        the pause between frames."""
+        try:
+            yield
+        except ConnectionException as exc:
+            raise ConnectionLost(str(exc)) from None
+        except ModbusIOException as exc:
+            if not self.client.connected:
+                raise ConnectionLost(str(exc)) from None
+            raise DeviceTimeout(
+                f"no answer from unit {unit} within {self.settings.timeout} s"
+            ) from None
+        except ModbusException as exc:
+            raise DeviceTimeout(str(exc)) from None
+        finally:
+            self._last_io = time.monotonic()
 
     async def _pause(self) -> None:
         """Honour the pause between frames; fail at once when the link is down."""
@@ -113,23 +121,11 @@ class Link:
 
     async def _read(self, table: Table, start: int, count: int, unit: int) -> list[int]:
         await self._pause()
-        try:
+        with self._exchange(unit):
             if table == "holding":
                 rr = await self.client.read_holding_registers(start, count=count, device_id=unit)
             else:
                 rr = await self.client.read_input_registers(start, count=count, device_id=unit)
-        except ConnectionException as exc:
-            raise ConnectionLost(str(exc)) from None
-        except ModbusIOException as exc:
-            if not self.client.connected:
-                raise ConnectionLost(str(exc)) from None
-            raise DeviceTimeout(
-                f"no answer from unit {unit} within {self.settings.timeout} s"
-            ) from None
-        except ModbusException as exc:
-            raise DeviceTimeout(str(exc)) from None
-        finally:
-            self._last_io = time.monotonic()
         if rr.isError():
             raise from_exception_code(int(getattr(rr, "exception_code", 0)))
         regs = list(rr.registers)
