@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -112,6 +113,20 @@ class CountingContext:
 
     def observe(self, event: str, seconds: float, device_id: str | None = None) -> None:
         pass
+
+
+@contextlib.contextmanager
+def fleet_simulators(count: int) -> Iterator[list[SimProcess]]:
+    """``count`` simulated meters in two simulator processes (one per core), stopped after."""
+    half = count // 2
+    sims = [start_simulator(half), start_simulator(count - half)]
+    try:
+        yield sims
+    finally:
+        for s in sims:
+            s.proc.terminate()
+        for s in sims:
+            s.proc.wait(10)
 
 
 def write_config(path: Path, ports: list[int], mqtt_port: int, data_dir: Path,
@@ -343,16 +358,9 @@ def main() -> int:
     )
     args = ap.parse_args()
     raise_nofile()
-    half = args.count // 2
-    sims = [start_simulator(half), start_simulator(args.count - half)]
-    try:
+    with fleet_simulators(args.count) as sims:
         runner = run_inprocess if args.inprocess else run_daemon
         r = asyncio.run(runner(sims, args))
-    finally:
-        for s in sims:
-            s.proc.terminate()
-        for s in sims:
-            s.proc.wait(10)
     mode = "driver in-process" if args.inprocess else "edged run (daemon)"
     print(f"modbus fleet bench: {mode}")
     if not args.inprocess:

@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from modbus_fleet import (  # noqa: E402
     SimProcess,
+    fleet_simulators,
     install_bench_licence,
     start_broker,
     start_daemon,
-    start_simulator,
     vm_hwm_mb,
     write_config,
 )
@@ -142,15 +142,8 @@ def main() -> int:
     )
     args = ap.parse_args()
     raise_nofile()
-    half = args.count // 2
-    sims = [start_simulator(half), start_simulator(args.count - half)]
-    try:
+    with fleet_simulators(args.count) as sims:
         r = asyncio.run(run(sims, args))
-    finally:
-        for s in sims:
-            s.proc.terminate()
-        for s in sims:
-            s.proc.wait(10)
     idle, busy = r["idle"], r["busy"]
     print("web clients bench: edged run with the console on, browsers polling the live view")
     print(
