@@ -91,6 +91,33 @@ def modbus_sim_cmd(port: int, *, meters: int = 2, profile: str = "eastron_sdm630
     )
 
 
+def modbus_body(port: int, count: int = 2, poll: float = 0.5) -> str:
+    """A Modbus TCP connection ``panel`` to a simulator with ``count`` SDM630 meters m1..mN."""
+    devices = "".join(
+        f"""
+[[devices]]
+id = "m{i + 1}"
+connection = "panel"
+address = {i + 1}
+profile = "eastron_sdm630"
+poll_interval = {poll}
+cloud_licence = "professional"
+"""
+        for i in range(count)
+    )
+    return (
+        f"""
+[connections.panel]
+driver = "modbus"
+transport = "tcp"
+host = "127.0.0.1"
+port = {port}
+timeout = 0.5
+"""
+        + devices
+    )
+
+
 def write_config(
     tmp: Path,
     body: str,

@@ -17,35 +17,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edged.model import unit_of
 from tests.conftest import Broker, free_port, subscribe, wait_port
-from tests.daemon import TRUST, Proc, edged, modbus_sim_cmd, start_daemon, write_config
+from tests.daemon import (
+    TRUST,
+    Proc,
+    edged,
+    modbus_body,
+    modbus_sim_cmd,
+    start_daemon,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def modbus_body(port: int, count: int = 2, poll: float = 0.5) -> str:
-    devices = "".join(
-        f"""
-[[devices]]
-id = "m{i + 1}"
-connection = "panel"
-address = {i + 1}
-profile = "eastron_sdm630"
-poll_interval = {poll}
-cloud_licence = "professional"
-"""
-        for i in range(count)
-    )
-    return (
-        f"""
-[connections.panel]
-driver = "modbus"
-transport = "tcp"
-host = "127.0.0.1"
-port = {port}
-timeout = 0.5
-"""
-        + devices
-    )
 
 
 @pytest.fixture

@@ -23,29 +23,6 @@ class Console:
     licences: Path
 
 
-def modbus_devices(port: int, count: int, poll: float = 0.5) -> str:
-    """A Modbus TCP connection to the simulator with ``count`` SDM630 meters m1..mN."""
-    return f"""
-[connections.panel]
-driver = "modbus"
-transport = "tcp"
-host = "127.0.0.1"
-port = {port}
-timeout = 0.5
-""" + "".join(
-        f"""
-[[devices]]
-id = "m{i + 1}"
-connection = "panel"
-address = {i + 1}
-profile = "eastron_sdm630"
-poll_interval = {poll}
-cloud_licence = "professional"
-"""
-        for i in range(count)
-    )
-
-
 @contextmanager
 def modbus_sim(tmp: Path, meters: int = 3) -> Iterator[int]:
     """`edged sim modbus` with ``meters`` units on a free port."""

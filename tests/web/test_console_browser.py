@@ -17,11 +17,12 @@ from selenium.webdriver.common.by import By
 
 from edged.passwords import hash_password
 from tests.conftest import Broker
+from tests.daemon import modbus_body
 from tests.licensing.issuing import issue_test_licence
 from tests.licensing.licence_helpers import TEST_KEY
 from tests.web.browser import chromium, row_cells, screenshot, text, wait
 from tests.web.conftest import mbus_body
-from tests.web.console import console, modbus_devices, modbus_sim
+from tests.web.console import console, modbus_sim
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def test_dashboard_shows_devices_with_changing_values_and_refuses_a_change_witho
     screens = tmp_path / "screens"
     with (
         modbus_sim(tmp_path) as port,
-        console(tmp_path, modbus_devices(port, 3), mqtt_port=broker.port, capacity=3) as c,
+        console(tmp_path, modbus_body(port, 3), mqtt_port=broker.port, capacity=3) as c,
         chromium(tmp_path) as b,
     ):
         b.get(c.url + "/")
@@ -96,7 +97,7 @@ def test_licence_file_uploaded_in_the_page_licenses_the_surplus_device(
     screens = tmp_path / "screens"
     with (
         modbus_sim(tmp_path) as port,
-        console(tmp_path, modbus_devices(port, 3), mqtt_port=broker.port, capacity=3) as c,
+        console(tmp_path, modbus_body(port, 3), mqtt_port=broker.port, capacity=3) as c,
         chromium(tmp_path) as b,
     ):
         b.get(c.url + "/licences")
@@ -185,7 +186,7 @@ def test_wrong_password_is_refused_and_the_right_one_opens_the_console(
         modbus_sim(tmp_path) as port,
         console(
             tmp_path,
-            modbus_devices(port, 1),
+            modbus_body(port, 1),
             mqtt_port=broker.port,
             capacity=3,
             web=f'password_hash = "{stored}"',

@@ -12,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edged.passwords import hash_password
 from tests.conftest import Broker
+from tests.daemon import modbus_body
 from tests.web.conftest import mbus_body
-from tests.web.console import console, modbus_devices, modbus_sim
+from tests.web.console import console, modbus_sim
 from tests.web.shapes import check
 
 pytestmark = pytest.mark.slow
@@ -57,7 +58,7 @@ async def test_rest_answers_have_the_documented_shapes_and_metrics_parse(
     # gateway + 2 licensed: m3 is unlicensed
     with (
         modbus_sim(tmp_path) as port,
-        console(tmp_path, modbus_devices(port, 3), mqtt_port=broker.port, capacity=3) as c,
+        console(tmp_path, modbus_body(port, 3), mqtt_port=broker.port, capacity=3) as c,
     ):
         async with client(c.url) as http:
             session = await get(http, "/api/session")
@@ -130,7 +131,7 @@ async def test_changes_without_the_csrf_token_and_bad_requests_are_refused_and_c
 ) -> None:
     with (
         modbus_sim(tmp_path) as port,
-        console(tmp_path, modbus_devices(port, 1), mqtt_port=broker.port, capacity=3) as c,
+        console(tmp_path, modbus_body(port, 1), mqtt_port=broker.port, capacity=3) as c,
     ):
         async with client(c.url) as http, client(c.url) as other:
             token = (await get(http, "/api/session"))["csrf"]
@@ -186,7 +187,7 @@ async def test_password_is_required_for_pages_api_and_metrics(
         modbus_sim(tmp_path) as port,
         console(
             tmp_path,
-            modbus_devices(port, 1),
+            modbus_body(port, 1),
             mqtt_port=broker.port,
             capacity=3,
             web=f'password_hash = "{stored}"',
