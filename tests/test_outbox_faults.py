@@ -79,9 +79,15 @@ cloud_licence = "professional"
     task = asyncio.create_task(daemon.run())
     stopped = False
     try:
+        # The devices are applied after the uplink starts: samples fed before would be
+        # dropped as unknown, so wait for both.
         await until(
-            lambda: daemon.uplink is not None and daemon.uplink.stats().last_error is not None,
-            "the first connect to fail",
+            lambda: (
+                daemon.uplink is not None
+                and daemon.uplink.stats().last_error is not None
+                and daemon.provisioning is not None
+            ),
+            "the first connect to fail and the devices to be applied",
         )
         # Twelve 1 s windows per device: eleven close (22 records into an outbox of 10),
         # the twelfth is open when the daemon stops.
