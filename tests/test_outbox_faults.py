@@ -15,11 +15,28 @@ from edged.uplink import Uplink
 from tests.conftest import Broker, free_port, subscribe
 from tests.daemon import write_config
 from tests.test_tiers_e2e import FakeClock, aligned_start, feed, until
-from tests.uplink_helpers import mqtt_config, record, wait_until
+from tests.uplink_helpers import (
+    Received,
+    durable_subscriber,
+    mqtt_config,
+    persistent_broker_conf,
+    record,
+    wait_until,
+)
 
 
 async def test_depth_never_exceeds_max_records(broker: Broker, tmp_path: Path) -> None:
-    broker.stop()  # an outage: nothing leaves, the bound must drop the oldest
+    # The subscriber's session outlives the outage, so what the uplink sends the moment the
+    # broker is back is queued for it rather than racing its subscription.
+    broker.extra_conf = persistent_broker_conf(tmp_path)
+    broker.stop()
+    broker.start()
+    async with durable_subscriber(broker.port, "edged/gw1/#") as got:
+        broker.stop()  # an outage: nothing leaves, the bound must drop the oldest
+        await _fill_during_outage_then_drain(broker, tmp_path, got)
+
+
+async def _fill_during_outage_then_drain(broker: Broker, tmp_path: Path, got: Received) -> None:
     box = Outbox(tmp_path / "o.sqlite", max_records=100, max_bytes=100_000_000)
     await box.open()
     up = Uplink(mqtt_config(broker.port), "gw1", box)
@@ -36,11 +53,10 @@ async def test_depth_never_exceeds_max_records(broker: Broker, tmp_path: Path) -
         assert max(depths) == 100 and depths[-1] == 100
         assert box.stats().dropped == 1900
         broker.start()
-        async with subscribe(broker.port, "edged/gw1/#") as col:
-            await wait_until(lambda: box.stats().depth == 0, 30, "the outbox to drain")
-            await col.wait_for(lambda c: len(c.records()) == 100, timeout=30)
+        await wait_until(lambda: box.stats().depth == 0, 30, "the outbox to drain")
+        await wait_until(lambda: got.count_unique() == 100, 30, "100 records at the subscriber")
         # The newest 100 arrived: 20 per device, the last seqs each device was given.
-        assert sorted(r.seq for r in col.records("m0")) == list(range(381, 401))
+        assert sorted(got.unique()["m0"]) == list(range(381, 401))
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -192,23 +192,27 @@ async def test_broker_outage_under_steady_flow_loses_nothing(
 async def test_outbox_limit_during_outage_drops_exactly_the_oldest(
     broker: Broker, tmp_path: Path
 ) -> None:
-    cfg = mqtt_config(broker.port)
+    # The subscriber's session outlives the outage, so what the uplink sends the moment the
+    # broker is back is queued for it rather than racing its subscription.
+    broker.extra_conf = persistent_broker_conf(tmp_path)
     broker.stop()
-    async with pipeline(cfg, tmp_path / "o", max_records=200) as (box, up):
-        for i in range(350):
-            box.put(record("m", i))
-            if i % 50 == 0:
-                await box.flush()
-        await box.flush()
-        assert box.stats().dropped == 150
-        assert box.stats().depth == 200
-        broker.start()
-        async with subscribe(broker.port, "edged/gw1/m") as col:
+    broker.start()
+    cfg = mqtt_config(broker.port)
+    async with durable_subscriber(broker.port, "edged/gw1/m") as got:
+        broker.stop()
+        async with pipeline(cfg, tmp_path / "o", max_records=200) as (box, up):
+            for i in range(350):
+                box.put(record("m", i))
+                if i % 50 == 0:
+                    await box.flush()
+            await box.flush()
+            assert box.stats().dropped == 150
+            assert box.stats().depth == 200
+            broker.start()
             await wait_until(lambda: box.stats().depth == 0, 20, "drain")
-            await col.wait_for(lambda c: len({r.seq for r in c.records()}) == 200)
-            seqs = sorted({r.seq for r in col.records()})
-            assert seqs == list(range(151, 351))
-        assert up.stats().acked == 200
+            await wait_until(lambda: got.count_unique() == 200, 20, "200 records at the subscriber")
+            assert sorted(got.unique()["m"]) == list(range(151, 351))
+            assert up.stats().acked == 200
 
 
 async def test_connect_failure_is_one_clear_line_and_keeps_retrying(
