@@ -12,26 +12,16 @@ import pytest
 
 from edged.control import request
 from tests.conftest import Broker, free_port, wait_port
-from tests.daemon import Proc, modbus_sim_cmd, run_edged, start_daemon, write_config
+from tests.daemon import (
+    Proc,
+    modbus_body,
+    modbus_sim_cmd,
+    run_edged,
+    start_daemon,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
-
-BODY = """
-[connections.panel]
-driver = "modbus"
-transport = "tcp"
-host = "127.0.0.1"
-port = {port}
-timeout = 0.5
-
-[[devices]]
-id = "m1"
-connection = "panel"
-address = 1
-profile = "eastron_sdm630"
-poll_interval = 0.5
-cloud_licence = "professional"
-"""
 
 # The link's backoff must have grown at least this far before the simulator comes back.
 LONG_BACKOFF = 8.0
@@ -65,7 +55,7 @@ async def test_reconnect_brings_a_restarted_simulator_back_at_once(
     port = free_port()
     sim = Proc(modbus_sim_cmd(port, meters=1), tmp_path / "sim.log")
     wait_port(port)
-    cfg = write_config(tmp_path, BODY.format(port=port), mqtt_port=broker.port, capacity=10)
+    cfg = write_config(tmp_path, modbus_body(port, count=1), mqtt_port=broker.port, capacity=10)
     sock = tmp_path / "control.sock"
     daemon = start_daemon(cfg, tmp_path / "daemon.log")
     sim2: Proc | None = None
@@ -93,7 +83,7 @@ async def test_reconnect_brings_a_restarted_simulator_back_at_once(
 
 async def test_reconnect_refuses_unknown_device(tmp_path: Path, broker: Broker) -> None:
     port = free_port()
-    cfg = write_config(tmp_path, BODY.format(port=port), mqtt_port=broker.port, capacity=10)
+    cfg = write_config(tmp_path, modbus_body(port, count=1), mqtt_port=broker.port, capacity=10)
     daemon = start_daemon(cfg, tmp_path / "daemon.log")
     try:
         daemon.wait_for("edged started")
