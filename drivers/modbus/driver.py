@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from drivers.modbus import settings as cfg
-from drivers.modbus.link import Link
 from drivers.modbus.poller import DevicePoller
 from drivers.modbus.settings import ConnectionSettings, DeviceSettings, ModbusSettings
 from drivers.modbus.tcp import TcpLink
@@ -31,6 +31,9 @@ from edged.errors import ConnectionLost, DriverError
 from edged.model import ConnectionSpec, DeviceSpec
 from edged.polling import PolledConnection
 from edged.reconnect import Reconnect
+
+if TYPE_CHECKING:  # pymodbus (RTU) is loaded only when a serial connection opens
+    from drivers.modbus.link import Link
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +169,13 @@ def _check_writable(dev: DeviceSettings, command: WriteRegister) -> None:
 
 async def _open(settings: ConnectionSettings, on_stray: Callable[[], None]) -> Link | TcpLink:
     # TCP on the lean client (the fleet's hot path); serial lines on pymodbus.
-    link: Link | TcpLink = (
-        TcpLink(settings, on_stray) if settings.transport == "tcp" else Link(settings)
-    )
+    link: Link | TcpLink
+    if settings.transport == "tcp":
+        link = TcpLink(settings, on_stray)
+    else:
+        from drivers.modbus.link import Link
+
+        link = Link(settings)
     try:
         await link.open()
     except BaseException:

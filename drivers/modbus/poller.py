@@ -15,13 +15,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from drivers.modbus.errors import ExceptionResponse
-from drivers.modbus.link import Link
 from drivers.modbus.planner import Request, Table, plan
 from drivers.modbus.settings import DeviceSettings
 from drivers.modbus.tcp import TcpLink
 from edged.polling import Retired
+
+if TYPE_CHECKING:  # pymodbus (RTU) is loaded only when a serial connection opens
+    from drivers.modbus.link import Link
 
 log = logging.getLogger(__name__)
 
