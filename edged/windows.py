@@ -233,12 +233,12 @@ class Windows:
         for name, a in w.acc.items():
             n = int(a[_COUNT])
             if is_counter(name):
-                values[name] = Reading(last=a[_LAST], ts=a[_TS], count=n)
+                values[name] = _reading(a[_LAST], a[_TS], None, None, None, n)
             else:
                 lo, hi = a[_MIN], a[_MAX]
                 # Rounding can push sum/n a hair outside [min, max]; the mean never is.
                 mean = min(max(a[_SUM] / n, lo), hi)
-                values[name] = Reading(last=a[_LAST], ts=a[_TS], mean=mean, min=lo, max=hi, count=n)
+                values[name] = _reading(a[_LAST], a[_TS], mean, lo, hi, n)
         self._counts["records"] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -309,6 +309,23 @@ class Windows:
             if seen < previous_start:
                 stale.append(dev.id)
         return stale
+
+
+def _reading(
+    last: float, ts: float, mean: float | None, lo: float | None, hi: float | None, n: int
+) -> Reading:
+    """``Reading(last, ts, mean, lo, hi, n)``, built in a third of the time.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; at a
+    thousand devices and eight quantities that is most of what closing a window costs.
+    Filling the instance's ``__dict__`` at once makes the same object (equal, same hash).
+    """
+    r = _new_object(Reading)
+    r.__dict__.update(last=last, ts=ts, mean=mean, min=lo, max=hi, count=n)
+    return r
+
+
+_new_object = object.__new__
 
 
 def _check_interval(device_id: str, interval: float) -> float:

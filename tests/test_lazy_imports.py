@@ -19,3 +19,16 @@ def test_daemon_modules_do_not_load_server_stacks_or_ocpp() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_modbus_tcp_polling_does_not_load_pymodbus() -> None:
+    # Modbus TCP polls on the lean client (drivers.modbus.tcp); pymodbus serves serial lines.
+    code = (
+        "import sys, edged.app, drivers.modbus.driver\n"
+        "from drivers.modbus.tcp import TcpLink\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pymodbus'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout

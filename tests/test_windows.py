@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections import defaultdict
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edged import payload
-from edged.model import Record, Sample, is_counter
+from edged.model import Reading, Record, Sample, is_counter
 from edged.tiers import TIER_INTERVALS
 from edged.windows import Windows
 
@@ -468,3 +469,21 @@ async def test_live_only_quantities_reach_the_live_values_never_a_record() -> No
     assert len(records) == 1 and windows.counts()["samples"] == 1
     lv = live.get("ev1", "link_connects")
     assert lv is not None and lv.value == 3.0
+
+
+@given(
+    st.floats(allow_nan=False),
+    st.floats(allow_nan=False),
+    st.one_of(st.none(), st.floats(allow_nan=False)),
+    st.integers(1, 10),
+)
+def test_fast_reading_is_the_same_object_as_the_dataclass_builds(
+    last: float, ts: float, stat: float | None, n: int
+) -> None:
+    from edged.windows import _reading
+
+    fast = _reading(last, ts, stat, stat, stat, n)
+    slow = Reading(last=last, ts=ts, mean=stat, min=stat, max=stat, count=n)
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.last = 0.0  # type: ignore[misc]

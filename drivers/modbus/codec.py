@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from edged.errors import DecodeError
@@ -49,6 +49,34 @@ def decode(
         raw += bytes((hi, lo)) if byte_order == "big" else bytes((lo, hi))
     value: float = struct.unpack(_FORMAT[dtype], bytes(raw))[0]
     return value
+
+
+def decoder(
+    dtype: DataType, word_order: Order = "big", byte_order: Order = "big"
+) -> Callable[[Sequence[int]], float]:
+    """``decode`` for one type and order, compiled once: the poller's hot path.
+
+    The registers are packed as 16-bit words in the byte order of the wire (``>H``) or
+    swapped (``<H``), in the word order given, then read as the type's big-endian
+    format; this is the byte string ``decode`` assembles by hand, so both agree (a
+    property test checks it). ``struct`` refuses a word outside 0..65535 or a wrong count.
+    """
+    n = _WIDTH[dtype]
+    words = struct.Struct((">" if byte_order == "big" else "<") + f"{n}H")
+    value = struct.Struct(_FORMAT[dtype])
+    pack, unpack = words.pack, value.unpack
+    reverse = word_order != "big" and n > 1
+
+    def run(registers: Sequence[int]) -> float:
+        try:
+            raw = pack(*reversed(registers)) if reverse else pack(*registers)
+        except struct.error:
+            decode(registers, dtype, word_order, byte_order)  # raises the precise error
+            raise DecodeError(f"cannot decode {list(registers)} as {dtype}") from None
+        result: float = unpack(raw)[0]
+        return result
+
+    return run
 
 
 def f32_digits(value: float) -> float:

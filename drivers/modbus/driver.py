@@ -1,11 +1,11 @@
 """The Modbus driver: polls the meters behind one TCP endpoint or RTU bus.
 
-One pymodbus client per connection, run on the shared polled-connection runner
-(``edged.polling``): the devices behind it are polled in turn, never concurrently, each
-on its own drift-free tick grid. A device that stops answering goes offline and is
-retried with backoff; a dropped connection (or, on TCP, one on which no device answers)
-is reopened with capped, jittered backoff; a point the device refuses is disabled and
-the rest keeps working (``drivers.modbus.poller``).
+One client per connection (TCP: ``drivers.modbus.tcp``; RTU: pymodbus), run on the
+shared polled-connection runner (``edged.polling``): the devices behind it are polled in
+turn, never concurrently, each on its own drift-free tick grid. A device that stops
+answering goes offline and is retried with backoff; a dropped connection (or, on TCP,
+one on which no device answers) is reopened with capped, jittered backoff; a point the
+device refuses is disabled and the rest keeps working (``drivers.modbus.poller``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from drivers.modbus import settings as cfg
-from drivers.modbus.link import Link
 from drivers.modbus.poller import DevicePoller
 from drivers.modbus.settings import ConnectionSettings, DeviceSettings, ModbusSettings
+from drivers.modbus.tcp import TcpLink
 from edged.api import (
     CliCommand,
     Command,
@@ -30,6 +31,9 @@ from edged.errors import ConnectionLost, DriverError
 from edged.model import ConnectionSpec, DeviceSpec
 from edged.polling import PolledConnection
 from edged.reconnect import Reconnect
+
+if TYPE_CHECKING:  # pymodbus (RTU) is loaded only when a serial connection opens
+    from drivers.modbus.link import Link
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ class ModbusDriver:
         self._wall = wall
         # The link the running connection polls over: writes go through it, never a second
         # connection to the same device (one driver instance serves one connection).
-        self._link: Link | None = None
+        self._link: Link | TcpLink | None = None
         self._devices: dict[str, DeviceSettings] = {}
 
     def configure(
@@ -62,16 +66,18 @@ class ModbusDriver:
         """Poll the devices of this connection until cancelled."""
         await self.runner(settings, ctx).run()
 
-    def runner(self, settings: ModbusSettings, ctx: DriverContext) -> PolledConnection[Link]:
+    def runner(
+        self, settings: ModbusSettings, ctx: DriverContext
+    ) -> PolledConnection[Link | TcpLink]:
         """The polled-connection runner of one connection (not started)."""
         conn = settings.connection
         self._devices = {d.id: d for d in settings.devices}
 
-        async def open_link() -> Link:
-            self._link = await _open(conn)
+        async def open_link() -> Link | TcpLink:
+            self._link = await _open(conn, lambda: ctx.count("frame_rejected"))
             return self._link
 
-        async def close_link(link: Link) -> None:
+        async def close_link(link: Link | TcpLink) -> None:
             if self._link is link:
                 self._link = None
             await _close(link)
@@ -161,8 +167,15 @@ def _check_writable(dev: DeviceSettings, command: WriteRegister) -> None:
         )
 
 
-async def _open(settings: ConnectionSettings) -> Link:
-    link = Link(settings)
+async def _open(settings: ConnectionSettings, on_stray: Callable[[], None]) -> Link | TcpLink:
+    # TCP on the lean client (the fleet's hot path); serial lines on pymodbus.
+    link: Link | TcpLink
+    if settings.transport == "tcp":
+        link = TcpLink(settings, on_stray)
+    else:
+        from drivers.modbus.link import Link
+
+        link = Link(settings)
     try:
         await link.open()
     except BaseException:
@@ -171,5 +184,5 @@ async def _open(settings: ConnectionSettings) -> Link:
     return link
 
 
-async def _close(link: Link) -> None:
+async def _close(link: Link | TcpLink) -> None:
     link.close()

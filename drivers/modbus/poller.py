@@ -15,12 +15,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from drivers.modbus.errors import ExceptionResponse
-from drivers.modbus.link import Link
 from drivers.modbus.planner import Request, Table, plan
 from drivers.modbus.settings import DeviceSettings
+from drivers.modbus.tcp import TcpLink
 from edged.polling import Retired
+
+if TYPE_CHECKING:  # pymodbus (RTU) is loaded only when a serial connection opens
+    from drivers.modbus.link import Link
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ class DevicePoller:
         """False once every point of the device has been disabled."""
         return bool(self.plan)
 
-    async def read(self, link: Link, offline: bool) -> dict[str, float]:
+    async def read(self, link: Link | TcpLink, offline: bool) -> dict[str, float]:
         """One poll over the link (the runner's entry point); ``Retired`` once nothing is left."""
         values = await self.poll(link.read)
         if not self.plan:

@@ -11,8 +11,9 @@ to a ``.toml`` file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from drivers.modbus import codec, units
@@ -49,12 +50,26 @@ class Point:
         """The registers this point occupies."""
         return Span(self.table, self.register, codec.width(self.type))
 
+    @cached_property
+    def _decode(self) -> Callable[[Sequence[int]], float]:
+        return codec.decoder(self.type, self.word_order, self.byte_order)
+
+    @cached_property
+    def _as_read(self) -> bool:
+        """True when the canonical value is the raw number itself (no scale, offset or
+        unit factor): then the rounding below changes nothing and is skipped."""
+        return self.scale == 1 and self.offset == 0 and self.factor == 1 and self.type != "f64"
+
     def value(self, registers: Sequence[int]) -> float:
         """The canonical value of this point from its raw registers."""
-        raw = codec.decode(registers, self.type, self.word_order, self.byte_order)
+        raw = self._decode(registers)
         if self.type == "f32":
             # A float32 resolves about 7 significant digits: keep those, drop binary noise.
             raw = codec.f32_digits(raw)
+            if self._as_read:
+                return raw
+        elif self._as_read and -(10**15) < raw < 10**15:
+            return float(raw)
         value = (raw * self.scale + self.offset) * self.factor
         # 15 significant digits drop the binary noise of decimal scales (2316 * 0.1 gives
         # 231.60000000000002); counters below 10**15 keep every digit.

@@ -115,3 +115,49 @@ def test_point_value_inverts_raw(value: float, scale: float, offset: float) -> N
     p = _point(type="f64", scale=scale, offset=offset, factor=1000.0)
     regs = codec.encode(p.raw(value), "f64")
     assert p.value(regs) == pytest.approx(value, rel=1e-9, abs=1e-6)
+
+
+@given(
+    st.sampled_from(codec.TYPES),
+    orders,
+    orders,
+    st.lists(st.integers(0, 0xFFFF), min_size=4, max_size=4),
+)
+def test_compiled_decoder_agrees_with_decode(
+    dtype: DataType, word: Order, byte: Order, regs: list[int]
+) -> None:
+    regs = regs[: codec.width(dtype)]
+    expected = codec.decode(regs, dtype, word, byte)
+    got = codec.decoder(dtype, word, byte)(regs)
+    assert got == expected or (math.isnan(got) and math.isnan(expected))
+
+
+@pytest.mark.parametrize("regs", [[1], [1, 2, 3], [0x10000, 0], [-1, 0]])
+def test_compiled_decoder_refuses_what_decode_refuses(regs: list[int]) -> None:
+    with pytest.raises(DecodeError):
+        codec.decoder("u32", "little", "big")(regs)
+
+
+def _value_by_the_formula(p: Point, regs: list[int]) -> float:
+    """What ``Point.value`` computes, written out without its shortcut."""
+    raw = codec.decode(regs, p.type, p.word_order, p.byte_order)
+    if p.type == "f32":
+        raw = codec.f32_digits(raw)
+    return float(f"{(raw * p.scale + p.offset) * p.factor:.15g}")
+
+
+@given(
+    st.sampled_from(codec.TYPES),
+    orders,
+    st.lists(st.integers(0, 0xFFFF), min_size=4, max_size=4),
+    st.sampled_from([(1.0, 0.0, 1.0), (0.1, 0.0, 1.0), (1.0, 5.0, 1.0), (1.0, 0.0, 1000.0)]),
+)
+def test_point_value_shortcut_changes_no_value(
+    dtype: DataType, word: Order, regs: list[int], conv: tuple[float, float, float]
+) -> None:
+    scale, offset, factor = conv
+    p = _point(type=dtype, word_order=word, scale=scale, offset=offset, factor=factor)
+    regs = regs[: codec.width(dtype)]
+    got, expected = p.value(regs), _value_by_the_formula(p, regs)
+    assert got == expected or (math.isnan(got) and math.isnan(expected))
+    assert type(got) is float
