@@ -34,6 +34,8 @@ DEFAULT_GRACE = 2.0
 
 # Accumulator slots per quantity: one small list, mutated in place, keeps add() cheap.
 _LAST, _TS, _SUM, _MIN, _MAX, _COUNT = range(6)
+_CLOSED: dict[str, list[float]] = {}
+"""The accumulator of every closed window (never written: a closed window takes no sample)."""
 
 
 class _Window:
@@ -227,10 +229,12 @@ class Windows:
             dev.current = None
         if not dev.active and not dev.windows:
             self._devices.pop(dev.id, None)
-        if not w.acc:
+        # A window closed early stays in the heap until its deadline: let its statistics go.
+        acc, w.acc = w.acc, _CLOSED
+        if not acc:
             return
         values: dict[str, Reading] = {}
-        for name, a in w.acc.items():
+        for name, a in acc.items():
             n = int(a[_COUNT])
             if is_counter(name):
                 values[name] = _reading(a[_LAST], a[_TS], None, None, None, n)

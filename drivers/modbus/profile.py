@@ -92,9 +92,10 @@ class Profile:
     points: tuple[Point, ...]
     path: str
 
-    @property
+    @cached_property
     def spans(self) -> tuple[Span, ...]:
-        """The register span of every point, in point order."""
+        """The register span of every point, in point order (one tuple that the devices
+        sharing this cached profile share)."""
         return tuple(p.span for p in self.points)
 
 
