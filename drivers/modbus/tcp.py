@@ -45,13 +45,24 @@ WRITE_REGISTER = 6
 WRITE_REGISTERS = 16
 
 
-class _Protocol(asyncio.Protocol):
-    """Frames of one TCP connection; hands the awaited answer to the waiting request."""
+BUFFER = 512
+"""Receive buffer per connection: a partial frame (under 260 bytes) and room for the next."""
+
+
+class _Protocol(asyncio.BufferedProtocol):
+    """Frames of one TCP connection; hands the awaited answer to the waiting request.
+
+    A buffered protocol: the transport receives into this connection's own small buffer
+    instead of allocating a 256 KiB ``bytes`` per read and shrinking it, which at a
+    thousand connections polled each second is measurable CPU and heap churn.
+    """
 
     def __init__(self, on_stray: Callable[[], None] | None) -> None:
         self.on_stray = on_stray
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.buffer = bytearray(BUFFER)
+        self.view = memoryview(self.buffer)
+        self.filled = 0
         self.waiting: tuple[int, int, asyncio.Future[bytes]] | None = None
         self.stray = 0
         self.lost: str | None = None
@@ -60,19 +71,26 @@ class _Protocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Complete frames are taken after every read, so what is left is one partial frame
+        # (at most 259 bytes): the rest of the buffer is always free.
+        return self.view[self.filled :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.filled += nbytes
         buf = self.buffer
-        buf += data
-        while len(buf) >= 7:
-            tid, pid, length, unit = _MBAP.unpack_from(buf)
+        filled = self.filled
+        pos = 0
+        while filled - pos >= 7:
+            tid, pid, length, unit = _MBAP.unpack_from(buf, pos)
             if not 2 <= length <= 254:
                 self._fail(f"malformed MBAP header (length {length})")
                 return
-            end = 6 + length
-            if len(buf) < end:
-                return
-            pdu = bytes(buf[7:end])
-            del buf[:end]
+            end = pos + 6 + length
+            if filled < end:
+                break
+            pdu = bytes(buf[pos + 7 : end])
+            pos = end
             waiting = self.waiting
             if (
                 waiting is not None
@@ -87,6 +105,10 @@ class _Protocol(asyncio.Protocol):
                 self.stray += 1
                 if self.on_stray is not None:
                     self.on_stray()
+        if pos:
+            rest = filled - pos
+            buf[:rest] = buf[pos:filled]
+            self.filled = rest
 
     def _fail(self, why: str) -> None:
         self.lost = why

@@ -117,6 +117,34 @@ async def test_a_late_answer_is_never_taken_for_the_next_one(
     assert link.connected
 
 
+async def test_frames_split_or_run_together_are_taken_whole(
+    link_to: Callable[..., Awaitable[TcpLink]],
+) -> None:
+    """The answer dribbled out a byte at a time, and an answer behind more stray bytes
+    than the receive buffer holds, arrive whole and in order."""
+    calls = 0
+
+    async def answer(tid: int, unit: int, pdu: bytes, w: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        calls += 1
+        reply = frame(tid, unit, registers([calls, 0xBEEF]))
+        if calls == 1:
+            for i in range(len(reply)):
+                w.write(reply[i : i + 1])
+                await w.drain()
+                await asyncio.sleep(0.002)
+        else:
+            # Eight foreign frames of the largest size (4 * 253 bytes of payload), then ours.
+            big = frame(tid ^ 0xFFFF, unit, registers(list(range(125))))
+            w.write(big * 8 + reply)
+
+    link = await link_to(answer, timeout=2.0)
+    assert await link.read("holding", 0, 2, 1) == [1, 0xBEEF]
+    assert await link.read("holding", 0, 2, 1) == [2, 0xBEEF]
+    assert link.stray_frames == 8
+    assert link.connected
+
+
 async def test_a_retry_after_a_timeout_gets_the_answer(
     link_to: Callable[..., Awaitable[TcpLink]],
 ) -> None:
