@@ -15,9 +15,13 @@ from types import MappingProxyType
 from edged.model import Sample
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LiveValue:
-    """One quantity's latest value and when it was read (UTC epoch seconds)."""
+    """One quantity's latest value and when it was read (UTC epoch seconds).
+
+    Slotted: a gateway keeps one per quantity of every device (8,000 at a thousand
+    meters), and without a ``__dict__`` each takes a third of the memory.
+    """
 
     value: float
     ts: float

@@ -32,3 +32,19 @@ def test_modbus_tcp_polling_does_not_load_pymodbus() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_built_in_drivers_load_without_reading_package_metadata() -> None:
+    # A connection of a built-in driver does not scan the installed distributions' entry
+    # points (asked once per connection); a third-party name still finds them.
+    code = (
+        "import sys, edged.cli, edged.app\n"
+        "from edged import api\n"
+        "drivers = [api.get('modbus') for _ in range(3)]\n"
+        "print('importlib.metadata' in sys.modules, type(drivers[0]).__name__)\n"
+        "print('modbus' in api.available(), 'importlib.metadata' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split("\n")[:2] == ["False ModbusDriver", "True True"], out.stdout

@@ -129,7 +129,11 @@ def _addresses(o: Options, key: str) -> frozenset[int]:
     for a in raw:
         if not 0 <= a <= 0xFFFF:
             raise o.error(key, f"address {a} is outside 0-65535")
-    return frozenset(raw)
+    return frozenset(raw) if raw else _NONE
+
+
+_NONE: frozenset[int] = frozenset()
+"""The empty address set, shared by every device that declares nothing writable."""
 
 
 @dataclass(frozen=True)
