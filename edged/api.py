@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import importlib
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-import importlib
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
