@@ -12,13 +12,14 @@ refused is retired.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from drivers.modbus.errors import ExceptionResponse
-from drivers.modbus.planner import Request, Table, plan
+from drivers.modbus.planner import Request, Span, Table, plan
 from drivers.modbus.settings import DeviceSettings
 from drivers.modbus.tcp import TcpLink
 from edged.polling import Retired
@@ -32,6 +33,13 @@ ReadFn = Callable[[Table, int, int, int], Awaitable[list[int]]]
 """read(table, start, count, unit) -> registers; raises the driver's errors."""
 
 
+@functools.lru_cache(maxsize=256)
+def _first_plan(spans: tuple[Span, ...], max_registers: int, max_gap: int) -> tuple[Request, ...]:
+    """The coalesced plan of a profile, shared by the devices that use it (requests are
+    immutable; a device that refines its plan builds its own list)."""
+    return tuple(plan(spans, max_registers, max_gap))
+
+
 class DevicePoller:
     """The read plan and disabled points of one device."""
 
@@ -42,7 +50,7 @@ class DevicePoller:
         self.poll_interval = device.poll_interval
         prof = device.profile
         self.spans = prof.spans
-        self.plan: list[Request] = plan(self.spans, prof.max_registers, prof.max_gap)
+        self.plan: list[Request] = list(_first_plan(self.spans, prof.max_registers, prof.max_gap))
         self.disabled: set[int] = set()
 
     @property
