@@ -121,6 +121,20 @@ class PolledConnection(Generic[L]):
     timestamps, ``logger`` the driver's logger for the runner's lines.
     """
 
+    __slots__ = (
+        "_by_id",
+        "_close",
+        "_open",
+        "_slots",
+        "ctx",
+        "endpoint",
+        "log",
+        "name",
+        "reconnect",
+        "reopen_when_all_silent",
+        "wall",
+    )
+
     def __init__(
         self,
         name: str,

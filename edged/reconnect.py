@@ -36,6 +36,21 @@ from collections.abc import Callable
 class ReconnectState(enum.Enum):
     """Where a reconnecting thing stands (shown by status)."""
 
+    __slots__ = (
+        "_clock",
+        "_failures",
+        "_rand",
+        "_retry_at",
+        "_since",
+        "_state",
+        "factor",
+        "initial",
+        "jitter",
+        "last_error",
+        "long_run",
+        "maximum",
+    )
+
     CONNECTING = "connecting"
     """An attempt is under way."""
     CONNECTED = "connected"

@@ -43,6 +43,8 @@ def _first_plan(spans: tuple[Span, ...], max_registers: int, max_gap: int) -> tu
 class DevicePoller:
     """The read plan and disabled points of one device."""
 
+    __slots__ = ("bus", "device", "device_id", "disabled", "plan", "poll_interval", "spans")
+
     def __init__(self, device: DeviceSettings, bus: str = "") -> None:
         self.device = device
         self.bus = bus

@@ -148,6 +148,8 @@ def _expire(fut: asyncio.Future[bytes]) -> None:
 class TcpLink:
     """One Modbus TCP connection; the same interface as ``drivers.modbus.link.Link``."""
 
+    __slots__ = ("_last_io", "_lock", "_on_stray", "_proto", "_tid", "settings")
+
     def __init__(
         self, settings: ConnectionSettings, on_stray: Callable[[], None] | None = None
     ) -> None:
