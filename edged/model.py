@@ -143,7 +143,7 @@ class DeviceState(Enum):
     UNLICENSED = "unlicensed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """Where a piece of configuration came from, for error messages."""
 
@@ -160,7 +160,7 @@ def _freeze(m: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(m or {}))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConnectionSpec:
     """One physical connection (a TCP endpoint, a serial port, a listening socket).
 
@@ -174,7 +174,7 @@ class ConnectionSpec:
     source: Source = Source(None, "")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeviceSpec:
     """One provisioned device: a meter, a charger or a logical part of an I/O module."""
 
@@ -197,7 +197,7 @@ class DeviceSpec:
     profile_dir: Path | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """Values read from one device at one moment (UTC epoch seconds, wall clock)."""
 

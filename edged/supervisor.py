@@ -35,7 +35,7 @@ LONG_RUN = 60.0
 _NO_SOURCE = Source(None, "")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fingerprint:
     """What a connection task depends on; an equal fingerprint means no restart on reload."""
 
@@ -85,7 +85,7 @@ def _tasks(runs: Iterable[Running]) -> list[asyncio.Task[None]]:
     return [r.task for r in runs if r.task is not None]
 
 
-@dataclass
+@dataclass(slots=True)
 class DeviceStatus:
     """Live state of one device, for status and metrics."""
 
@@ -95,7 +95,7 @@ class DeviceStatus:
     last_error: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Running:
     """One connection task and what it was started with."""
 
@@ -110,6 +110,8 @@ class Running:
 
 class ConnectionContext:
     """The ``api.DriverContext`` handed to one connection."""
+
+    __slots__ = ("_devices", "_driver", "_metrics", "_supervisor")
 
     def __init__(self, supervisor: Supervisor, driver: str, devices: Sequence[DeviceSpec]):
         self._supervisor = supervisor

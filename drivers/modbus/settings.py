@@ -17,7 +17,7 @@ Transport = Literal["tcp", "rtu"]
 PARITIES = ("N", "E", "O")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConnectionSettings:
     """How to reach one Modbus bus or endpoint."""
 
@@ -43,7 +43,7 @@ class ConnectionSettings:
         return f"serial://{self.device}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeviceSettings:
     """One meter on a connection."""
 
@@ -136,7 +136,7 @@ _NONE: frozenset[int] = frozenset()
 """The empty address set, shared by every device that declares nothing writable."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ModbusSettings:
     """A validated Modbus connection and the meters on it, as ``configure`` returns them."""
 
