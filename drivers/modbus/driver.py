@@ -55,6 +55,9 @@ class ModbusDriver:
         # connection to the same device (one driver instance serves one connection).
         self._link: Link | TcpLink | None = None
         self._devices: dict[str, DeviceSettings] = {}
+        # The connection and context of the runner this driver serves (one per connection).
+        self._connection: ConnectionSettings | None = None
+        self._ctx: DriverContext | None = None
 
     def configure(
         self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]
@@ -72,21 +75,13 @@ class ModbusDriver:
         """The polled-connection runner of one connection (not started)."""
         conn = settings.connection
         self._devices = {d.id: d for d in settings.devices}
-
-        async def open_link() -> Link | TcpLink:
-            self._link = await _open(conn, lambda: ctx.count("frame_rejected"))
-            return self._link
-
-        async def close_link(link: Link | TcpLink) -> None:
-            if self._link is link:
-                self._link = None
-            await _close(link)
-
+        self._connection = conn
+        self._ctx = ctx
         return PolledConnection(
             settings.name,
             conn.endpoint,
-            open_link,
-            close_link,
+            self._open_link,
+            self._close_link,
             [DevicePoller(d, settings.name) for d in settings.devices],
             ctx,
             reconnect=Reconnect(RECONNECT_MIN, RECONNECT_MAX),
@@ -95,6 +90,20 @@ class ModbusDriver:
             wall=self._wall,
             logger=log,
         )
+
+    async def _open_link(self) -> Link | TcpLink:
+        assert self._connection is not None
+        self._link = await _open(self._connection, self._frame_rejected)
+        return self._link
+
+    async def _close_link(self, link: Link | TcpLink) -> None:
+        if self._link is link:
+            self._link = None
+        await _close(link)
+
+    def _frame_rejected(self) -> None:
+        if self._ctx is not None:
+            self._ctx.count("frame_rejected")
 
     def describe(self, settings: ModbusSettings, device_id: str) -> DeviceInfo | None:
         """The quantities of the device's profile and the registers and coils it may write."""
