@@ -55,9 +55,6 @@ class ModbusDriver:
         # connection to the same device (one driver instance serves one connection).
         self._link: Link | TcpLink | None = None
         self._devices: dict[str, DeviceSettings] = {}
-        # The connection and context of the runner this driver serves (one per connection).
-        self._connection: ConnectionSettings | None = None
-        self._ctx: DriverContext | None = None
 
     def configure(
         self, connection: ConnectionSpec, devices: Sequence[DeviceSpec]
@@ -75,13 +72,12 @@ class ModbusDriver:
         """The polled-connection runner of one connection (not started)."""
         conn = settings.connection
         self._devices = {d.id: d for d in settings.devices}
-        self._connection = conn
-        self._ctx = ctx
+        links = _Links(self, conn, ctx)
         return PolledConnection(
             settings.name,
             conn.endpoint,
-            self._open_link,
-            self._close_link,
+            links.open,
+            links.close,
             [DevicePoller(d, settings.name) for d in settings.devices],
             ctx,
             reconnect=Reconnect(RECONNECT_MIN, RECONNECT_MAX),
@@ -90,20 +86,6 @@ class ModbusDriver:
             wall=self._wall,
             logger=log,
         )
-
-    async def _open_link(self) -> Link | TcpLink:
-        assert self._connection is not None
-        self._link = await _open(self._connection, self._frame_rejected)
-        return self._link
-
-    async def _close_link(self, link: Link | TcpLink) -> None:
-        if self._link is link:
-            self._link = None
-        await _close(link)
-
-    def _frame_rejected(self) -> None:
-        if self._ctx is not None:
-            self._ctx.count("frame_rejected")
 
     def describe(self, settings: ModbusSettings, device_id: str) -> DeviceInfo | None:
         """The quantities of the device's profile and the registers and coils it may write."""
@@ -152,6 +134,33 @@ class ModbusDriver:
         from drivers.modbus import simulator
 
         return SimulatorCommand("simulated Modbus TCP/RTU meters", simulator.main)
+
+
+class _Links:
+    """Opens and closes the link of one runner; the driver writes over the open one.
+
+    A small object rather than closures: a gateway runs a thousand of these.
+    """
+
+    __slots__ = ("_conn", "_ctx", "_driver")
+
+    def __init__(self, driver: ModbusDriver, conn: ConnectionSettings, ctx: DriverContext):
+        self._driver = driver
+        self._conn = conn
+        self._ctx = ctx
+
+    async def open(self) -> Link | TcpLink:
+        link = await _open(self._conn, self._rejected)
+        self._driver._link = link
+        return link
+
+    async def close(self, link: Link | TcpLink) -> None:
+        if self._driver._link is link:
+            self._driver._link = None
+        await _close(link)
+
+    def _rejected(self) -> None:
+        self._ctx.count("frame_rejected")
 
 
 def _check_writable(dev: DeviceSettings, command: WriteRegister) -> None:
