@@ -3,7 +3,10 @@
 The meters (profile ``bench8``: eight float32 values, one request per poll) are served
 by the simulator in two separate processes, one TCP port per meter. They are polled
 either by the daemon (``edged run -c <generated config>``, publishing to a mosquitto
-started here) or, with ``--inprocess``, by the driver alone inside this process.
+started here) or, with ``--inprocess``, by the driver alone inside this process. With
+``--floor`` this process only sends each meter's request once a second and takes the
+answer (bare asyncio protocols, no decoding, no timers): the part of the CPU figure that
+is the TCP exchange itself, in this interpreter and kernel.
 
 Prints achieved polls per device per second (counted at the simulators), CPU of the
 polling process in cores (utime+stime from /proc/PID/stat), its peak RSS (VmHWM), and,
@@ -15,6 +18,7 @@ edged (for example the previous release) against the same fleet and subscriber.
 
     .venv/bin/python bench/modbus_fleet.py --count 1000 --inprocess
     .venv/bin/python bench/modbus_fleet.py --count 1000
+    .venv/bin/python bench/modbus_fleet.py --count 1000 --floor
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import os
 import platform
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -292,6 +297,59 @@ async def run_inprocess(sims: list[SimProcess], args: argparse.Namespace) -> dic
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class _BareExchange(asyncio.BufferedProtocol):
+    """``--floor``: one read request per second and its answer, nothing else (no decoding,
+    no timeout timer, no state): what the exchange alone costs in this interpreter."""
+
+    REQUEST = struct.Struct(">HHHBBHH")
+
+    def __init__(self, phase: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.phase = phase
+        self.buffer = bytearray(512)
+        self.filled = 0
+        self.tid = 0
+        self.next_at = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.loop.call_at(self.loop.time() + self.phase, self.send)
+
+    def send(self) -> None:
+        assert self.transport is not None
+        self.tid = (self.tid + 1) & 0xFFFF
+        # bench8: eight float32 values from holding register 0.
+        self.transport.write(self.REQUEST.pack(self.tid, 0, 6, 1, 3, 0, 16))
+        self.next_at = self.loop.time() + 1.0
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self.buffer)[self.filled :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.filled += nbytes
+        if self.filled >= 6 and self.filled >= 6 + int.from_bytes(self.buffer[4:6], "big"):
+            self.filled = 0
+            self.loop.call_at(self.next_at, self.send)
+
+
+async def run_floor(sims: list[SimProcess], args: argparse.Namespace) -> dict[str, Any]:
+    ports = [p for s in sims for p in s.ports]
+    loop = asyncio.get_running_loop()
+    transports = []
+    for i, port in enumerate(ports):
+        t, _ = await loop.create_connection(
+            lambda i=i: _BareExchange(i / len(ports)), "127.0.0.1", port
+        )
+        transports.append(t)
+    try:
+        return await measure(sims, os.getpid(), args.warmup, args.duration, None)
+    finally:
+        for t in transports:
+            t.close()
+
+
 async def run_daemon(sims: list[SimProcess], args: argparse.Namespace) -> dict[str, Any]:
     import aiomqtt
 
@@ -365,6 +423,12 @@ def main() -> int:
         help="poll with the driver inside this process instead of `edged run`",
     )
     ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="only send each meter's request and take its answer (bare asyncio protocols, "
+        "no decoding): the cost of the exchange alone, for comparison",
+    )
+    ap.add_argument(
         "--batch",
         type=int,
         default=None,
@@ -381,11 +445,17 @@ def main() -> int:
     args = ap.parse_args()
     raise_nofile()
     with fleet_simulators(args.count) as sims:
-        runner = run_inprocess if args.inprocess else run_daemon
+        runner = run_floor if args.floor else run_inprocess if args.inprocess else run_daemon
         r = asyncio.run(runner(sims, args))
-    mode = "driver in-process" if args.inprocess else "edged run (daemon)"
+    mode = (
+        "floor: bare request/answer exchange in-process"
+        if args.floor
+        else "driver in-process"
+        if args.inprocess
+        else "edged run (daemon)"
+    )
     print(f"modbus fleet bench: {mode}")
-    if not args.inprocess:
+    if not (args.inprocess or args.floor):
         print(f"  edged under test: {checkout_of(args.python)} ({args.python})")
     print(
         f"  setup: N={args.count} meters (bench8, 8 x f32, 1 request/poll), poll 1 Hz, "
