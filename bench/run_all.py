@@ -20,6 +20,7 @@ BENCHES: dict[str, list[list[str]]] = {
         ["--count", "1000"],
         ["--count", "2000"],
         ["--inprocess", "--count", "5000"],
+        ["--floor", "--count", "1000"],
     ],
     "outbox_drain": [["--records", "1000000"]],
     "kill9_soak": [["--cycles", "100"], ["--flap", "60"]],
