@@ -336,7 +336,31 @@ class Commandable(Protocol):
     """Capability: devices of this driver take commands."""
 
     async def command(self, command: Command) -> Mapping[str, Any]:
-        """Run one command; return a JSON-ready result or raise an EdgedError saying why."""
+        """Run one command; return a JSON-ready result or raise an EdgedError saying why.
+
+        A device that answers but declines (a charger's ``status`` other than Accepted)
+        is not an error here: the result carries its answer; ``refusal`` reads it.
+        """
+
+
+def refusal(command: Command, result: object) -> str | None:
+    """Why the device declined a command it answered, or None when it carried it out.
+
+    A charger's answer comes back as ``{"result": {"status": ...}, ...}``: any status but
+    ``Accepted`` is a refusal (``Rejected``, ``NotSupported``, ...), except ``Unknown`` to
+    a ``ClearChargingLimit``, which means no profile matched: none is in force, which is
+    what the clear asked for. An answer without a status (a register write) is done.
+    """
+    status = None
+    if isinstance(result, Mapping):
+        inner = result.get("result", result)
+        if isinstance(inner, Mapping):
+            status = inner.get("status")
+    if status is None or str(status) == "Accepted":
+        return None
+    if isinstance(command, ClearChargingLimit) and str(status) == "Unknown":
+        return None
+    return f"status {status}"
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ class Site:
         self.commands: list[Command] = []
         self.events: list[tuple[str, dict[str, object]]] = []
         self.failures = failures
+        self.answers: list[str] = []
+        """Statuses the charger answers with, one per command (then it answers nothing)."""
         self.states: dict[str, DeviceState] = {}
         self.counts: Counter[tuple[str, str]] = Counter()
         self.engine = Engine(
@@ -57,6 +59,8 @@ class Site:
             self.failures -= 1
             raise ConnectionLost("charger is not connected")
         self.commands.append(command)
+        if self.answers:
+            return {"device": command.device_id, "result": {"status": self.answers.pop(0)}}
         return {}
 
     async def publish(self, kind: str, body: dict[str, object]) -> None:
@@ -164,6 +168,29 @@ async def test_a_failing_action_is_retried_with_backoff_then_works() -> None:
     assert site.commands == [SetChargingLimit("ev1", 6.0)]
     (status,) = site.engine.status()
     assert status["failed"] == 0 and status["last_error"] is None
+
+
+async def test_a_charger_that_declines_is_retried_until_it_accepts() -> None:
+    site = Site()
+    site.answers = ["Rejected", "NotSupported", "Accepted"]
+    site.engine.set_rules([limit_rule(hold=0.0)])
+    site.value(7000)
+    await settle(site)
+    assert site.commands == [SetChargingLimit("ev1", 6.0)] * 3
+    (status,) = site.engine.status()
+    assert status["failed"] == 0 and status["last_error"] is None
+
+
+async def test_a_charger_that_keeps_declining_is_a_failed_action() -> None:
+    site = Site()
+    site.answers = ["Rejected"] * 100
+    site.engine.set_rules([limit_rule(hold=0.0)])
+    site.value(7000)
+    await until(lambda: site.counts[("failed", "limit-ev")] == 1, "the failure report")
+    (status,) = site.engine.status()
+    assert "charger ev1 limit 6 A: refused by the device: status Rejected" in status["last_error"]
+    failed = [b for k, b in site.events if k == "action_failed"]
+    assert failed and failed[0]["error"] == "refused by the device: status Rejected"
 
 
 async def until(condition: Any, what: str) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from edged.actions.config import Action, Rule
 from edged.actions.machine import Machine, Reading, State, Transition
-from edged.api import Command
+from edged.api import Command, refusal
 from edged.errors import EdgedError
 from edged.live import LiveValues
 from edged.model import DeviceState, Sample, iso
@@ -467,7 +467,11 @@ class Engine:
                 await self._publish(EVENT_KIND, {**fields, "event": action.event})
             else:
                 assert action.command is not None
-                await self._command(action.command)
+                result = await self._command(action.command)
+                declined = refusal(action.command, result)
+                if declined is not None:
+                    # The charger answered but did not do it: retried like any failure.
+                    return f"refused by the device: {declined}"
         except EdgedError as exc:
             return str(exc)
         except (OSError, TimeoutError) as exc:

@@ -35,11 +35,11 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edged.api import ClearChargingLimit, Command, SetChargingLimit
+from edged.api import ClearChargingLimit, Command, SetChargingLimit, refusal
 from edged.live import LiveValues
 from edged.loadmgmt.allocate import (
     PHASES,
@@ -592,17 +592,17 @@ class Controller:
         available = self.circuits[st.circuit].available
         left = "-" if available is None else "/".join(f"{v:.1f}" for v in available)
         try:
-            refusal: str | None
+            declined: str | None
             try:
                 result = await self.send(cmd)
-                refusal = _refusal(result)
+                declined = refusal(cmd, result)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the driver says why: not connected, timeout, error
                 self._failed(st, cmd, str(exc))
                 return
-            if refusal is not None:
-                self._refused(st, refusal)
+            if declined is not None:
+                self._refused(st, declined)
                 return
             self.profiles_sent += 1
             if self.metrics is not None:
@@ -756,15 +756,3 @@ class Controller:
 def _keep_circuit(st: _CircuitState, c: Circuit) -> _CircuitState:
     st.circuit = c
     return st
-
-
-def _refusal(result: object) -> str | None:
-    """Why the charger refused, or None when it accepted (``status`` other than Accepted)."""
-    status = None
-    if isinstance(result, Mapping):
-        inner = result.get("result", result)
-        if isinstance(inner, Mapping):
-            status = inner.get("status")
-    if status is None or str(status) == "Accepted":
-        return None
-    return f"status {status}"
