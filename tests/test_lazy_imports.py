@@ -6,6 +6,14 @@ import subprocess
 import sys
 
 
+def run_python(code: str) -> str:
+    """What a fresh interpreter prints running ``code``."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return out.stdout
+
+
 def test_daemon_modules_do_not_load_server_stacks_or_ocpp() -> None:
     # What `edged run` imports before it reads the config; the Modbus server (pymodbus'
     # server side pulls in aiohttp), OCPP and WebSockets load only when configured.
@@ -15,10 +23,8 @@ def test_daemon_modules_do_not_load_server_stacks_or_ocpp() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy"
         " or m.startswith('pymodbus.server')))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert out.stdout.strip() == "[]", out.stdout
+    out = run_python(code)
+    assert out.strip() == "[]", out
 
 
 def test_modbus_tcp_polling_does_not_load_pymodbus() -> None:
@@ -28,10 +34,8 @@ def test_modbus_tcp_polling_does_not_load_pymodbus() -> None:
         "from drivers.modbus.tcp import TcpLink\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pymodbus'))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert out.stdout.strip() == "[]", out.stdout
+    out = run_python(code)
+    assert out.strip() == "[]", out
 
 
 def test_built_in_drivers_load_without_reading_package_metadata() -> None:
@@ -44,7 +48,5 @@ def test_built_in_drivers_load_without_reading_package_metadata() -> None:
         "print('importlib.metadata' in sys.modules, type(drivers[0]).__name__)\n"
         "print('modbus' in api.available(), 'importlib.metadata' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert out.stdout.split("\n")[:2] == ["False ModbusDriver", "True True"], out.stdout
+    out = run_python(code)
+    assert out.split("\n")[:2] == ["False ModbusDriver", "True True"], out
