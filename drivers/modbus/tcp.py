@@ -2,8 +2,8 @@
 
 Why not pymodbus here: a fleet gateway polls a thousand TCP meters a second, and
 pymodbus' client (transaction manager, framer, per-request ``wait_for``, transport dump)
-costs about twice the CPU of the exchange itself (``../shared/LIBRARY-NOTES.md``,
-``bench/modbus_fleet.py``). The serial (RTU) side, where timing, not CPU, is the limit,
+costs about twice the CPU of the exchange itself (``bench/modbus_fleet.py --inprocess``,
+README "Measured"). The serial (RTU) side, where timing, not CPU, is the limit,
 stays on pymodbus (``drivers.modbus.link``).
 
 What makes this correct with so little code:
